@@ -1,0 +1,230 @@
+"""Typed configuration: runtime settings from the environment and experiment configs from YAML.
+
+Two kinds of configuration, each validated at one boundary:
+
+* :class:`RuntimeSettings` -- where things run (device, stores, endpoints, secrets). Every
+  environment variable the project reads is a field here, prefixed ``SSLMEM_``.
+* :class:`ExperimentConfig` -- what is computed (data, split, augmentation, encoder, training,
+  scoring, evaluation). Loaded from a YAML file plus ``--set key=value`` overrides by
+  :func:`load_experiment_config`; unknown keys and bad values are errors naming the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sslmem.augment import AugmentationSpec
+from sslmem.errors import ConfigError
+
+DistanceName = Literal["l2", "cosine"]
+AlignmentMode = Literal["pair", "anchor"]
+
+
+class RuntimeSettings(BaseSettings):
+    """Where and how things run; read from ``SSLMEM_*`` environment variables.
+
+    No secret has a default: credentials come from the environment (Kubernetes Secrets on a
+    cluster) or are absent.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SSLMEM_", extra="ignore")
+
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    num_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+    data_dir: Path = Field(
+        Path.home() / ".cache" / "sslmem" / "data",
+        description="Root for local datasets (CIFAR, image folders, unpacked Fashion-MNIST).",
+    )
+    store_uri: str = Field(
+        "sslmem-store", description="Object store root: a local directory or s3://bucket/prefix."
+    )
+    s3_endpoint: str | None = Field(None, description="host:port of an S3/MinIO endpoint.")
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = Field(True, description="Use TLS for the S3 endpoint.")
+    s3_region: str | None = None
+    store_retries: int = Field(3, ge=0, le=10, description="Bounded retries on store errors.")
+    mlflow_tracking_uri: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Which dataset to use."""
+
+    dataset: Literal["bundled", "fashion-mnist", "cifar10", "cifar100", "folder"] = "bundled"
+    root: Path | None = Field(None, description="Local directory (defaults per dataset).")
+
+
+class SplitConfig(_Section):
+    """Fractions of the pool for S_S / S_C / S_I / S_E and the seed (SSLMem protocol)."""
+
+    shared: float = Field(0.7, gt=0, lt=1)
+    candidate: float = Field(0.1, gt=0, lt=1)
+    independent: float = Field(0.1, gt=0, lt=1)
+    extra: float = Field(0.1, gt=0, lt=1)
+    pool_size: int | None = Field(None, ge=4, description="Use a seeded subset of this size.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_sum_to_one(self) -> SplitConfig:
+        total = self.shared + self.candidate + self.independent + self.extra
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must sum to 1, got {total:.6f}")
+        return self
+
+
+class ModelConfig(_Section):
+    """Encoder architecture and projection head."""
+
+    arch: str = "small_cnn"
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    head_hidden_dim: int = Field(256, ge=1)
+    head_output_dim: int = Field(64, ge=1)
+
+
+class TrainingConfig(_Section):
+    """SSL training recipe (shared by candidate and reference)."""
+
+    method: str = "simclr"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    warmup_epochs: int = Field(0, ge=0)
+    temperature: float = Field(0.2, gt=0)
+    grad_accum_steps: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class ScoringConfig(_Section):
+    """How SSLMem is computed (paper definition by default)."""
+
+    views: int = Field(8, ge=1, description="K view pairs (pair mode) or views (anchor mode).")
+    mode: AlignmentMode = "pair"
+    distance: DistanceName = "l2"
+    layer: str = Field("backbone", description="Named layer whose output is the representation.")
+    chunk_size: int = Field(256, ge=1, description="Points per batch; bounds memory.")
+    seed: int = 0
+    sets: tuple[Literal["candidate", "independent", "extra", "shared"], ...] = (
+        "candidate",
+        "independent",
+        "extra",
+    )
+    shared_sample: int = Field(500, ge=1, description="Points of S_S scored as a control.")
+
+
+class EvaluationConfig(_Section):
+    """Downstream evaluation (kNN and linear probe on frozen features)."""
+
+    knn_k: int = Field(20, ge=1)
+    knn_temperature: float = Field(0.1, gt=0)
+    probe_epochs: int = Field(100, ge=1)
+    probe_lr: float = Field(1e-2, gt=0)
+
+
+class ExperimentConfig(_Section):
+    """Everything that defines an experiment; logged with every run."""
+
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    augmentation: AugmentationSpec = AugmentationSpec()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    """Render a pydantic error as one line per field, naming the field and what is allowed."""
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "<root>"
+        got = item.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  {field}: {item['msg']}{got_text}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["scoring.views=4", ...]`` into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"override {item!r} is not of the form key=value",
+                "write e.g. --set scoring.views=8",
+            )
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_experiment_config(
+    path: Path | str | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Load and validate an experiment config.
+
+    Args:
+        path: YAML file (optional; defaults apply to everything it omits).
+        overrides: ``key=value`` strings with dotted keys, applied after the file.
+
+    Returns:
+        The validated, frozen config.
+
+    Raises:
+        ConfigError: The file is missing or not a mapping, or a field is invalid (the message
+            names each field and the allowed values).
+    """
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist", "pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of sections")
+        raw, source = loaded, str(file)
+    if overrides:
+        raw = _deep_merge(raw, parse_overrides(overrides))
+        source += " + --set overrides"
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            format_validation_error(exc, source), "correct the fields listed above"
+        ) from exc
