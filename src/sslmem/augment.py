@@ -176,7 +176,9 @@ class BatchAugmenter:
             Float32 views ``[B, V, C, S, S]``, normalised.
         """
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"expected uint8 [B, C, H, W] images, got {images.dtype} {images.shape}")
+            raise ValueError(
+                f"expected uint8 [B, C, H, W] images, got {images.dtype} {images.shape}"
+            )
         b, c, _, _ = images.shape
         v = int(view_ids.numel())
         u = counter_uniform(seed, keys.to(images.device), view_ids, _NUM_SLOTS).reshape(b * v, -1)

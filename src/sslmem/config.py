@@ -126,10 +126,17 @@ class ScoringConfig(_Section):
 class EvaluationConfig(_Section):
     """Downstream evaluation (kNN and linear probe on frozen features)."""
 
-    knn_k: int = Field(20, ge=1)
-    knn_temperature: float = Field(0.1, gt=0)
+    layer: str = Field("backbone", description="Named layer whose output is the feature.")
+    feature_batch_size: int = Field(512, ge=1, description="Images per feature-extraction batch.")
+    autocast_bf16: bool = Field(False, description="bf16 autocast for extraction (CUDA only).")
+    knn_k: int = Field(20, ge=1, description="Neighbours (capped at the train-set size).")
+    knn_temperature: float = Field(0.1, gt=0, description="Vote weight exp(sim / temperature).")
+    knn_batch_size: int = Field(256, ge=1, description="Test points per kNN batch.")
     probe_epochs: int = Field(100, ge=1)
-    probe_lr: float = Field(1e-2, gt=0)
+    probe_lr: float = Field(1e-2, gt=0, description="Adam learning rate.")
+    probe_weight_decay: float = Field(0.0, ge=0)
+    probe_batch_size: int = Field(256, ge=1, description="Mini-batch size (>= N: full batch).")
+    probe_seed: int = 0
 
 
 class ExperimentConfig(_Section):
