@@ -1,0 +1,358 @@
+"""The SSLMem split: shared S_S, candidate S_C, independent S_I and extra S_E.
+
+Wang et al. (ICLR 2024, Sec. 3) split the training set once, deterministically, into four
+disjoint sets: the candidate encoder f trains on S_S ∪ S_C, the reference encoder g on
+S_S ∪ S_I, and S_E is seen by neither. A :class:`SplitManifest` records the split (indices, seed,
+fractions) together with the content hash of the dataset it was made from, so a split can never
+silently be applied to other data. Its JSON form is canonical: the same inputs give the same bytes
+and hence the same ``manifest_sha256``, which scores cite as provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from sslmem.config import SplitConfig
+from sslmem.data.datasets import ImageDataset
+from sslmem.errors import ConfigError, DataError, ManifestMismatchError
+
+SetName = Literal["shared", "candidate", "independent", "extra"]
+Role = Literal["candidate", "reference"]
+SET_NAMES: tuple[SetName, ...] = ("shared", "candidate", "independent", "extra")
+# Which sets each encoder trains on (SSLMem protocol): f on S_S ∪ S_C, g on S_S ∪ S_I.
+_TRAINING_SETS: dict[str, tuple[SetName, SetName]] = {
+    "candidate": ("shared", "candidate"),
+    "reference": ("shared", "independent"),
+}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetRef(_Frozen):
+    """The dataset a split was made from."""
+
+    name: str
+    split: str
+    num_samples: int = Field(ge=1)
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class SplitFractions(_Frozen):
+    """Requested fractions of the pool per set."""
+
+    shared: float
+    candidate: float
+    independent: float
+    extra: float
+
+
+class SplitIndices(_Frozen):
+    """Dataset indices of each set, sorted ascending."""
+
+    shared: tuple[int, ...]
+    candidate: tuple[int, ...]
+    independent: tuple[int, ...]
+    extra: tuple[int, ...]
+
+
+class _ManifestBody(_Frozen):
+    """Everything in a manifest except its own hash."""
+
+    format_version: Literal[1] = 1
+    dataset: DatasetRef
+    seed: int
+    fractions: SplitFractions
+    pool_size: int = Field(ge=4)
+    indices: SplitIndices
+
+
+def _canonical_json(payload: dict[str, Any]) -> bytes:
+    """Serialise with sorted keys and fixed layout, so equal content gives equal bytes."""
+    text = json.dumps(payload, sort_keys=True, indent=2, separators=(",", ": "), ensure_ascii=True)
+    return (text + "\n").encode("ascii")
+
+
+class SplitManifest(_ManifestBody):
+    """A sealed SSLMem split; ``manifest_sha256`` covers every other field.
+
+    Construct with :func:`make_split` or :meth:`from_json`; construction re-checks the hash and
+    the structure (sorted, disjoint, in-range indices covering ``pool_size`` points).
+
+    Raises:
+        ManifestMismatchError: On construction, if ``manifest_sha256`` does not match the content.
+
+    """
+
+    manifest_sha256: str
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitManifest:
+        # The hash first: a tampered manifest is reported as tampered, not as malformed.
+        actual = _body_hash(self.model_dump(mode="json", exclude={"manifest_sha256"}))
+        if actual != self.manifest_sha256:
+            raise ManifestMismatchError(
+                f"split manifest hash mismatch: recorded {self.manifest_sha256}, content hashes "
+                f"to {actual}; the manifest was edited or corrupted",
+                "re-create the split with make_split instead of editing the manifest",
+            )
+        _check_indices(self)
+        return self
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes (sorted keys, fixed indentation, trailing newline)."""
+        return _canonical_json(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> SplitManifest:
+        """Parse and verify a manifest written by :meth:`to_json`.
+
+        Raises:
+            ManifestMismatchError: The hash does not match the content (tampered manifest).
+            DataError: The bytes are not a valid manifest.
+
+        """
+        try:
+            payload = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"split manifest is not valid JSON: {exc}") from exc
+        if not isinstance(payload, dict):
+            raise DataError("split manifest must be a JSON object")
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as exc:
+            raise DataError(
+                f"split manifest is malformed: {exc}",
+                "re-create it with make_split and save_manifest",
+            ) from exc
+
+    def verify_against(self, dataset: ImageDataset) -> None:
+        """Check that ``dataset`` is the one this split was made from.
+
+        Raises:
+            ManifestMismatchError: The name, split, size or content hash differ.
+
+        """
+        expected = self.dataset
+        actual = (dataset.name, dataset.split, len(dataset), dataset.content_hash)
+        if actual != (expected.name, expected.split, expected.num_samples, expected.content_sha256):
+            raise ManifestMismatchError(
+                "split manifest does not match the dataset: made from "
+                f"{_describe(*_fields(expected))}, got {_describe(*actual)}",
+                "re-create the split for this dataset with make_split, or pass the dataset the "
+                "manifest was made from",
+            )
+
+    def set_indices(self, name: SetName) -> npt.NDArray[np.int64]:
+        """Sorted dataset indices ``int64 [n]`` of one set.
+
+        Raises:
+            ConfigError: Unknown set name.
+
+        """
+        if name not in SET_NAMES:
+            raise ConfigError(f"unknown split set {name!r}", f"use one of: {', '.join(SET_NAMES)}")
+        return np.asarray(getattr(self.indices, name), dtype=np.int64)
+
+    def training_indices(self, role: Role) -> npt.NDArray[np.int64]:
+        """Sorted indices ``int64 [n]`` an encoder trains on: S_S ∪ S_C (candidate) or S_S ∪ S_I.
+
+        Raises:
+            ConfigError: Unknown role.
+
+        """
+        sets = _TRAINING_SETS.get(role)
+        if sets is None:
+            raise ConfigError(
+                f"unknown encoder role {role!r}", f"use one of: {', '.join(_TRAINING_SETS)}"
+            )
+        return np.asarray(np.union1d(*(self.set_indices(s) for s in sets)), dtype=np.int64)
+
+
+def _fields(ref: DatasetRef) -> tuple[str, str, int, str]:
+    return ref.name, ref.split, ref.num_samples, ref.content_sha256
+
+
+def _describe(name: str, split: str, num_samples: int, sha256: str) -> str:
+    return f"{name!r} ({split}, {num_samples} samples, sha256 {sha256})"
+
+
+def _body_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(_canonical_json(body)).hexdigest()
+
+
+def _check_indices(manifest: _ManifestBody) -> None:
+    """Raise ValueError unless the sets are sorted, non-empty, disjoint and cover the pool."""
+    n = manifest.dataset.num_samples
+    sets = {name: np.asarray(getattr(manifest.indices, name), dtype=np.int64) for name in SET_NAMES}
+    for name, idx in sets.items():
+        if len(idx) == 0:
+            raise ValueError(f"set {name!r} is empty")
+        if np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= n:
+            raise ValueError(f"set {name!r} must hold sorted, unique indices in [0, {n})")
+    union = np.concatenate(list(sets.values()))
+    if len(np.unique(union)) != len(union) or len(union) != manifest.pool_size:
+        raise ValueError(f"sets must be disjoint and cover pool_size={manifest.pool_size} points")
+
+
+# --------------------------------------------------------------------------------------------
+# Making a split
+
+
+def _largest_remainder(total: int, fractions: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+    """Integer sizes proportional to ``fractions`` that sum exactly to ``total`` (Hamilton)."""
+    quotas = np.asarray(fractions / fractions.sum() * total, dtype=np.float64)
+    sizes: npt.NDArray[np.int64] = np.floor(quotas).astype(np.int64)
+    # Ties go to the earlier set (stable sort), so the result is deterministic.
+    order = np.argsort(-(quotas - sizes), kind="stable")
+    sizes[order[: total - int(sizes.sum())]] += 1
+    return sizes
+
+
+def _stratified_assign(
+    labels: npt.NDArray[np.int64], sizes: npt.NDArray[np.int64], rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """Assign each point a group so that every group gets its share of every class.
+
+    Points are sorted by class, randomly within a class. The group sequence interleaves the
+    groups evenly (group ``g``'s ``j``-th slot sits at ``(j + 0.5) / sizes[g]`` of the way), so
+    every contiguous run -- in particular each class's block -- is split in proportion to
+    ``sizes`` up to one point per group, and the totals are exact.
+
+    Args:
+        labels: ``[P]`` class labels.
+        sizes: ``[G]`` group sizes summing to ``P``.
+        rng: Source of the within-class shuffle.
+
+    Returns:
+        ``[P]`` group ids in ``[0, G)``.
+
+    """
+    by_class = np.lexsort((rng.random(len(labels)), labels))
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    slots = np.concatenate([(np.arange(n) + 0.5) / n for n in sizes if n > 0])
+    sequence = groups[np.lexsort((groups, slots))]
+    assignment = np.empty(len(labels), dtype=np.int64)
+    assignment[by_class] = sequence
+    return assignment
+
+
+def make_split(dataset: ImageDataset, *, fractions: SplitConfig | None = None) -> SplitManifest:
+    """Split a dataset into S_S / S_C / S_I / S_E, deterministically and stratified by label.
+
+    With ``fractions.pool_size`` set, a class-stratified random subset of that size is drawn
+    first and split; the remaining points belong to no set. Set sizes follow the fractions with
+    largest-remainder rounding, so they add up to the pool exactly. All randomness comes from
+    ``numpy.random.Generator(PCG64(fractions.seed))``.
+
+    Args:
+        dataset: Images ``[N, C, H, W]`` and labels ``[N]``.
+        fractions: Fractions, seed and optional pool size (default :class:`SplitConfig`).
+
+    Returns:
+        The sealed manifest (indices into ``dataset``, sorted within each set).
+
+    Raises:
+        DataError: The pool is larger than the dataset, or a set would be empty.
+
+    """
+    config = fractions if fractions is not None else SplitConfig()
+    labels = dataset.labels.cpu().numpy().astype(np.int64)
+    pool_size = config.pool_size if config.pool_size is not None else len(dataset)
+    if pool_size > len(dataset) or pool_size < len(SET_NAMES):
+        raise DataError(
+            f"split pool_size={pool_size} does not fit dataset {dataset.name!r} with "
+            f"{len(dataset)} samples",
+            f"set split.pool_size between {len(SET_NAMES)} and {len(dataset)}, or leave it unset",
+        )
+    rng = np.random.Generator(np.random.PCG64(config.seed))
+    pool = np.arange(len(dataset))
+    if pool_size < len(dataset):
+        keep = _largest_remainder(
+            len(dataset), np.array([pool_size, len(dataset) - pool_size], dtype=np.float64)
+        )
+        pool = np.flatnonzero(_stratified_assign(labels, keep, rng) == 0)
+
+    wanted = np.array([getattr(config, name) for name in SET_NAMES], dtype=np.float64)
+    sizes = _largest_remainder(pool_size, wanted)
+    for name, size, fraction in zip(SET_NAMES, sizes, wanted, strict=True):
+        if size == 0:
+            raise DataError(
+                f"split set {name!r} would be empty: {fraction:g} of a pool of {pool_size} "
+                "rounds to 0 points",
+                f"raise split.{name}, or use a larger split.pool_size / dataset",
+            )
+    assignment = _stratified_assign(labels[pool], sizes, rng)
+    indices = {name: pool[assignment == g].tolist() for g, name in enumerate(SET_NAMES)}
+
+    body = _ManifestBody(
+        dataset=DatasetRef(
+            name=dataset.name,
+            split=dataset.split,
+            num_samples=len(dataset),
+            content_sha256=dataset.content_hash,
+        ),
+        seed=config.seed,
+        fractions=SplitFractions(**{name: getattr(config, name) for name in SET_NAMES}),
+        pool_size=pool_size,
+        indices=SplitIndices(**indices),
+    )
+    payload = body.model_dump(mode="json")
+    return SplitManifest.model_validate({**payload, "manifest_sha256": _body_hash(payload)})
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+def save_manifest(manifest: SplitManifest, path: Path | str) -> Path:
+    """Write the canonical JSON atomically (temp file in the same directory, then rename).
+
+    Readers never see a half-written manifest, even if the writer dies mid-way.
+
+    Returns:
+        The path written.
+
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(manifest.to_json())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_manifest(path: Path | str) -> SplitManifest:
+    """Read and verify a manifest written by :func:`save_manifest`.
+
+    Raises:
+        DataError: The file is missing or malformed.
+        ManifestMismatchError: The file was tampered with.
+
+    """
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise DataError(
+            f"cannot read split manifest {source}: {exc.strerror}",
+            "pass the path of a manifest written by save_manifest",
+        ) from exc
+    return SplitManifest.from_json(data)
