@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sslmem.config import SplitConfig
+from sslmem.config import RuntimeSettings, SplitConfig
 from sslmem.data.datasets import ImageDataset
 from sslmem.errors import ConfigError, DataError, ManifestMismatchError
 
@@ -339,20 +339,15 @@ def save_manifest(manifest: SplitManifest, path: Path | str) -> Path:
     return target
 
 
-def load_manifest(path: Path | str) -> SplitManifest:
-    """Read and verify a manifest written by :func:`save_manifest`.
+def load_manifest(path: Path | str, settings: RuntimeSettings | None = None) -> SplitManifest:
+    """Read and verify a manifest from a local path or an object-store URI (``s3://...``).
 
     Raises:
-        DataError: The file is missing or malformed.
+        StoreError: The manifest cannot be read (missing object, unreachable store).
+        DataError: The manifest is malformed.
         ManifestMismatchError: The file was tampered with.
 
     """
-    source = Path(path)
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise DataError(
-            f"cannot read split manifest {source}: {exc.strerror}",
-            "pass the path of a manifest written by save_manifest",
-        ) from exc
-    return SplitManifest.from_json(data)
+    from sslmem.data.store import read_bytes  # local import: the store is optional at import
+
+    return SplitManifest.from_json(read_bytes(path, settings))

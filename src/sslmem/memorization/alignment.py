@@ -105,7 +105,7 @@ def alignment_losses(
     layers: Sequence[str],
     device: torch.device,
     chunk_size: int = 256,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Alignment loss of every encoder at every layer on every point.
 

@@ -65,7 +65,7 @@ def compute_layermem(
     estimator: AlignmentEstimator,
     device: torch.device | None = None,
     chunk_size: int = 64,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> LayerMemResult:
     """LayerMem and ΔLayerMem for ``layers`` (all captured in one pass per view batch).
 

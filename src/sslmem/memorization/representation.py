@@ -60,7 +60,8 @@ def capture_layers(
             tensor = out[0] if isinstance(out, tuple) else out
             if not isinstance(tensor, torch.Tensor):
                 raise ScoringError(f"layer {name!r} does not output a tensor")
-            captured[name] = tensor
+            # Copy now: a later in-place op (e.g. ReLU after BN) would overwrite the output.
+            captured[name] = tensor.clone()
 
         handles.append(module.register_forward_hook(hook))
     try:

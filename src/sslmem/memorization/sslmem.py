@@ -68,7 +68,7 @@ def compute_sslmem(
     layer: str = "backbone",
     device: torch.device | None = None,
     chunk_size: int = 256,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> SSLMemResult:
     """SSLMem of every point for m candidate and n reference encoders.
 

@@ -75,7 +75,7 @@ def unit_activations(
     seed: int = 0,
     device: torch.device | None = None,
     chunk_size: int = 64,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Mean activation of each unit of ``layer`` on each point over K augmented views.
 

@@ -1,0 +1,31 @@
+"""Argument helpers shared by subcommands (parsing only; no logic)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sslmem.config import ExperimentConfig, load_experiment_config
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and repeatable ``--set key=value`` overrides."""
+    parser.add_argument("--config", type=Path, help="experiment YAML file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set scoring.views=8 (repeatable)",
+    )
+
+
+def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The validated experiment config from ``--config`` and ``--set``."""
+    return load_experiment_config(args.config, list(args.overrides))
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default from SSLMEM_DEVICE, else auto)."""
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")

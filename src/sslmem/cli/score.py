@@ -1,0 +1,100 @@
+"""``sslmem score``: SSLMem of candidate vs reference checkpoints on a split's sets."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
+from sslmem.config import RuntimeSettings
+from sslmem.data.datasets import load_dataset
+from sslmem.data.splits import load_manifest
+from sslmem.device import resolve_device
+from sslmem.memorization.scoring import score_split, select_points, write_score_report
+from sslmem.models.checkpoint import load_checkpoint
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sslmem score``."""
+    parser.add_argument("--candidate", nargs="+", required=True, metavar="CKPT")
+    parser.add_argument("--reference", nargs="+", required=True, metavar="CKPT")
+    parser.add_argument("--split", required=True, help="split manifest (path or s3:// URI)")
+    parser.add_argument("--sets", help="comma-separated: candidate,independent,extra,shared")
+    parser.add_argument("--views", type=int, help="K view pairs per point")
+    parser.add_argument("--mode", choices=["pair", "anchor"], help="paper (pair) or clean anchor")
+    parser.add_argument("--distance", choices=["l2", "cosine"])
+    parser.add_argument("--layer", help="representation layer, e.g. backbone or head")
+    parser.add_argument("--seed", type=int, help="view seed")
+    parser.add_argument("--chunk-size", type=int, help="points per forward (bounds memory)")
+    parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    parser.add_argument(
+        "--augmentation",
+        choices=["checkpoint", "config"],
+        default="checkpoint",
+        help="views drawn with the candidate's training augmentation (default) or the config's",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    add_config_arguments(parser)
+    add_device_argument(parser)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    flags = {
+        "views": args.views,
+        "mode": args.mode,
+        "distance": args.distance,
+        "layer": args.layer,
+        "seed": args.seed,
+        "chunk_size": args.chunk_size,
+    }
+    overrides = [f"scoring.{k}={v}" for k, v in flags.items() if v is not None]
+    if args.sets:
+        overrides.append(f"scoring.sets=[{args.sets}]")
+    return [*args.overrides, *overrides]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load, score, write, print the verdict."""
+    args.overrides = _overrides(args)
+    config = experiment_config(args)
+    settings = RuntimeSettings()
+    device = resolve_device(args.device or settings.device)
+    manifest = load_manifest(args.split, settings)
+    dataset = load_dataset(
+        manifest.dataset.name,
+        split="train" if manifest.dataset.split == "train" else "test",
+        root=args.data_root or config.data.root,
+    )
+    candidates = [load_checkpoint(p) for p in args.candidate]
+    references = [load_checkpoint(p) for p in args.reference]
+    augment_spec = config.augmentation
+    recorded = candidates[0].metadata.get("augmentation")
+    if args.augmentation == "checkpoint" and recorded is not None:
+        augment_spec = type(augment_spec).model_validate(recorded)
+    total = len(
+        select_points(
+            manifest,
+            config.scoring.sets,
+            shared_sample=config.scoring.shared_sample,
+            seed=config.scoring.seed,
+        )[0]
+    )
+    with tqdm(total=total, unit="pt", desc="scoring", disable=args.no_progress) as bar:
+        report = score_split(
+            candidates,
+            references,
+            dataset,
+            manifest,
+            scoring=config.scoring,
+            augment_spec=augment_spec,
+            device=device,
+            progress=bar.update,
+        )
+    summary_path = write_score_report(report, args.out, fmt=args.format)
+    print(report.summary.format_table())
+    print(f"wrote {args.out / f'scores.{args.format}'} and {summary_path}")
+    return 0

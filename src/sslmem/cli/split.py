@@ -1,0 +1,48 @@
+"""``sslmem split``: make the protocol's split of a dataset and write its manifest."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sslmem.cli.common import add_config_arguments, experiment_config
+from sslmem.config import RuntimeSettings
+from sslmem.data.datasets import load_dataset
+from sslmem.data.splits import make_split
+from sslmem.data.store import write_bytes
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sslmem split``."""
+    add_config_arguments(parser)
+    parser.add_argument("--data", help="dataset name (overrides data.dataset)")
+    parser.add_argument("--data-root", type=Path, help="local dataset directory")
+    parser.add_argument("--seed", type=int, help="split seed (overrides split.seed)")
+    parser.add_argument("--pool-size", type=int, help="use a seeded subset of this size")
+    parser.add_argument(
+        "--out", required=True, help="manifest destination: a path or s3://bucket/key"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the split and write the manifest."""
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.dataset={args.data}")
+    if args.seed is not None:
+        overrides.append(f"split.seed={args.seed}")
+    if args.pool_size is not None:
+        overrides.append(f"split.pool_size={args.pool_size}")
+    args.overrides = overrides
+    config = experiment_config(args)
+    dataset = load_dataset(
+        config.data.dataset, split="train", root=args.data_root or config.data.root
+    )
+    manifest = make_split(dataset, fractions=config.split)
+    write_bytes(args.out, manifest.to_json(), RuntimeSettings())
+    sizes = {
+        name: len(manifest.set_indices(name))
+        for name in ("shared", "candidate", "independent", "extra")
+    }
+    print(f"wrote {args.out}: {sizes}, manifest sha256 {manifest.manifest_sha256}")
+    return 0
