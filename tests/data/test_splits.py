@@ -10,7 +10,7 @@ import torch
 from sslmem.config import SplitConfig
 from sslmem.data import ImageDataset, SplitManifest, load_manifest, make_split, save_manifest
 from sslmem.data.splits import SET_NAMES
-from sslmem.errors import ConfigError, DataError, ManifestMismatchError
+from sslmem.errors import ConfigError, DataError, ManifestMismatchError, StoreError
 
 
 def _dataset(labels: list[int] | np.ndarray, name: str = "toy", seed: int = 0) -> ImageDataset:
@@ -128,8 +128,8 @@ def test_tampered_manifest_is_refused(balanced: ImageDataset, tmp_path: Path) ->
         SplitManifest.from_json(json.dumps(payload).encode())
 
 
-def test_malformed_or_missing_manifest_is_a_data_error(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="cannot read split manifest"):
+def test_malformed_or_missing_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match=r"absent\.json does not exist"):
         load_manifest(tmp_path / "absent.json")
     with pytest.raises(DataError, match="not valid JSON"):
         SplitManifest.from_json(b"{")
