@@ -263,3 +263,124 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
         for name, (_http_port, grpc_port) in ports.items():
             with contextlib.suppress(OSError):
                 Path(f"/tmp/seaweedfs-{name}-grpc-{grpc_port}.sock").unlink()
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    """A running ``mlflow server``.
+
+    Attributes:
+        url: ``http://127.0.0.1:port``.
+        pid: Process id of the server.
+        startup_s: Seconds from spawn until ``/health`` answered 200.
+        log_path: Server log file.
+    """
+
+    url: str
+    pid: int
+    startup_s: float
+    log_path: Path
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (Linux ``/proc``; empty elsewhere or if it has exited)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(part) for part in text.split()]
+
+
+def _stop_pid(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM ``pid`` (not our child), wait up to ``grace`` seconds, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def mlflow_binary() -> str:
+    """Locate the ``mlflow`` CLI of this interpreter's environment (venv bin dir first)."""
+    candidate = Path(sys.executable).parent / "mlflow"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("mlflow")
+    if found is None:
+        raise RuntimeError("the mlflow CLI was not found; install the package (pip install -e .)")
+    return found
+
+
+@contextlib.contextmanager
+def start_mlflow_server(
+    tmp_dir: Path,
+    artifacts_destination: str,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[MlflowServer]:
+    """Run ``mlflow server`` on 127.0.0.1 with a SQLite store in ``tmp_dir``; stop it by PID.
+
+    Artifacts are proxied (``--artifacts-destination``, e.g. ``s3://bucket/`` with
+    ``MLFLOW_S3_ENDPOINT_URL`` and AWS credentials in ``env``): clients only talk HTTP to the
+    server. One worker, the job runner off (it costs ~2 GB RAM), telemetry off.
+
+    Args:
+        tmp_dir: Directory for the database and the log.
+        artifacts_destination: Local path or ``s3://bucket/prefix``.
+        env: Extra environment for the server (S3 endpoint and credentials).
+        timeout: Seconds to wait for ``/health``.
+
+    Yields:
+        The running server.
+    """
+    tmp_dir = tmp_dir.resolve()
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [
+        mlflow_binary(),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_dir / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts_destination,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    server_env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        **(env or {}),
+    }
+    log_path = tmp_dir / "mlflow-server.log"
+    url = f"http://{HOST}:{port}"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_dir,
+            env=server_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"{url}/health", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
+        yield MlflowServer(url, proc.pid, time.monotonic() - started, log_path)
+    finally:
+        # `mlflow server` runs uvicorn as a child process: stop the child too, by its PID.
+        children = _child_pids(proc.pid)
+        stop_process(proc)
+        for child in children:
+            _stop_pid(child)

@@ -49,3 +49,7 @@ class ScoringError(SSLMemError):
 
 class TrainingError(SSLMemError):
     """Training cannot proceed or diverged."""
+
+
+class TrackingError(SSLMemError):
+    """MLflow (tracking server or model registry) is unreachable or refused a request."""

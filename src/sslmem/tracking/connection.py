@@ -1,0 +1,238 @@
+"""Where MLflow lives, how hard to retry it, and how its failures become sslmem errors.
+
+* :func:`configure_mlflow` points this process at a tracking server (``http(s)://...``) or, by
+  default, at a local SQLite store with a local artifact root; it bounds MLflow's HTTP retries
+  and timeout and disables MLflow's telemetry.
+* :func:`tracking_errors` turns every MLflow or HTTP failure inside it into a
+  :class:`~sslmem.errors.TrackingError` naming the operation, the tracking URI and a fix.
+* :func:`check_tracking_server` fails fast, with bounded retries, when the server is down.
+
+MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._BACKOFF_FACTOR`` / ``..._BACKOFF_JITTER``
+/ ``..._TIMEOUT`` on every request, so the bounds apply to every client in the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sslmem.config import RuntimeSettings
+from sslmem.errors import SSLMemError, TrackingError
+
+TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def disable_mlflow_telemetry() -> None:
+    """Switch MLflow's usage telemetry off (environment, and the client if already created)."""
+    os.environ.update(TELEMETRY_ENV)
+    import mlflow.telemetry.client as telemetry
+
+    telemetry.set_telemetry_client()  # re-reads the environment: drops the client
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounds on MLflow's HTTP retries, so an unreachable server fails in seconds, not minutes.
+
+    MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) keep a client waiting for
+    minutes. Worst-case wall time of one call is about ``timeout * (max_retries + 1)`` plus the
+    backoff sleeps ``backoff_factor * (0, 2, 4, ...)`` (+ jitter); a refused connection costs
+    only the sleeps.
+
+    Attributes:
+        max_retries: Retries per HTTP request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``).
+        backoff_factor: Exponential backoff factor in seconds (``..._BACKOFF_FACTOR``, an int).
+        backoff_jitter: Random extra backoff in seconds (``..._BACKOFF_JITTER``).
+        timeout: Connect/read timeout per request in seconds (``MLFLOW_HTTP_REQUEST_TIMEOUT``).
+
+    """
+
+    max_retries: int = 3
+    backoff_factor: int = 1
+    backoff_jitter: float = 0.5
+    timeout: int = 30
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0 or self.backoff_factor < 0 or self.backoff_jitter < 0:
+            raise TrackingError(f"retry bounds must be >= 0, got {self}")
+        if self.timeout < 1:
+            raise TrackingError(f"timeout must be >= 1 s, got {self.timeout}")
+
+    def env(self) -> dict[str, str]:
+        """The MLflow environment variables that enforce this policy."""
+        return {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.backoff_factor),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": str(self.backoff_jitter),
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.timeout),
+        }
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """The MLflow store this process talks to.
+
+    Attributes:
+        tracking_uri: ``sqlite:////abs/mlflow.db`` or ``http(s)://host:port``.
+        artifact_root: Local artifact root of experiments created here (SQLite stores: by
+            default ``artifacts/`` beside the database); ``None`` when a server decides.
+
+    """
+
+    tracking_uri: str
+    artifact_root: Path | None
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is a local SQLite file (no server)."""
+        return self.artifact_root is not None
+
+
+_target: TrackingTarget | None = None
+
+
+def configure_mlflow(
+    tracking_uri: str | None = None,
+    *,
+    local_dir: str | os.PathLike[str] | None = None,
+    retry: RetryPolicy | None = None,
+) -> TrackingTarget:
+    """Point MLflow at a tracking store, bound its retries and disable its telemetry.
+
+    Args:
+        tracking_uri: An MLflow tracking URI (``http(s)://...`` for a server, ``sqlite:///...``
+            or another database URI). ``None`` (typically ``RuntimeSettings.mlflow_tracking_uri``
+            unset) selects the embedded default: ``sqlite:///<local_dir>/mlflow.db`` with the
+            artifact root ``<local_dir>/artifacts``. For another ``sqlite:///`` URI the artifact
+            root is ``<local_dir or the database's folder>/artifacts``.
+        local_dir: Directory of the embedded default (default ``./mlruns``, made absolute).
+        retry: HTTP retry bounds; ``None`` keeps values already set in the environment and fills
+            the rest from :class:`RetryPolicy` defaults.
+
+    Returns:
+        The configured target.
+
+    Raises:
+        TrackingError: The URI is empty or the local directory cannot be created.
+
+    """
+    global _target
+    disable_mlflow_telemetry()
+    if retry is not None:
+        os.environ.update(retry.env())
+    else:
+        for key, value in RetryPolicy().env().items():
+            os.environ.setdefault(key, value)
+    artifact_root: Path | None = None
+    if tracking_uri is None:
+        root = Path(local_dir if local_dir is not None else "mlruns").expanduser().resolve()
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        artifact_root = root / "artifacts"
+    elif not tracking_uri.strip():
+        raise TrackingError(
+            "the MLflow tracking URI is empty",
+            "set SSLMEM_MLFLOW_TRACKING_URI to http://host:port, or leave it unset for the "
+            "local SQLite store",
+        )
+    elif tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri[len("sqlite:///") :])
+        root = Path(local_dir or database.parent).expanduser().resolve()
+        artifact_root = root / "artifacts"
+    if artifact_root is not None:
+        try:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrackingError(
+                f"cannot create the local MLflow directory {artifact_root}: {exc.strerror or exc}",
+                "pass a writable local_dir or set SSLMEM_MLFLOW_TRACKING_URI to a server",
+            ) from exc
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    _target = TrackingTarget(tracking_uri=tracking_uri, artifact_root=artifact_root)
+    return _target
+
+
+def configure_from_settings(settings: RuntimeSettings | None = None) -> TrackingTarget:
+    """:func:`configure_mlflow` with ``SSLMEM_MLFLOW_TRACKING_URI`` (unset: local SQLite)."""
+    settings = settings if settings is not None else RuntimeSettings()
+    return configure_mlflow(settings.mlflow_tracking_uri)
+
+
+def current_target() -> TrackingTarget:
+    """The configured target, configuring the embedded default if nothing was configured."""
+    if _target is None:
+        return configure_mlflow(None)
+    return _target
+
+
+def client() -> Any:
+    """An ``mlflow.MlflowClient`` for the configured target (tracking and registry)."""
+    target = current_target()
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
+
+
+def _looks_unreachable(text: str) -> bool:
+    markers = (
+        "Max retries exceeded",
+        "Connection refused",
+        "Failed to establish a new connection",
+        "timeout",
+        "timed out",
+        "Name or service not known",
+        "NameResolutionError",
+        "RemoteDisconnected",
+    )
+    return any(marker.lower() in text.lower() for marker in markers)
+
+
+@contextlib.contextmanager
+def tracking_errors(operation: str) -> Iterator[None]:
+    """Turn MLflow/HTTP failures inside the block into :class:`TrackingError`.
+
+    sslmem errors pass through unchanged. The message names the operation and the tracking
+    URI; an unreachable server gets a fix that says how to reach it.
+
+    Args:
+        operation: What was being done, e.g. ``"register model 'enc'"``.
+
+    """
+    try:
+        yield
+    except SSLMemError:
+        raise
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+        from requests.exceptions import RequestException
+
+        if not isinstance(exc, (MlflowException, RequestException, OSError)):
+            raise
+        uri = _target.tracking_uri if _target is not None else "<not configured>"
+        detail = str(getattr(exc, "message", None) or exc).strip().splitlines()
+        first = detail[0] if detail else type(exc).__name__
+        if _looks_unreachable(str(exc)):
+            raise TrackingError(
+                f"cannot {operation}: MLflow at {uri} is unreachable ({first[:300]})",
+                "check that the MLflow server is running and SSLMEM_MLFLOW_TRACKING_URI points "
+                "at it; retries are bounded by MLFLOW_HTTP_REQUEST_MAX_RETRIES / "
+                "MLFLOW_HTTP_REQUEST_TIMEOUT",
+            ) from exc
+        raise TrackingError(f"cannot {operation} (MLflow at {uri}): {first[:500]}") from exc
+
+
+def check_tracking_server() -> None:
+    """Make one cheap request to the tracking store; fail fast if it does not answer.
+
+    Raises:
+        TrackingError: The store is unreachable or refused the request (after bounded retries).
+
+    """
+    with tracking_errors("reach the tracking store"):
+        client().search_experiments(max_results=1)

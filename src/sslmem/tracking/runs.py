@@ -1,0 +1,459 @@
+"""MLflow runs of a pipeline: config as params, epoch metrics, evaluation and score reports.
+
+One MLflow run per ``(pipeline run id, step)``: :func:`pipeline_run` starts it, or resumes it
+when the step is retried, so a retried KFP task or a restarted service writes into the same run.
+Every logging helper takes an explicit ``run_id`` (default: the active run) and talks to MLflow
+through an ``MlflowClient`` -- no hidden global state beyond the active-run stack, which MLflow
+keeps per thread.
+
+Metric names (``/`` separates the statistic from the set, as MLflow's UI groups by prefix)::
+
+    sslmem_mean/<set>  sslmem_std/<set>  sslmem_sem/<set>  sslmem_median/<set>  sslmem_n/<set>
+    sslmem_ci95_low/<set>  sslmem_ci95_high/<set>
+    welch_p/<control>  welch_t/<control>  welch_mean_diff/<control>
+    verdict_passed (0/1)  scoring_seconds  scoring_points_per_second
+    <prefix>/<metric> (epoch metrics, step = epoch)  <prefix>/knn_accuracy ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from sslmem import __version__
+from sslmem.data.splits import SplitManifest
+from sslmem.errors import ManifestMismatchError, TrackingError
+from sslmem.evaluation.evaluate import EvaluationResult
+from sslmem.memorization.scoring import ScoreReport, write_score_report
+from sslmem.reporting.plots import memorised_grid, sslmem_histogram
+from sslmem.tracking.connection import client, current_target, tracking_errors
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "sslmem"
+PIPELINE_RUN_TAG = "sslmem.pipeline_run_id"
+STEP_TAG = "sslmem.step"
+CODE_VERSION_TAG = "sslmem.code_version"
+SCORING_ARTIFACT_DIR = "scoring"
+_BATCH = 100  # MLflow's limit of params/tags per log_batch call
+
+
+# --------------------------------------------------------------------------------------------
+# Experiments and runs
+
+
+def _safe_dir_name(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "._-" else "_" for c in name).strip("._")
+    return cleaned or "experiment"
+
+
+def get_or_create_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
+    """The id of experiment ``name``, creating it if needed.
+
+    With a local SQLite store the experiment's artifacts go under the configured local artifact
+    root (``<root>/<name>``); with a server, the server decides.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    target = current_target()
+    mlflow_client = client()
+    with tracking_errors(f"get or create experiment {name!r}"):
+        experiment = mlflow_client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        location = None
+        if target.artifact_root is not None:
+            location = (target.artifact_root / _safe_dir_name(name)).as_uri()
+        try:
+            return str(mlflow_client.create_experiment(name, artifact_location=location))
+        except Exception:
+            # Lost a creation race with another process: the experiment exists now.
+            experiment = mlflow_client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+
+def find_or_create_run(
+    pipeline_run_id: str,
+    *,
+    step: str = "main",
+    experiment: str = DEFAULT_EXPERIMENT,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """The id of the MLflow run of ``(pipeline_run_id, step)``, created if it does not exist.
+
+    Args:
+        pipeline_run_id: The pipeline (KFP) run id, or any id grouping the steps of one job.
+        step: The step within the pipeline (``"train-candidate"``, ``"score"``, ...).
+        experiment: Experiment name (created if needed).
+        tags: Extra run tags (set on creation only).
+
+    Returns:
+        The MLflow run id.
+
+    Raises:
+        TrackingError: An empty id or one with quotes, or MLflow is unreachable or refused.
+
+    """
+    for what, value in (("pipeline_run_id", pipeline_run_id), ("step", step)):
+        if not value.strip() or any(c in value for c in "'\"\\`"):
+            raise TrackingError(
+                f"{what} must be non-empty and free of quotes and backslashes, got {value!r}"
+            )
+    experiment_id = get_or_create_experiment(experiment)
+    mlflow_client = client()
+    query = f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' AND tags.`{STEP_TAG}` = '{step}'"
+    with tracking_errors(f"find the run of pipeline run {pipeline_run_id!r} step {step!r}"):
+        found = mlflow_client.search_runs(
+            [experiment_id], filter_string=query, max_results=1, order_by=["start_time ASC"]
+        )
+        if found:
+            return str(found[0].info.run_id)
+        run_tags = {
+            PIPELINE_RUN_TAG: pipeline_run_id,
+            STEP_TAG: step,
+            CODE_VERSION_TAG: __version__,
+            **(tags or {}),
+        }
+        run = mlflow_client.create_run(
+            experiment_id, tags=run_tags, run_name=f"{pipeline_run_id}/{step}"
+        )
+        return str(run.info.run_id)
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    pipeline_run_id: str,
+    *,
+    step: str = "main",
+    experiment: str = DEFAULT_EXPERIMENT,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Start (or resume) the run of ``(pipeline_run_id, step)`` as the active run.
+
+    The run ends ``FINISHED`` when the block completes and ``FAILED`` when it raises. Nested
+    use (inside another active run) is allowed.
+
+    Yields:
+        The MLflow run id.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    import mlflow
+
+    run_id = find_or_create_run(pipeline_run_id, step=step, experiment=experiment, tags=tags)
+    with tracking_errors(f"start run {run_id}"):
+        mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None)
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    finally:
+        with tracking_errors(f"end run {run_id}"):
+            mlflow.end_run(status)
+
+
+def active_run_id(run_id: str | None = None) -> str:
+    """``run_id`` if given, else the active run's id.
+
+    Raises:
+        TrackingError: No run id was given and no run is active.
+
+    """
+    if run_id is not None:
+        return run_id
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise TrackingError(
+            "no MLflow run is active and no run_id was given",
+            "wrap the call in sslmem.tracking.pipeline_run(...) or pass run_id",
+        )
+    return str(run.info.run_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Params and metrics
+
+
+def flatten_config(config: BaseModel | Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a (pydantic) config into dotted keys with string values.
+
+    Nested mappings become dotted keys (``training.lr``); strings stay as they are; every
+    other value is JSON (``0.001``, ``true``, ``null``, ``[0.2, 1.0]``, ``{}``).
+    """
+    tree = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_config(value, prefix=f"{dotted}."))
+        elif isinstance(value, str):
+            flat[dotted] = value
+        else:
+            flat[dotted] = json.dumps(value, sort_keys=True)
+    return flat
+
+
+def log_config(
+    config: BaseModel | Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    artifact_file: str = "config/experiment_config.json",
+) -> dict[str, str]:
+    """Log the full resolved config: dotted params plus the exact JSON as an artifact.
+
+    MLflow params are immutable: re-logging the same values (a resumed run) is fine, logging a
+    different value for a key is an error.
+
+    Returns:
+        The params logged.
+
+    Raises:
+        TrackingError: MLflow is unreachable, or a param already has a different value.
+
+    """
+    from mlflow.entities import Param
+
+    rid = active_run_id(run_id)
+    params = flatten_config(config)
+    mlflow_client = client()
+    items = sorted(params.items())
+    with tracking_errors(f"log config params to run {rid}"):
+        for start in range(0, len(items), _BATCH):
+            batch = [Param(k, v) for k, v in items[start : start + _BATCH]]
+            mlflow_client.log_batch(rid, params=batch)
+        tree = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+        mlflow_client.log_dict(rid, tree, artifact_file)
+    return params
+
+
+def log_metrics(
+    metrics: Mapping[str, float], *, step: int = 0, run_id: str | None = None
+) -> dict[str, float]:
+    """Log metrics at ``step`` in one batch; NaN and infinite values are skipped (and logged).
+
+    Returns:
+        The metrics actually logged.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    from mlflow.entities import Metric
+
+    rid = active_run_id(run_id)
+    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    skipped = sorted(set(metrics) - set(finite))
+    if skipped:
+        logger.info("not logging non-finite metrics %s to run %s", skipped, rid)
+    if not finite:
+        return finite
+    stamp = int(time.time() * 1000)
+    entities = [Metric(k, v, stamp, int(step)) for k, v in sorted(finite.items())]
+    with tracking_errors(f"log metrics to run {rid}"):
+        mlflow_client = client()
+        for start in range(0, len(entities), 1000):
+            mlflow_client.log_batch(rid, metrics=entities[start : start + 1000])
+    return finite
+
+
+class MlflowEpochLogger:
+    """Per-epoch training callback: ``on_epoch_end(epoch, metrics)`` -> MLflow metrics.
+
+    Each metric is logged as ``<prefix>/<name>`` with ``step = epoch``.
+
+    Args:
+        prefix: Metric-name prefix, e.g. ``"train"`` or ``"candidate"``; empty for none.
+        run_id: Run to log to (default: the run active when the logger is created).
+        strict: Raise :class:`TrackingError` when MLflow fails; with ``False`` a failure is
+            logged as a warning and training goes on (the retries are still bounded).
+
+    Raises:
+        TrackingError: At construction, if no run id is given and no run is active.
+
+    """
+
+    def __init__(self, prefix: str = "train", *, run_id: str | None = None, strict: bool = True):
+        self.prefix = prefix.strip("/")
+        self.run_id = active_run_id(run_id)
+        self.strict = strict
+
+    def metric_name(self, name: str) -> str:
+        """The MLflow name of metric ``name``."""
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Log ``metrics`` of ``epoch`` (``step = epoch``)."""
+        named = {self.metric_name(k): float(v) for k, v in metrics.items()}
+        try:
+            log_metrics(named, step=epoch, run_id=self.run_id)
+        except TrackingError:
+            if self.strict:
+                raise
+            logger.warning("could not log epoch %d metrics to MLflow", epoch, exc_info=True)
+
+
+def log_evaluation(
+    result: EvaluationResult, prefix: str = "eval", *, run_id: str | None = None
+) -> dict[str, float]:
+    """Log downstream accuracies as ``<prefix>/<metric>`` and the full record as JSON.
+
+    The JSON (``evaluation/<prefix>.json``) holds :meth:`EvaluationResult.to_dict`: accuracies,
+    set sizes and every hyper-parameter.
+
+    Returns:
+        The metrics logged.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    rid = active_run_id(run_id)
+    prefix = prefix.strip("/")
+    record = result.to_dict()
+    metrics = {f"{prefix}/{k}": v for k, v in result.metrics().items()}
+    for key in ("num_train", "num_test", "num_classes", "feature_dim", "knn_k_used"):
+        metrics[f"{prefix}/{key}"] = float(record[key])
+    logged = log_metrics(metrics, run_id=rid)
+    with tracking_errors(f"log evaluation record to run {rid}"):
+        client().log_dict(rid, record, f"evaluation/{_safe_dir_name(prefix)}.json")
+    return logged
+
+
+def score_metrics(report: ScoreReport) -> dict[str, float]:
+    """The summary metrics of a score report (names in the module docstring)."""
+    summary = report.summary
+    metrics: dict[str, float] = {}
+    for name, stats in summary.sets.items():
+        metrics[f"sslmem_mean/{name}"] = stats.mean
+        metrics[f"sslmem_std/{name}"] = stats.std
+        metrics[f"sslmem_sem/{name}"] = stats.sem
+        metrics[f"sslmem_ci95_low/{name}"] = stats.ci95_low
+        metrics[f"sslmem_ci95_high/{name}"] = stats.ci95_high
+        metrics[f"sslmem_n/{name}"] = float(stats.n)
+        if "q50" in stats.quantiles:
+            metrics[f"sslmem_median/{name}"] = stats.quantiles["q50"]
+    for control, test in summary.welch_tests.items():
+        metrics[f"welch_p/{control}"] = test.p_value
+        metrics[f"welch_t/{control}"] = test.t_statistic
+        metrics[f"welch_mean_diff/{control}"] = test.mean_difference
+    metrics["verdict_passed"] = 1.0 if summary.verdict.passed else 0.0
+    metrics["scoring_seconds"] = summary.seconds
+    metrics["scoring_points_per_second"] = summary.points_per_second
+    return metrics
+
+
+def log_split_manifest(
+    manifest: SplitManifest, *, run_id: str | None = None, artifact_path: str = "split"
+) -> str:
+    """Log the canonical manifest JSON as ``<artifact_path>/split_manifest.json``.
+
+    Returns:
+        The artifact's path within the run.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    rid = active_run_id(run_id)
+    with tempfile.TemporaryDirectory(prefix="sslmem-manifest-") as tmp:
+        path = Path(tmp) / "split_manifest.json"
+        path.write_bytes(manifest.to_json())
+        with tracking_errors(f"log the split manifest to run {rid}"):
+            client().log_artifact(rid, str(path), artifact_path)
+    return f"{artifact_path}/split_manifest.json"
+
+
+def log_score_report(
+    report: ScoreReport,
+    images_for_grid: torch.Tensor | None = None,
+    *,
+    manifest: SplitManifest | None = None,
+    run_id: str | None = None,
+    grid_k: int = 16,
+    artifact_path: str = SCORING_ARTIFACT_DIR,
+) -> dict[str, str]:
+    """Log a scoring run: summary metrics, run tags and artifacts.
+
+    Artifacts under ``artifact_path``: ``scores.parquet`` (raw per-point scores and their
+    normalisations), ``summary.json`` (statistics, verdict, provenance), ``split_manifest.json``
+    (when ``manifest`` is given), ``sslmem_histogram.png`` and ``memorised_grid.png`` (when
+    ``images_for_grid`` is given and candidates were scored). Run tags record the manifest hash,
+    the verdict and the checkpoints' hashes.
+
+    Args:
+        report: The report from :func:`~sslmem.memorization.scoring.score_split`.
+        images_for_grid: The dataset's uint8 images ``[N, C, H, W]`` (indexed by the report's
+            ``sample_index``), for the grid of most/least memorised candidates.
+        manifest: The split that was scored (must match the report's manifest hash).
+        run_id: Run to log to (default: the active run).
+        grid_k: Images per block of the grid.
+        artifact_path: Artifact folder within the run.
+
+    Returns:
+        ``{artifact name: path within the run}``.
+
+    Raises:
+        ManifestMismatchError: ``manifest`` is not the split the report was scored on.
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    rid = active_run_id(run_id)
+    summary = report.summary
+    if manifest is not None and manifest.manifest_sha256 != summary.manifest_sha256:
+        raise ManifestMismatchError(
+            f"the split manifest {manifest.manifest_sha256} is not the one the report was "
+            f"scored on ({summary.manifest_sha256})",
+            "pass the manifest used for scoring",
+        )
+    tags = {
+        "sslmem.split_manifest_sha256": summary.manifest_sha256,
+        "sslmem.verdict": "passed" if summary.verdict.passed else "failed",
+        "sslmem.candidate_sha256": ",".join(c.sha256 for c in summary.candidates),
+        "sslmem.reference_sha256": ",".join(r.sha256 for r in summary.references),
+    }
+    written: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="sslmem-scoring-") as tmp:
+        # Everything is written locally first: bad inputs fail before anything is logged.
+        folder = Path(tmp) / "scoring"
+        write_score_report(report, folder, fmt="parquet")
+        written["scores"] = "scores.parquet"
+        written["summary"] = "summary.json"
+        if manifest is not None:
+            (folder / "split_manifest.json").write_bytes(manifest.to_json())
+            written["split_manifest"] = "split_manifest.json"
+        sslmem_histogram(report.columns, folder / "sslmem_histogram.png")
+        written["histogram"] = "sslmem_histogram.png"
+        sets = report.columns["set"]
+        candidate = [i for i, name in enumerate(sets) if name == "candidate"]
+        if images_for_grid is not None and candidate:
+            scores = [float(report.columns["sslmem_raw"][i]) for i in candidate]
+            indices = [int(report.columns["sample_index"][i]) for i in candidate]
+            memorised_grid(
+                images_for_grid, scores, indices, folder / "memorised_grid.png", k=grid_k
+            )
+            written["grid"] = "memorised_grid.png"
+        log_metrics(score_metrics(report), run_id=rid)
+        with tracking_errors(f"log the score report to run {rid}"):
+            mlflow_client = client()
+            for key, value in tags.items():
+                mlflow_client.set_tag(rid, key, value)
+            mlflow_client.log_artifacts(rid, str(folder), artifact_path)
+    return {name: f"{artifact_path}/{file}" for name, file in written.items()}
