@@ -1,0 +1,104 @@
+"""``sslmem evaluate``: downstream kNN and linear-probe accuracy of an encoder checkpoint.
+
+Features are extracted with the preprocessing the encoder was trained with (its checkpoint's
+augmentation spec: output size, mean, std) from the train split (kNN bank, probe training set)
+and the test split of a labelled dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from sslmem.augment import AugmentationSpec
+from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
+from sslmem.config import RuntimeSettings
+from sslmem.data.datasets import available_datasets, load_dataset
+from sslmem.device import resolve_device
+from sslmem.errors import CheckpointError, DataError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sslmem evaluate``."""
+    parser.add_argument("--encoder", type=Path, required=True, metavar="CKPT")
+    parser.add_argument(
+        "--data",
+        choices=available_datasets(),
+        help="labelled dataset (default: the one the encoder was trained on, else data.dataset)",
+    )
+    parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    add_config_arguments(parser)
+    add_device_argument(parser)
+
+
+def _augmentation(
+    metadata: dict[str, Any], fallback: AugmentationSpec
+) -> tuple[AugmentationSpec, str]:
+    raw = metadata.get("augmentation")
+    if raw is None:
+        return fallback, "config"
+    try:
+        return AugmentationSpec.model_validate(raw), "checkpoint"
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"the augmentation spec in the checkpoint's metadata is invalid: {exc}"
+        ) from exc
+
+
+def _write_json(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print (and optionally write) the JSON result."""
+    # Imported here so that building the parser (every sslmem command) stays light.
+    from sslmem.evaluation import evaluate_encoder
+    from sslmem.models.checkpoint import load_checkpoint
+
+    config = experiment_config(args)
+    loaded = load_checkpoint(args.encoder)
+    metadata = loaded.metadata
+    dataset_ref = metadata.get("dataset")
+    trained_on = dataset_ref.get("name") if isinstance(dataset_ref, dict) else None
+    name = args.data or trained_on or config.data.dataset
+    root = args.data_root or config.data.root
+    train = load_dataset(name, split="train", root=root)
+    test = load_dataset(name, split="test", root=root)
+    encoder = loaded.encoder
+    if train.num_channels != encoder.in_channels:
+        raise DataError(
+            f"dataset {name!r} has {train.num_channels}-channel images, the encoder expects "
+            f"{encoder.in_channels}",
+            "evaluate on a dataset like the one the encoder was trained on (--data)",
+        )
+    spec, spec_source = _augmentation(metadata, config.augmentation)
+    device = resolve_device(args.device or RuntimeSettings().device)
+    result = evaluate_encoder(
+        encoder, train, test, config=config.evaluation, augment_spec=spec, device=device
+    )
+    record = {
+        "encoder": str(args.encoder),
+        "encoder_sha256": loaded.sha256,
+        "arch": loaded.header.arch,
+        "role": metadata.get("role"),
+        "method": metadata.get("method"),
+        "dataset": name,
+        "augmentation_source": spec_source,
+        **result.to_dict(),
+    }
+    text = json.dumps(record, indent=2, sort_keys=True)
+    print(text)
+    if args.out is not None:
+        _write_json(args.out, text + "\n")
+    return 0
