@@ -94,15 +94,28 @@ class ModelConfig(_Section):
 class TrainingConfig(_Section):
     """SSL training recipe (shared by candidate and reference)."""
 
-    method: str = "simclr"
+    method: str = Field("simclr", description="Registered SSL method (sslmem.training.methods).")
+    method_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Method options, validated by the method (e.g. mae)."
+    )
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=2)
+    batch_size: int = Field(
+        128, ge=2, description="Images per optimizer step, over all processes and micro-batches."
+    )
     lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="Per-step schedule after the linear warm-up."
+    )
     weight_decay: float = Field(1e-6, ge=0)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    sgd_momentum: float = Field(0.9, ge=0, lt=1)
     warmup_epochs: int = Field(0, ge=0)
     temperature: float = Field(0.2, gt=0)
     grad_accum_steps: int = Field(1, ge=1)
+    checkpoint_every: int = Field(1, ge=1, description="Write the resume file every N epochs.")
+    compile: bool = Field(False, description="torch.compile the training step's model.")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms.")
+    sync_batchnorm: bool = Field(True, description="SyncBatchNorm under multi-GPU DDP.")
     seed: int = 0
 
 
