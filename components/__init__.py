@@ -1,1 +1,104 @@
-"""Kubeflow Pipelines components: thin, typed wrappers over the sslmem library, one step each."""
+"""Kubeflow Pipelines components: thin, typed wrappers over the sslmem library, one step each.
+
+Each module holds one lightweight Python component's function; its body only translates KFP
+artifacts (``.path``, ``.metadata``) into a call of :mod:`sslmem.workflow`. The runtime image
+is a parameter: :func:`build_components` applies ``dsl.component(base_image=image)`` to every
+function, so one compiled pipeline names one image (built from ``deploy/Dockerfile``, which has
+sslmem and kfp installed -- no packages are installed at runtime).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sslmem import __version__
+from sslmem.components.evaluate_encoder import evaluate_encoder
+from sslmem.components.finalize_run import finalize_run
+from sslmem.components.prepare_split import prepare_split
+from sslmem.components.register_model import register_model
+from sslmem.components.resolve_config import resolve_config
+from sslmem.components.score_memorization import score_memorization
+from sslmem.components.train_encoder import train_encoder
+from sslmem.errors import ConfigError
+
+IMAGE_REPOSITORY = "ghcr.io/sslmem/sslmem"
+#: The image ``deploy/Dockerfile`` builds for this version of sslmem.
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{re.sub(r'[^A-Za-z0-9_.-]', '-', __version__)}"
+# [registry[:port]/]path[:tag][@sha256:digest], lower-case path (the Docker reference grammar).
+_IMAGE = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+@dataclass(frozen=True)
+class Components:
+    """The pipeline's components, all built for one runtime image."""
+
+    image: str
+    resolve_config: Any
+    prepare_split: Any
+    train_encoder: Any
+    evaluate_encoder: Any
+    register_model: Any
+    score_memorization: Any
+    finalize_run: Any
+
+
+def check_image(image: str) -> str:
+    """Return ``image`` if it is a valid container image reference.
+
+    Raises:
+        ConfigError: Not a valid reference (names ``--image``).
+
+    """
+    if not _IMAGE.match(image):
+        raise ConfigError(
+            f"--image: {image!r} is not a valid container image reference",
+            f"use e.g. {DEFAULT_IMAGE} or registry.example.com/team/sslmem@sha256:<digest>",
+        )
+    return image
+
+
+def build_components(image: str = DEFAULT_IMAGE) -> Components:
+    """Build every component for the runtime ``image``.
+
+    Args:
+        image: Container image with sslmem installed (default :data:`DEFAULT_IMAGE`).
+
+    Raises:
+        ConfigError: ``image`` is not a valid image reference.
+
+    """
+    from kfp import dsl
+
+    check_image(image)
+
+    def build(func: Any) -> Any:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    return Components(
+        image=image,
+        resolve_config=build(resolve_config),
+        prepare_split=build(prepare_split),
+        train_encoder=build(train_encoder),
+        evaluate_encoder=build(evaluate_encoder),
+        register_model=build(register_model),
+        score_memorization=build(score_memorization),
+        finalize_run=build(finalize_run),
+    )
+
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "Components",
+    "build_components",
+    "check_image",
+    "evaluate_encoder",
+    "finalize_run",
+    "prepare_split",
+    "register_model",
+    "resolve_config",
+    "score_memorization",
+    "train_encoder",
+]

@@ -26,6 +26,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("sslmem.cli.train", "Train a candidate or reference SSL encoder on a split."),
     "evaluate": ("sslmem.cli.evaluate", "Downstream kNN and linear-probe accuracy of an encoder."),
     "demo": ("sslmem.cli.demo", "The embedded end-to-end demo on the bundled real images (CPU)."),
+    "run": (
+        "sslmem.cli.run",
+        "Run the whole pipeline locally (KFP local runner, local MLflow, CPU); print a summary.",
+    ),
+    "pipeline": (
+        "sslmem.cli.pipeline",
+        "Compile the Kubeflow pipeline, or submit a run to a Kubeflow Pipelines server.",
+    ),
 }
 
 

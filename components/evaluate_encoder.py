@@ -1,0 +1,28 @@
+"""KFP component: downstream kNN and linear-probe accuracy of one encoder."""
+
+from kfp.dsl import Input, Metrics, Model, Output
+
+
+def evaluate_encoder(model: Input[Model], evaluation_json: str, metrics: Output[Metrics]) -> None:
+    """Evaluate an encoder downstream (frozen features; kNN and linear probe).
+
+    Args:
+        model: The encoder checkpoint (its metadata names role, seed and training run).
+        evaluation_json: The data, augmentation and evaluation sections of the config.
+        metrics: Output: accuracies as metrics; the file holds the full record (JSON).
+
+    """
+    from sslmem import workflow
+    from sslmem.pipeline_params import config_from_json
+
+    run_id = str(model.metadata.get("mlflow_run_id") or "") or None
+    result = workflow.evaluate_role(model.path, config_from_json(evaluation_json), run_id=run_id)
+    workflow.save_evaluation(
+        result,
+        metrics.path,
+        checkpoint_sha256=str(model.metadata["sha256"]),
+        seed=int(model.metadata["seed"]),
+        role=str(model.metadata["role"]),
+    )
+    for key, value in result.metrics().items():
+        metrics.log_metric(key, value)

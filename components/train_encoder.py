@@ -1,0 +1,56 @@
+"""KFP component: train one candidate or reference encoder (GPU task)."""
+
+from kfp.dsl import Dataset, Input, Model, Output
+
+
+def train_encoder(
+    split: Input[Dataset],
+    split_sha256: str,
+    recipe_json: str,
+    role: str,
+    seed: int,
+    mlflow_experiment: str,
+    model: Output[Model],
+) -> None:
+    """Train the candidate (S_S ∪ S_C) or reference (S_S ∪ S_I) encoder of the split.
+
+    The cache key of this task is its inputs: the split (and its hash), the full training
+    recipe, the role and the seed -- an encoder is reused only when all of them match.
+
+    Args:
+        split: The split manifest.
+        split_sha256: The manifest's hash (checked against the file).
+        recipe_json: The training recipe (data, augmentation, model, training sections).
+        role: "candidate" or "reference".
+        seed: Training seed.
+        mlflow_experiment: MLflow experiment of the training run (epoch metrics).
+        model: Output: the encoder checkpoint (weights-only safetensors).
+
+    """
+    from pathlib import Path
+
+    from sslmem import workflow
+
+    if role not in ("candidate", "reference"):
+        raise ValueError(f"role must be 'candidate' or 'reference', got {role!r}")
+    trained = workflow.train_role(
+        manifest_path=split.path,
+        recipe=recipe_json,
+        role="candidate" if role == "candidate" else "reference",
+        seed=int(seed),
+        out_path=Path(model.path),
+        expected_manifest_sha256=split_sha256,
+        experiment=mlflow_experiment,
+    )
+    model.metadata.update(
+        {
+            "role": trained.role,
+            "seed": trained.seed,
+            "sha256": trained.sha256,
+            "final_loss": trained.final_loss,
+            "epochs": trained.epochs,
+            "num_train": trained.num_train,
+            "split_manifest_sha256": split_sha256,
+            "mlflow_run_id": trained.mlflow_run_id or "",
+        }
+    )

@@ -1,0 +1,249 @@
+"""Run the memorisation pipeline on this machine with KFP's local subprocess runner.
+
+The embedded default of ``sslmem run``: the *same* compiled pipeline as on a cluster, executed
+task by task in subprocesses of this Python environment, with everything under one output
+directory::
+
+    OUT/mlflow.db     MLflow tracking and registry store (SQLite)
+    OUT/artifacts/    MLflow artifacts (models, score reports, plots)
+    OUT/store/        object store (split manifests, content-addressed)
+    OUT/kfp/          pipeline root (every task's output artifacts)
+    OUT/kfp-cache/    KFP local cache (prepare, train and evaluate are cacheable)
+    OUT/logs/         one log file per run (all task output)
+
+Re-running is safe: a new pipeline run registers new versions; cached encoders are reused when
+the split and recipe match; nothing is overwritten in place.
+"""
+
+import contextlib
+import io
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from sslmem.errors import SSLMemError
+from sslmem.pipeline_params import PipelineParams
+from sslmem.workflow import RunResult, read_run_result
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """Where a local run wrote its results.
+
+    Attributes:
+        out_dir: The output directory.
+        tracking_uri: ``sqlite:///OUT/mlflow.db``.
+        log_file: All task output of this run.
+        result: What the run registered and scored (``None`` if it failed before
+            registering a version).
+        error: Why the run failed (``None`` on success).
+        seconds: Wall time.
+
+    """
+
+    out_dir: Path
+    tracking_uri: str
+    log_file: Path
+    result: RunResult | None
+    error: str | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every step succeeded."""
+        return self.error is None
+
+    def mlflow_ui_command(self) -> str:
+        """The command that opens the MLflow UI on these results."""
+        return (
+            f"MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {self.tracking_uri} "
+            "--host 127.0.0.1 --port 5000"
+        )
+
+
+def local_environment(out_dir: Path, device: str) -> dict[str, str]:
+    """The environment the tasks run with: local MLflow store, local object store, device."""
+    return {
+        "SSLMEM_MLFLOW_TRACKING_URI": f"sqlite:///{out_dir / 'mlflow.db'}",
+        "SSLMEM_STORE_URI": str(out_dir / "store"),
+        "SSLMEM_DEVICE": device,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PYTHONUNBUFFERED": "1",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+
+
+@contextlib.contextmanager
+def _patched_environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_STATUS_LINE = re.compile(r"Task '([^']+)' finished with status (\w+)")
+_CACHE_HIT = re.compile(r"Task (\S+) cache hit")
+
+
+class _ProgressTee(io.TextIOBase):
+    """Write everything to ``stream``; report task status lines to ``report``."""
+
+    def __init__(self, stream: TextIO, report: Callable[[str], None] | None) -> None:
+        self._stream = stream
+        self._report = report
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._stream.write(text)
+        if self._report is not None:
+            self._pending += text
+            *lines, self._pending = self._pending.split("\n")
+            for line in lines:
+                clean = _ANSI.sub("", line)
+                status = _STATUS_LINE.search(clean)
+                if status:
+                    self._report(f"{status.group(1)}: {status.group(2)}")
+                cached = _CACHE_HIT.search(clean)
+                if cached:
+                    self._report(f"{cached.group(1)}: cached")
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class _CacheHitHandler(logging.Handler):
+    def __init__(self, report: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._report = report
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = _CACHE_HIT.search(record.getMessage())
+        if match:
+            self._report(f"{match.group(1)}: cached")
+
+
+@contextlib.contextmanager
+def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Iterator[None]:
+    """Send the local runner's output (task logs, status lines, logging) to a file.
+
+    The root logger's own handlers are detached meanwhile (the runner logs every task's full
+    input and output); ``report`` gets one line per finished or cached task.
+    """
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved, saved_level = root.handlers[:], root.level
+    file_handler = logging.FileHandler(log_file)
+    handlers: list[logging.Handler] = [file_handler]
+    if report is not None:
+        handlers.append(_CacheHitHandler(report))
+    with (
+        log_file.open("a") as stream,
+        contextlib.redirect_stdout(_ProgressTee(stream, report)),
+        warnings.catch_warnings(),
+    ):
+        # Locally the image, resources and Kubernetes settings are not used at all.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        root.handlers[:] = handlers
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            root.handlers[:] = saved
+            root.setLevel(saved_level)
+            file_handler.close()
+
+
+def run_locally(
+    params: PipelineParams,
+    out_dir: Path | str,
+    *,
+    device: str = "cpu",
+    cache: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> LocalRun:
+    """Run the pipeline with ``params`` through ``kfp.local`` and read back its results.
+
+    Args:
+        params: Validated pipeline parameters (they are resolved once more here, so an invalid
+            config fails before any task runs).
+        out_dir: Output directory (created; reused across runs).
+        device: ``SSLMEM_DEVICE`` of the tasks (the embedded default is the CPU).
+        cache: Reuse cached prepare/train/evaluate outputs (register and score never are).
+        progress: Called with one line per finished (or cached) task.
+
+    Returns:
+        The run's locations, result and error.
+
+    Raises:
+        ConfigError: Invalid parameters (before anything runs).
+        TrackingError: The local MLflow store cannot be created.
+
+    """
+    from kfp import local
+
+    from sslmem.pipelines.memorization import build_pipeline
+    from sslmem.tracking import check_tracking_server, configure_mlflow, get_or_create_experiment
+
+    params.resolve()
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = local_environment(out, device)
+    tracking_uri = env["SSLMEM_MLFLOW_TRACKING_URI"]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_file = out / "logs" / f"run-{stamp}-{os.getpid()}.log"
+    started = time.time()
+    since_ms = int(started * 1000)
+    error: str | None = None
+    with _patched_environ(env):
+        # Create the store's tables and the experiment once, before parallel tasks race for it.
+        configure_mlflow(tracking_uri)
+        check_tracking_server()
+        get_or_create_experiment(params.mlflow_experiment)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(out / "kfp"),
+            raise_on_error=True,
+            enable_caching=cache,
+            cache_root=str(out / "kfp-cache"),
+        )
+        pipeline = build_pipeline()
+        with _task_output_to(log_file, progress):
+            try:
+                pipeline(**params.arguments())
+            except RuntimeError as exc:
+                error = _ANSI.sub("", str(exc))
+        result: RunResult | None
+        try:
+            result = read_run_result(params.model_name, since_ms=since_ms)
+        except SSLMemError:
+            if error is None:
+                raise
+            result = None
+    return LocalRun(
+        out_dir=out,
+        tracking_uri=tracking_uri,
+        log_file=log_file,
+        result=result,
+        error=error,
+        seconds=time.time() - started,
+    )

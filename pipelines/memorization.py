@@ -1,0 +1,240 @@
+"""The memorisation pipeline: split, train, evaluate, register, score (composition only).
+
+Every step is a component over :mod:`sslmem.workflow`; candidate f and reference g train per
+seed, in parallel.
+
+Graph (inside one ``dsl.ExitHandler`` whose exit task is ``finalize-run``)::
+
+    resolve-config → prepare-split
+      ├─ train-candidates: ParallelFor(candidate_seeds) train-encoder → evaluate-encoder
+      └─ train-references: ParallelFor(reference_seeds) train-encoder → evaluate-encoder
+      → register-model (Collected encoders + evaluations)
+      → score-memorization (all candidates vs all references, resolved version)
+    finalize-run: marks every version of the run that was not scored as failed
+
+(The per-role loops live in a sub-pipeline so that task outputs reach the loop body as
+sub-pipeline inputs; this also works around a ``kfp.local`` bug with task-output parameters
+inside ``ParallelFor``.)
+
+Failure handling: the candidate version is registered with ``sslmem.status=training`` and only
+the scoring step sets ``scored`` (after every summary tag). If any step fails, the exit task
+marks the run's unscored versions ``failed`` with the reason; if even that cannot reach MLflow,
+they stay ``training`` -- never ``scored``.
+
+Caching: resolve, prepare, train and evaluate are cacheable, each keyed on the slice of the
+config it depends on: the split on ``data``+``split``; a training task on the split artifact,
+the split hash and the full training recipe (plus role and seed), so an encoder is reused only
+when all match -- and a change of scoring settings re-scores without re-training.
+Registration, scoring and the exit task never use the cache, and scoring takes the resolved
+candidate version as an input, so a score always belongs to the version it tags.
+
+Parameters are those of :class:`sslmem.pipeline_params.PipelineParams` (same names, types and
+defaults; a test keeps them in sync). Platform settings come from
+:mod:`sslmem.pipelines.platform`.
+"""
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from kfp.dsl import Dataset, Input, Metrics, Model
+
+from sslmem.components import DEFAULT_IMAGE, build_components
+from sslmem.pipelines.platform import PlatformConfig, apply_platform
+
+PIPELINE_NAME = "sslmem-memorization"
+PIPELINE_DESCRIPTION = (
+    "Train candidate and reference SSL encoders on an SSLMem split, evaluate them downstream, "
+    "register the candidate in MLflow and score its memorisation (SSLMem, Wang et al. 2024)."
+)
+
+
+class RoleOutputs(NamedTuple):
+    """Outputs of the per-role sub-pipeline: every seed's encoder and evaluation."""
+
+    models: list[Model]
+    metrics: list[Metrics]
+
+
+def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None) -> Any:
+    """Build the pipeline for a runtime image and platform config.
+
+    Args:
+        image: Container image of every step (built from ``deploy/Dockerfile``).
+        platform: Kubernetes settings (default :class:`PlatformConfig`); ignored by the local
+            runner.
+
+    Returns:
+        The pipeline (a KFP graph component): compile it, submit it, or call it under
+        ``kfp.local``.
+
+    Raises:
+        ConfigError: Invalid image reference.
+
+    """
+    from kfp import dsl
+
+    ops = build_components(image)
+    settings = platform if platform is not None else PlatformConfig()
+
+    @dsl.pipeline(name="train-and-evaluate")  # type: ignore[untyped-decorator]
+    def train_and_evaluate(
+        split: Input[Dataset],
+        split_sha256: str,
+        recipe_json: str,
+        evaluation_json: str,
+        role: str,
+        seeds: list[int],
+        mlflow_experiment: str,
+    ) -> RoleOutputs:
+        """Train and evaluate one encoder per seed, in parallel; return them all."""
+        with dsl.ParallelFor(seeds) as seed:
+            train = ops.train_encoder(
+                split=split,
+                split_sha256=split_sha256,
+                recipe_json=recipe_json,
+                role=role,
+                seed=seed,
+                mlflow_experiment=mlflow_experiment,
+            )
+            train.set_display_name("train-encoder")
+            apply_platform(train, "train", settings)
+            evaluate = ops.evaluate_encoder(
+                model=train.outputs["model"], evaluation_json=evaluation_json
+            )
+            evaluate.set_display_name("evaluate-encoder")
+            apply_platform(evaluate, "evaluate", settings)
+        return RoleOutputs(
+            models=dsl.Collected(train.outputs["model"]),
+            metrics=dsl.Collected(evaluate.outputs["metrics"]),
+        )
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=PIPELINE_DESCRIPTION)  # type: ignore[untyped-decorator]
+    def memorization(
+        config_yaml: str = "",
+        dataset: str = "",
+        data_root: str = "",
+        split_shared: float = 0.0,
+        split_candidate: float = 0.0,
+        split_independent: float = 0.0,
+        split_extra: float = 0.0,
+        split_seed: int = -1,
+        pool_size: int = 0,
+        method: str = "",
+        arch: str = "",
+        epochs: int = 0,
+        batch_size: int = 0,
+        lr: float = 0.0,
+        views: int = 0,
+        layer: str = "",
+        candidate_seeds: list[int] = [0],  # noqa: B006 - KFP needs a literal default
+        reference_seeds: list[int] = [0],  # noqa: B006
+        alpha: float = 0.01,
+        mlflow_experiment: str = "sslmem",
+        model_name: str = "sslmem-encoder",
+        reference_model_name: str = "",
+    ) -> None:
+        finalize = ops.finalize_run(
+            model_name=model_name,
+            reference_model_name=reference_model_name,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        finalize.set_display_name("finalize-run").set_caching_options(False)
+        apply_platform(finalize, "finalize", settings)
+
+        with dsl.ExitHandler(finalize, name="sslmem-memorization-body"):
+            resolve = ops.resolve_config(
+                config_yaml=config_yaml,
+                dataset=dataset,
+                data_root=data_root,
+                split_shared=split_shared,
+                split_candidate=split_candidate,
+                split_independent=split_independent,
+                split_extra=split_extra,
+                split_seed=split_seed,
+                pool_size=pool_size,
+                method=method,
+                arch=arch,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                views=views,
+                layer=layer,
+            )
+            resolve.set_display_name("resolve-config")
+            apply_platform(resolve, "prepare", settings)
+            prepare = ops.prepare_split(split_json=resolve.outputs["split_json"])
+            prepare.set_display_name("prepare-split")
+            apply_platform(prepare, "prepare", settings)
+
+            roles = {}
+            for role, seeds in (("candidate", candidate_seeds), ("reference", reference_seeds)):
+                roles[role] = train_and_evaluate(
+                    split=prepare.outputs["split"],
+                    split_sha256=prepare.outputs["split_sha256"],
+                    recipe_json=resolve.outputs["recipe_json"],
+                    evaluation_json=resolve.outputs["evaluation_json"],
+                    role=role,
+                    seeds=seeds,
+                    mlflow_experiment=mlflow_experiment,
+                ).set_display_name(f"train-{role}s")
+
+            register = ops.register_model(
+                candidate_models=roles["candidate"].outputs["models"],
+                reference_models=roles["reference"].outputs["models"],
+                candidate_metrics=roles["candidate"].outputs["metrics"],
+                reference_metrics=roles["reference"].outputs["metrics"],
+                split=prepare.outputs["split"],
+                split_uri=prepare.outputs["split_uri"],
+                config_json=resolve.outputs["config_json"],
+                candidate_seeds=candidate_seeds,
+                reference_seeds=reference_seeds,
+                model_name=model_name,
+                reference_model_name=reference_model_name,
+                mlflow_experiment=mlflow_experiment,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            register.set_display_name("register-model").set_caching_options(False)
+            apply_platform(register, "register", settings)
+
+            score = ops.score_memorization(
+                candidate_models=roles["candidate"].outputs["models"],
+                reference_models=roles["reference"].outputs["models"],
+                split=prepare.outputs["split"],
+                config_json=resolve.outputs["config_json"],
+                alpha=alpha,
+                model_name=model_name,
+                candidate_version=register.outputs["candidate_version"],
+                reference_model_name=reference_model_name,
+                reference_version=register.outputs["reference_version"],
+                mlflow_experiment=mlflow_experiment,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            score.set_display_name("score-memorization").set_caching_options(False)
+            apply_platform(score, "score", settings)
+
+    return memorization
+
+
+def compile_pipeline(
+    path: Path | str, *, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None
+) -> Path:
+    """Compile the pipeline to a YAML file (same inputs, same bytes).
+
+    Args:
+        path: Output file (``.yaml``).
+        image: Container image of every step.
+        platform: Kubernetes settings.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ConfigError: Invalid image reference.
+
+    """
+    from kfp import compiler
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(build_pipeline(image=image, platform=platform), str(target))
+    return target

@@ -1,0 +1,129 @@
+r"""``sslmem pipeline``: compile the Kubeflow pipeline, or submit a run to a KFP server.
+
+Examples::
+
+    sslmem pipeline compile -o memorization.yaml --image ghcr.io/org/sslmem:0.1.0 \\
+        --platform deploy/platform.example.yaml
+    sslmem pipeline submit --host http://localhost:8080 --experiment sslmem \\
+        --config recipe.yaml --set training.epochs=200 --param candidate_seeds=[0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from sslmem.cli.common import add_config_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sslmem pipeline compile`` and ``sslmem pipeline submit``."""
+    sub = parser.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
+
+    def common(action: argparse.ArgumentParser) -> None:
+        action.add_argument(
+            "--image",
+            help="runtime image of every step (default ghcr.io/sslmem/sslmem:<sslmem version>, "
+            "built from deploy/Dockerfile)",
+        )
+        action.add_argument(
+            "--platform", type=Path, help="platform YAML (GPU, tolerations, secrets, resources)"
+        )
+
+    compile_parser = sub.add_parser(
+        "compile", help="compile the pipeline to YAML (deterministic: same inputs, same bytes)"
+    )
+    compile_parser.add_argument("-o", "--output", type=Path, required=True, help="output YAML")
+    common(compile_parser)
+    compile_parser.set_defaults(_action=_compile)
+
+    submit = sub.add_parser("submit", help="validate the parameters and submit a run to KFP")
+    submit.add_argument("--host", required=True, help="KFP API endpoint, http(s)://...")
+    submit.add_argument("--experiment", required=True, help="KFP experiment name")
+    submit.add_argument(
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter, e.g. --param epochs=5 (repeatable; wins over --config/--set)",
+    )
+    add_config_arguments(submit)
+    submit.add_argument("--token", help="bearer token for the KFP API")
+    submit.add_argument("--namespace", help="Kubernetes namespace (multi-user KFP)")
+    submit.add_argument("--run-name", help="run name")
+    submit.add_argument(
+        "--no-cache", action="store_true", help="disable caching for every task of this run"
+    )
+    submit.add_argument(
+        "--connect-attempts", type=int, default=3, help="tries to reach the host (default 3)"
+    )
+    submit.add_argument(
+        "--connect-timeout", type=float, default=5.0, help="seconds per try (default 5)"
+    )
+    submit.add_argument(
+        "--dry-run", action="store_true", help="validate and print the parameters only"
+    )
+    common(submit)
+    submit.set_defaults(_action=_submit)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch to the action."""
+    from sslmem.components import DEFAULT_IMAGE
+
+    args.image = args.image or DEFAULT_IMAGE
+    code: int = args._action(args)
+    return code
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from sslmem.pipelines.memorization import compile_pipeline
+    from sslmem.pipelines.platform import load_platform_config
+
+    platform = load_platform_config(args.platform)
+    path = compile_pipeline(args.output, image=args.image, platform=platform)
+    print(f"wrote {path} (image {args.image})")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from sslmem.components import check_image
+    from sslmem.pipeline_params import (
+        PipelineParams,
+        build_params,
+        load_run_config,
+        parse_param_assignments,
+    )
+    from sslmem.pipelines.platform import load_platform_config
+
+    base = (
+        load_run_config(args.config, list(args.overrides))
+        if args.config is not None or args.overrides
+        else PipelineParams()
+    )
+    params = build_params({**base.arguments(), **parse_param_assignments(list(args.params))})
+    params.resolve()  # every field checked before anything is contacted
+    check_image(args.image)
+    platform = load_platform_config(args.platform)
+    if args.dry_run:
+        print(json.dumps(params.arguments(), indent=2, sort_keys=True))
+        return 0
+
+    from sslmem.pipelines.submit import RetryBounds, submit_pipeline
+
+    submitted = submit_pipeline(
+        params,
+        host=args.host,
+        experiment=args.experiment,
+        image=args.image,
+        platform=platform,
+        token=args.token,
+        namespace=args.namespace,
+        run_name=args.run_name,
+        enable_caching=False if args.no_cache else None,
+        bounds=RetryBounds(attempts=args.connect_attempts, timeout_s=args.connect_timeout),
+    )
+    print(f"submitted run {submitted.run_id}: {submitted.url}")
+    return 0

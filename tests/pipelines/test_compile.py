@@ -1,0 +1,180 @@
+"""Compiling the pipeline: deterministic bytes, a golden file, platform settings in the spec.
+
+Regenerate the golden file after an intended change of the pipeline or a component:
+
+    SSLMEM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/pipelines/test_compile.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sslmem.cli import main
+from sslmem.pipelines.memorization import compile_pipeline
+from sslmem.pipelines.platform import PlatformConfig, load_platform_config
+
+GOLDEN = Path(__file__).parent / "golden" / "memorization.yaml"
+PLATFORM_YAML = """
+env: {SSLMEM_STORE_URI: "s3://sslmem/store"}
+secrets:
+  - name: mlflow-auth
+    env: {MLFLOW_TRACKING_TOKEN: token}
+  - name: minio-creds
+    env: {SSLMEM_S3_ACCESS_KEY: access-key, AWS_ACCESS_KEY_ID: access-key}
+    optional: true
+train:
+  accelerator: {type: nvidia.com/gpu, limit: 2}
+  node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
+  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+  shared_memory: {size_limit: 16Gi}
+  resources: {cpu_request: "8", memory_request: 32Gi, memory_limit: 48Gi}
+  retries: 2
+"""
+
+
+def _load(path: Path) -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def _executor_for(spec: dict[str, Any], component: str) -> str:
+    """The executor label of a component (``comp-train-encoder`` -> ``exec-train-encoder``)."""
+    label: str = spec["components"][component]["executorLabel"]
+    return label
+
+
+def test_compile_is_deterministic_and_matches_golden(tmp_path: Path) -> None:
+    first = compile_pipeline(tmp_path / "a.yaml")
+    second = compile_pipeline(tmp_path / "b.yaml")
+    assert first.read_bytes() == second.read_bytes()
+    if os.environ.get("SSLMEM_UPDATE_GOLDEN") == "1":
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_bytes(first.read_bytes())
+    assert GOLDEN.is_file(), "no golden file: run with SSLMEM_UPDATE_GOLDEN=1 to create it"
+    assert first.read_bytes() == GOLDEN.read_bytes(), (
+        "the compiled pipeline differs from tests/pipelines/golden/memorization.yaml; if the "
+        "change is intended, regenerate it with SSLMEM_UPDATE_GOLDEN=1 pytest tests/pipelines"
+    )
+
+
+def test_cli_compile_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(PLATFORM_YAML)
+    outputs = []
+    for name in ("a.yaml", "b.yaml"):
+        out = tmp_path / name
+        args = ["pipeline", "compile", "-o", str(out), "--image", "reg.example/sslmem:1.2"]
+        assert main([*args, "--platform", str(platform)]) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
+    assert b"reg.example/sslmem:1.2" in outputs[0]
+
+
+def test_platform_settings_reach_the_train_task(tmp_path: Path) -> None:
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(PLATFORM_YAML)
+    path = compile_pipeline(
+        tmp_path / "p.yaml", image="reg.example/sslmem:1.2", platform=load_platform_config(platform)
+    )
+    pipeline_spec, platform_spec = _load(path)
+    train = _executor_for(pipeline_spec, "comp-train-encoder")
+    container = pipeline_spec["deploymentSpec"]["executors"][train]["container"]
+    assert container["image"] == "reg.example/sslmem:1.2"
+    resources = container["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "2"
+    assert resources["resourceCpuRequest"] == "8"
+    assert resources["resourceMemoryLimit"] == "48Gi"
+    assert {"name": "SSLMEM_STORE_URI", "value": "s3://sslmem/store"} in container["env"]
+
+    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"][train]
+    assert kubernetes["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert kubernetes["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert kubernetes["emptyDirMounts"] == [
+        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "16Gi", "volumeName": "dshm"}
+    ]
+    secrets = {
+        (entry["secretName"], item["secretKey"], item["envVar"])
+        for entry in kubernetes["secretAsEnv"]
+        for item in entry["keyToEnv"]
+    }
+    assert secrets == {
+        ("mlflow-auth", "token", "MLFLOW_TRACKING_TOKEN"),
+        ("minio-creds", "access-key", "SSLMEM_S3_ACCESS_KEY"),
+        ("minio-creds", "access-key", "AWS_ACCESS_KEY_ID"),
+    }
+    # Secret values never appear in the spec, only names and keys.
+    assert "password" not in path.read_text()
+
+
+def test_default_platform_gives_training_a_gpu_and_others_none(tmp_path: Path) -> None:
+    pipeline_spec, platform_spec = _load(compile_pipeline(tmp_path / "p.yaml"))
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for component in pipeline_spec["components"]:
+        if "executorLabel" not in pipeline_spec["components"][component]:
+            continue  # a DAG
+        label = _executor_for(pipeline_spec, component)
+        resources = executors[label]["container"].get("resources", {})
+        has_gpu = "accelerator" in resources
+        assert has_gpu == component.startswith("comp-train-encoder"), component
+        secret_names = {entry["secretName"] for entry in kubernetes[label]["secretAsEnv"]}
+        assert secret_names == {"sslmem-mlflow", "sslmem-s3"}, component
+
+
+def test_scoring_register_and_exit_tasks_are_never_cached(tmp_path: Path) -> None:
+    pipeline_spec, _ = _load(compile_pipeline(tmp_path / "p.yaml"))
+    body = pipeline_spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    root = pipeline_spec["root"]["dag"]["tasks"]
+    tasks = {**body, **root}
+
+    def cached(name: str) -> bool:
+        return bool(tasks[name].get("cachingOptions", {}).get("enableCache", False))
+
+    assert cached("resolve-config") and cached("prepare-split")
+    assert not cached("register-model") and not cached("score-memorization")
+    assert not cached("finalize-run")
+    loop = pipeline_spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
+    assert loop["train-encoder"]["cachingOptions"]["enableCache"]
+    assert "candidate_version" in body["score-memorization"]["inputs"]["parameters"]
+    train_inputs = pipeline_spec["components"]["comp-train-encoder"]["inputDefinitions"]
+    assert {"split_sha256", "recipe_json", "role", "seed"} <= set(train_inputs["parameters"])
+    assert "split" in train_inputs["artifacts"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ("train: {accelerator: {limit: 0}}", "train.accelerator.limit"),
+        ("train: {resources: {memory_limit: lots}}", "train.resources.memory_limit"),
+        ("train: {tolerations: [{effect: Sometimes}]}", "train.tolerations.0.effect"),
+        ("secrets: [{name: Bad_Name, env: {X: y}}]", "secrets.0.name"),
+        ("gpu: true", "gpu"),
+    ],
+)
+def test_invalid_platform_file_names_the_field(
+    tmp_path: Path, content: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(content)
+    args = ["pipeline", "compile", "-o", str(tmp_path / "p.yaml"), "--platform", str(platform)]
+    assert main(args) == 2
+    assert field in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_invalid_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "-o", str(out), "--image", "Not An Image"]) == 2
+    assert "--image" in capsys.readouterr().err
+
+
+def test_platform_defaults_are_valid() -> None:
+    config = PlatformConfig()
+    assert config.train.accelerator is not None and config.profile("score").accelerator is None
