@@ -175,7 +175,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``dotted = "a.b.c"``, creating sections."""
     parts = dotted.split(".")
     node = tree
     for part in parts[:-1]:
@@ -196,7 +197,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 f"override {item!r} is not of the form key=value",
                 "write e.g. --set scoring.views=8",
             )
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
     return tree
 
 
@@ -208,6 +209,36 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def load_raw_config(
+    path: Path | str | None = None, overrides: list[str] | None = None
+) -> tuple[dict[str, Any], str]:
+    """Read a YAML config file and apply ``--set`` overrides, without validating.
+
+    Returns:
+        ``(raw mapping, description of its source)`` for error messages.
+
+    Raises:
+        ConfigError: The file is missing, not YAML or not a mapping; an override is malformed.
+    """
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist", "pass an existing YAML file")
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file} must hold a mapping of sections")
+        raw, source = loaded, str(file)
+    if overrides:
+        raw = _deep_merge(raw, parse_overrides(overrides))
+        source += " + --set overrides"
+    return raw, source
 
 
 def load_experiment_config(
@@ -226,22 +257,7 @@ def load_experiment_config(
         ConfigError: The file is missing or not a mapping, or a field is invalid (the message
             names each field and the allowed values).
     """
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist", "pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {file} must hold a mapping of sections")
-        raw, source = loaded, str(file)
-    if overrides:
-        raw = _deep_merge(raw, parse_overrides(overrides))
-        source += " + --set overrides"
+    raw, source = load_raw_config(path, overrides)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:

@@ -27,7 +27,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sslmem.config import ExperimentConfig, format_validation_error, parse_overrides
+from sslmem.config import (
+    ExperimentConfig,
+    format_validation_error,
+    load_raw_config,
+    set_dotted,
+)
 from sslmem.errors import ConfigError, SSLMemError
 
 #: Shortcut pipeline parameter -> the experiment-config field it overrides.
@@ -161,7 +166,7 @@ class PipelineParams(BaseModel):
         raw = parse_config_yaml(self.config_yaml)
         overrides = self.overrides()
         for field, value in overrides.items():
-            _set_dotted(raw, field, value)
+            set_dotted(raw, field, value)
         try:
             config = ExperimentConfig.model_validate(raw)
         except ValidationError as exc:
@@ -328,27 +333,6 @@ def build_params(values: dict[str, Any]) -> PipelineParams:
         ) from exc
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    node = tree
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"config_yaml: {part!r} must be a section (mapping)")
-        node = child
-    node[parts[-1]] = value
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def params_from_config(config: ExperimentConfig, pipeline: dict[str, Any]) -> PipelineParams:
     """Pipeline parameters that reproduce ``config`` exactly, plus pipeline-only settings.
 
@@ -421,22 +405,7 @@ def load_run_config(path: Path | str | None, overrides: list[str] | None = None)
         ConfigError: Unreadable file, unknown key or invalid value, named.
 
     """
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist", "pass an existing YAML file")
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {file} must hold a mapping of sections")
-        raw, source = loaded, str(file)
-    if overrides:
-        raw = _deep_merge(raw, parse_overrides(overrides))
-        source += " + --set overrides"
+    raw, source = load_raw_config(path, overrides)
     pipeline = raw.pop(PIPELINE_SECTION, None) or {}
     if not isinstance(pipeline, dict):
         raise ConfigError(f"{PIPELINE_SECTION}: must be a mapping ({source})")
