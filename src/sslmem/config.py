@@ -126,7 +126,9 @@ class ScoringConfig(_Section):
     mode: AlignmentMode = "pair"
     distance: DistanceName = "l2"
     layer: str = Field("backbone", description="Named layer whose output is the representation.")
-    chunk_size: int = Field(256, ge=1, description="Points per batch; bounds memory.")
+    chunk_size: int = Field(
+        64, ge=1, description="Points per forward (x 2K views); bounds memory for any N."
+    )
     seed: int = 0
     sets: tuple[Literal["candidate", "independent", "extra", "shared"], ...] = (
         "candidate",

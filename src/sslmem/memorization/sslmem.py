@@ -67,7 +67,7 @@ def compute_sslmem(
     estimator: AlignmentEstimator,
     layer: str = "backbone",
     device: torch.device | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = 64,
     progress: Callable[[int], object] | None = None,
 ) -> SSLMemResult:
     """SSLMem of every point for m candidate and n reference encoders.
