@@ -79,6 +79,30 @@ def test_score_writes_per_point_table_and_summary_with_provenance(
     assert not list(out.glob(".staging-*"))
 
 
+def test_score_writes_the_histogram_and_the_candidate_grid(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert _score(setup, out, "--grid-k", "3") == 0
+    for name in ("sslmem_histogram.png", "memorised_grid.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert not list(out.glob(".*.png"))  # no temporary file left behind
+
+
+def test_no_plots_writes_only_the_table_and_summary(setup: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _score(setup, out, "--no-plots") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["scores.parquet", "summary.json"]
+
+
+def test_bad_grid_size_fails_before_scoring(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    _fails(_score(setup, out, "--grid-k", "0"), capsys, "--grid-k")
+    assert not out.exists()
+
+
 def test_same_seed_gives_identical_scores_csv(setup: dict[str, Path], tmp_path: Path) -> None:
     assert _score(setup, tmp_path / "a", "--format", "csv", "--seed", "4") == 0
     assert _score(setup, tmp_path / "b", "--format", "csv", "--seed", "4") == 0

@@ -12,8 +12,10 @@ from sslmem.config import RuntimeSettings
 from sslmem.data.datasets import load_dataset
 from sslmem.data.splits import load_manifest
 from sslmem.device import resolve_device
+from sslmem.errors import ConfigError
 from sslmem.memorization.scoring import score_split, select_points, write_score_report
 from sslmem.models.checkpoint import load_checkpoint
+from sslmem.reporting import write_score_figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="checkpoint",
         help="views drawn with the candidate's training augmentation (default) or the config's",
     )
+    parser.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="skip the PNGs (histogram per set, grid of the most/least memorised candidates)",
+    )
+    parser.add_argument("--grid-k", type=int, default=16, help="images per block of the grid")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     add_config_arguments(parser)
@@ -59,6 +67,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load, score, write, print the verdict."""
+    if args.grid_k < 1:
+        raise ConfigError(f"--grid-k must be >= 1, got {args.grid_k}", "pass e.g. --grid-k 16")
     args.overrides = _overrides(args)
     config = experiment_config(args)
     settings = RuntimeSettings()
@@ -94,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             progress=bar.update,
         )
+    figures: dict[str, Path] = {}
+    if not args.no_plots:
+        # Before the report: summary.json is written last, so its presence means "complete".
+        figures = write_score_figures(report.columns, args.out, dataset.images, grid_k=args.grid_k)
     summary_path = write_score_report(report, args.out, fmt=args.format)
     print(report.summary.format_table())
-    print(f"wrote {args.out / f'scores.{args.format}'} and {summary_path}")
+    written = [args.out / f"scores.{args.format}", summary_path, *figures.values()]
+    print("wrote " + ", ".join(str(path) for path in written))
     return 0

@@ -1,5 +1,17 @@
 """Reports of scoring runs: plots (PNG) written with matplotlib's Agg backend, no display."""
 
-from sslmem.reporting.plots import memorised_grid, sslmem_histogram
+from sslmem.reporting.plots import (
+    GRID_FILE,
+    HISTOGRAM_FILE,
+    memorised_grid,
+    sslmem_histogram,
+    write_score_figures,
+)
 
-__all__ = ["memorised_grid", "sslmem_histogram"]
+__all__ = [
+    "GRID_FILE",
+    "HISTOGRAM_FILE",
+    "memorised_grid",
+    "sslmem_histogram",
+    "write_score_figures",
+]

@@ -240,3 +240,48 @@ def memorised_grid(
                 axes.set_ylabel(label, fontsize=8)
     figure.suptitle(title, fontsize=10)
     return _save(figure, path)
+
+
+#: File names of the figures that :func:`write_score_figures` writes.
+HISTOGRAM_FILE = "sslmem_histogram.png"
+GRID_FILE = "memorised_grid.png"
+
+
+def write_score_figures(
+    columns: Mapping[str, Any],
+    folder: str | os.PathLike[str],
+    images: torch.Tensor | npt.NDArray[np.uint8] | None = None,
+    *,
+    grid_k: int = 16,
+) -> dict[str, Path]:
+    """Write the figures of one scoring run: the histogram per set and the candidate grid.
+
+    The one place both the CLI (``sslmem score``) and the MLflow layer draw a report's figures,
+    so a run's PNGs are the same wherever they were made.
+
+    Args:
+        columns: Per-point columns of a :class:`~sslmem.memorization.scoring.ScoreReport`
+            (``"set"``, ``"sslmem_raw"``, ``"sample_index"``; each ``[N]``).
+        folder: Destination folder (created if missing).
+        images: The dataset's uint8 images ``[M, C, H, W]``, indexed by ``sample_index``. Without
+            them, or when no candidate was scored, the grid is skipped.
+        grid_k: Images per block of the grid.
+
+    Returns:
+        ``{"histogram": path}`` plus ``"grid"`` when the grid was drawn.
+
+    Raises:
+        DataError: See :func:`sslmem_histogram` and :func:`memorised_grid`.
+
+    """
+    target = Path(folder)
+    written = {"histogram": sslmem_histogram(columns, target / HISTOGRAM_FILE)}
+    sets = np.asarray(columns["set"]).astype(str)
+    candidate = sets == "candidate"
+    if images is not None and bool(candidate.any()):
+        if "sample_index" not in columns:
+            raise DataError("score columns lack 'sample_index'", "pass ScoreReport.columns")
+        scores = np.asarray(columns["sslmem_raw"], dtype=np.float64)[candidate]
+        indices = np.asarray(columns["sample_index"], dtype=np.int64)[candidate]
+        written["grid"] = memorised_grid(images, scores, indices, target / GRID_FILE, k=grid_k)
+    return written

@@ -35,7 +35,7 @@ from sslmem.data.splits import SplitManifest
 from sslmem.errors import ManifestMismatchError, TrackingError
 from sslmem.evaluation.evaluate import EvaluationResult
 from sslmem.memorization.scoring import ScoreReport, write_score_report
-from sslmem.reporting.plots import memorised_grid, sslmem_histogram
+from sslmem.reporting.plots import write_score_figures
 from sslmem.tracking.connection import client, current_target, tracking_errors
 
 logger = logging.getLogger(__name__)
@@ -439,17 +439,8 @@ def log_score_report(
         if manifest is not None:
             (folder / "split_manifest.json").write_bytes(manifest.to_json())
             written["split_manifest"] = "split_manifest.json"
-        sslmem_histogram(report.columns, folder / "sslmem_histogram.png")
-        written["histogram"] = "sslmem_histogram.png"
-        sets = report.columns["set"]
-        candidate = [i for i, name in enumerate(sets) if name == "candidate"]
-        if images_for_grid is not None and candidate:
-            scores = [float(report.columns["sslmem_raw"][i]) for i in candidate]
-            indices = [int(report.columns["sample_index"][i]) for i in candidate]
-            memorised_grid(
-                images_for_grid, scores, indices, folder / "memorised_grid.png", k=grid_k
-            )
-            written["grid"] = "memorised_grid.png"
+        figures = write_score_figures(report.columns, folder, images_for_grid, grid_k=grid_k)
+        written.update({name: path.name for name, path in figures.items()})
         log_metrics(score_metrics(report), run_id=rid)
         with tracking_errors(f"log the score report to run {rid}"):
             mlflow_client = client()
