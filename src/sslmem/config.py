@@ -213,6 +213,36 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+#: Recipes shipped with the package; ``--config NAME`` finds ``NAME.yaml`` here.
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped in :data:`RECIPES_DIR` (without ``.yaml``), sorted."""
+    return sorted(recipe.stem for recipe in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(path: Path | str) -> Path:
+    """An existing YAML file, or the shipped recipe of that name (e.g. ``fashion-mnist``).
+
+    A file path wins over a recipe of the same name, so a local ``fashion-mnist`` file is never
+    silently replaced by the packaged recipe.
+
+    Raises:
+        ConfigError: Neither a file nor a shipped recipe (the message lists the recipes).
+    """
+    file = Path(path)
+    if file.is_file():
+        return file
+    recipe = RECIPES_DIR / f"{file.name.removesuffix('.yaml')}.yaml"
+    if file.parent == Path(".") and recipe.is_file():
+        return recipe
+    raise ConfigError(
+        f"config file {file} does not exist and is not a shipped recipe",
+        f"pass an existing YAML file or one of the recipes: {', '.join(shipped_recipes())}",
+    )
+
+
 def load_raw_config(
     path: Path | str | None = None, overrides: list[str] | None = None
 ) -> tuple[dict[str, Any], str]:
@@ -227,9 +257,7 @@ def load_raw_config(
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"config file {file} does not exist", "pass an existing YAML file")
+        file = resolve_config_path(path)
         try:
             loaded = yaml.safe_load(file.read_text()) or {}
         except yaml.YAMLError as exc:

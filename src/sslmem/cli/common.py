@@ -10,7 +10,11 @@ from sslmem.config import ExperimentConfig, load_experiment_config
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and repeatable ``--set key=value`` overrides."""
-    parser.add_argument("--config", type=Path, help="experiment YAML file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="experiment YAML file, or a shipped recipe by name (bundled-cpu, fashion-mnist)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",

@@ -21,10 +21,11 @@ import sys
 from pathlib import Path
 
 from sslmem.cli.common import add_config_arguments
+from sslmem.config import RECIPES_DIR
 
 DEFAULT_OUT = Path("sslmem-out")
 #: The embedded default recipe (bundled images, CPU budget; see docs/training.md).
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "bundled-cpu.yaml"
+DEFAULT_RECIPE = RECIPES_DIR / "bundled-cpu.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
