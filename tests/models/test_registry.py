@@ -201,7 +201,7 @@ def test_arch_config_must_be_complete() -> None:
 
 
 def test_register_custom_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+    monkeypatch.setattr(registry_module, "_REGISTRY", registry_module._REGISTRY.copy())
 
     @register_backbone("tiny_linear")
     def tiny_linear(*, in_channels: int, image_size: int, dim: int = 4) -> tuple[nn.Module, int]:

@@ -144,7 +144,8 @@ def test_non_finite_loss_stops_training_and_keeps_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = MethodSpec("test_nan_simclr", NaNFromStep, NaNFromOptions, archs=None, paper="test")
-    monkeypatch.setitem(methods_base._METHODS, spec.name, spec)
+    monkeypatch.setattr(methods_base, "_METHODS", methods_base._METHODS.copy())
+    methods_base._METHODS.add(spec.name, spec)
     data = tiny_dataset()
     manifest = tiny_split(data)
     # 4 steps per epoch; the loss turns NaN at optimizer step 5 (epoch 1, step 1).

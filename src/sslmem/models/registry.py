@@ -29,6 +29,7 @@ from torch import nn
 
 from sslmem.errors import ConfigError
 from sslmem.models.encoder import Encoder, ProjectionHead
+from sslmem.registry import Registry
 
 BackboneBuilder = Callable[..., tuple[nn.Module, int]]
 StagesFn = Callable[[nn.Module], list[str]]
@@ -75,7 +76,7 @@ class ModelConfigLike(Protocol):
     def head_output_dim(self) -> int: ...  # noqa: D102
 
 
-_REGISTRY: dict[str, BackboneSpec] = {}
+_REGISTRY: Registry[BackboneSpec] = Registry("architecture")
 
 
 def register_backbone(
@@ -98,10 +99,6 @@ def register_backbone(
     """
 
     def decorator(builder: BuilderT) -> BuilderT:
-        if name in _REGISTRY:
-            raise ConfigError(
-                f"backbone {name!r} is already registered", "choose another registry name"
-            )
         signature = inspect.signature(builder)
         hints = typing.get_type_hints(builder)
         params: dict[str, inspect.Parameter] = {}
@@ -125,12 +122,15 @@ def register_backbone(
                 f"backbone builder {name!r} lacks keyword-only argument(s) {missing}",
                 "declare builders as def f(*, in_channels: int, image_size: int, ...)",
             )
-        _REGISTRY[name] = BackboneSpec(
-            name=name,
-            builder=builder,
-            stages=stages,
-            params=params,
-            hints={p: hints.get(p, Any) for p in params},
+        _REGISTRY.add(
+            name,
+            BackboneSpec(
+                name=name,
+                builder=builder,
+                stages=stages,
+                params=params,
+                hints={p: hints.get(p, Any) for p in params},
+            ),
         )
         return builder
 
@@ -139,7 +139,7 @@ def register_backbone(
 
 def available_architectures() -> list[str]:
     """Names of all registered backbones, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_backbone_spec(name: str) -> BackboneSpec:
@@ -149,13 +149,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         ConfigError: Unknown name (the message lists the valid names).
 
     """
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown architecture {name!r}",
-            f"use one of: {', '.join(available_architectures())}",
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def _to_json(value: Any, what: str) -> Any:

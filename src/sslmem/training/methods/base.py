@@ -24,6 +24,7 @@ from sslmem.config import TrainingConfig, format_validation_error
 from sslmem.device import to_device_layout
 from sslmem.errors import ConfigError
 from sslmem.models.encoder import Encoder
+from sslmem.registry import Registry
 
 
 class MethodOptions(BaseModel):
@@ -122,7 +123,7 @@ class MethodSpec:
     paper: str
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("SSL method")
 
 
 def register_method(
@@ -146,9 +147,9 @@ def register_method(
     """
 
     def decorator(cls: MethodT) -> MethodT:
-        if name in _METHODS:
-            raise ConfigError(f"SSL method {name!r} is already registered", "choose another name")
-        _METHODS[name] = MethodSpec(name=name, cls=cls, options=options, archs=archs, paper=paper)
+        _METHODS.add(
+            name, MethodSpec(name=name, cls=cls, options=options, archs=archs, paper=paper)
+        )
         return cls
 
     return decorator
@@ -156,7 +157,7 @@ def register_method(
 
 def available_methods() -> list[str]:
     """Names of the registered SSL methods, sorted."""
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def get_method_spec(name: str) -> MethodSpec:
@@ -166,12 +167,7 @@ def get_method_spec(name: str) -> MethodSpec:
         ConfigError: Unknown name (the message lists the valid names).
 
     """
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown SSL method {name!r}", f"use one of: {', '.join(available_methods())}"
-        ) from None
+    return _METHODS.get(name)
 
 
 def check_compatible(method: str, arch: str) -> None:
