@@ -60,6 +60,7 @@ bundle-data: install system-deps
 bench: install
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/training.py
+	$(PY) benchmarks/allocator.py
 
 # The documented full Fashion-MNIST run (docs/training.md): the two encoders train side by side,
 # one thread each; re-running resumes an interrupted training and redoes scoring and evaluation.

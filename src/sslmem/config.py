@@ -36,6 +36,9 @@ class RuntimeSettings(BaseSettings):
 
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
+    keep_heap: bool = Field(
+        True, description="Keep freed tensor memory in the heap (faster CPU steps; see runtime)."
+    )
     data_dir: Path = Field(
         Path.home() / ".cache" / "sslmem" / "data",
         description="Root for local datasets (CIFAR, image folders, unpacked Fashion-MNIST).",

@@ -68,6 +68,7 @@ from sslmem.pipeline_params import (
     config_to_json,
     training_recipe,
 )
+from sslmem.runtime import keep_freed_memory_in_heap
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ def _settings(settings: RuntimeSettings | None) -> RuntimeSettings:
     settings = settings if settings is not None else RuntimeSettings()
     if settings.num_threads is not None:
         torch.set_num_threads(settings.num_threads)
+    if settings.keep_heap:
+        keep_freed_memory_in_heap()
     return settings
 
 
