@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -39,6 +38,7 @@ from typing import Any
 
 import torch
 
+from sslmem.atomic import atomic_path
 from sslmem.augment import AugmentationSpec
 from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.data.datasets import ImageDataset, load_dataset
@@ -132,15 +132,8 @@ def _loaded(item: Path | str | LoadedCheckpoint) -> LoadedCheckpoint:
 
 
 def _copy_atomic(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from sslmem.atomic import atomic_write_bytes
 from sslmem.augment import AugmentationSpec
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
 from sslmem.config import RuntimeSettings
@@ -53,11 +52,7 @@ def _augmentation(
 
 
 def _write_json(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def run(args: argparse.Namespace) -> int:

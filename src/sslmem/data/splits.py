@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from sslmem.atomic import atomic_write_bytes
 from sslmem.config import RuntimeSettings, SplitConfig
 from sslmem.data.datasets import ImageDataset
 from sslmem.errors import ConfigError, DataError, ManifestMismatchError
@@ -325,17 +324,7 @@ def save_manifest(manifest: SplitManifest, path: Path | str) -> Path:
 
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(manifest.to_json())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(target, manifest.to_json())
     return target
 
 

@@ -15,16 +15,14 @@ previous object or the new one, never a partial one.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import os
 import ssl
-import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, BinaryIO, NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import certifi
@@ -34,6 +32,7 @@ from minio.error import MinioException, S3Error
 from minio.helpers import check_bucket_name
 from pydantic import SecretStr
 
+from sslmem.atomic import TMP_MARKER, atomic_write_bytes, atomic_writer
 from sslmem.errors import StoreError
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-_TMP_MARKER = ".sslmem-tmp-"
 _CHUNK = 1 << 20
 _ENDPOINT_FIX = (
     "check SSLMEM_S3_ENDPOINT (host:port, no path), SSLMEM_S3_SECURE (TLS or not) and that the "
@@ -75,31 +73,6 @@ def _validate_key(key: str) -> str:
             "use a key like 'manifests/split-0.json'",
         )
     return key
-
-
-@contextlib.contextmanager
-def _atomic_writer(path: Path) -> Iterator[BinaryIO]:
-    """Open a temp file next to ``path``; on success fsync it and ``os.replace`` it into place.
-
-    On any error the temp file is removed and ``path`` is left untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{_TMP_MARKER}")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with _atomic_writer(path) as handle:
-        handle.write(data)
 
 
 class ObjectStore(ABC):
@@ -161,7 +134,7 @@ class ObjectStore(ABC):
         """
         data, target = self.get_bytes(key), Path(path)
         try:
-            _atomic_write_bytes(target, data)
+            atomic_write_bytes(target, data)
         except OSError as exc:
             raise StoreError(
                 f"cannot write {target}: {exc}", f"check that {target.parent} is writable"
@@ -194,7 +167,7 @@ class LocalStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:  # noqa: D102 - documented on the ABC
         path = self._path(key)
         try:
-            _atomic_write_bytes(path, data)
+            atomic_write_bytes(path, data)
         except OSError as exc:
             raise StoreError(
                 f"cannot write {self.uri(key)}: {exc}", f"check that {self.root} is writable"
@@ -222,7 +195,7 @@ class LocalStore(ObjectStore):
         for dirpath, _dirnames, filenames in os.walk(self.root):
             rel_dir = PurePosixPath(Path(dirpath).relative_to(self.root).as_posix())
             for name in filenames:
-                if _TMP_MARKER in name:
+                if TMP_MARKER in name:
                     continue
                 key = (rel_dir / name).as_posix()
                 if key.startswith(prefix):
@@ -238,7 +211,7 @@ class LocalStore(ObjectStore):
             raise StoreError(f"cannot upload {source}: not a file", "pass an existing file")
         target = self._path(key)
         try:
-            with _atomic_writer(target) as out, source.open("rb") as src:
+            with atomic_writer(target) as out, source.open("rb") as src:
                 while chunk := src.read(_CHUNK):
                     out.write(chunk)
         except OSError as exc:
@@ -510,7 +483,7 @@ class S3Store(ObjectStore):
         def fetch() -> None:
             response = self._client.get_object(bucket_name=self.bucket, object_name=name)
             try:
-                with _atomic_writer(target) as out:
+                with atomic_writer(target) as out:
                     for chunk in response.stream(_CHUNK):
                         out.write(chunk)
             finally:

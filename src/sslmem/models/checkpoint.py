@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from pydantic import BaseModel
 from safetensors.torch import load as st_load
 from safetensors.torch import save_file as st_save_file
 
+from sslmem.atomic import atomic_path
 from sslmem.errors import CheckpointError, ConfigError
 from sslmem.models.encoder import Encoder
 from sslmem.models.registry import build_encoder_from_config
@@ -174,21 +174,11 @@ def save_checkpoint(
         name: tensor.detach().to("cpu").clone(memory_format=torch.contiguous_format)
         for name, tensor in encoder.state_dict().items()
     }
-    tmp_name: str | None = None
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        os.close(fd)
-        st_save_file(tensors, tmp_name, metadata={HEADER_KEY: header_json})
-        with open(tmp_name, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, dest)
-        tmp_name = None
+        with atomic_path(dest) as tmp:
+            st_save_file(tensors, str(tmp), metadata={HEADER_KEY: header_json})
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {dest}: {exc}") from exc
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
     return dest
 
 

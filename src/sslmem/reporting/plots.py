@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sslmem.atomic import atomic_path
 from sslmem.errors import DataError
 
 #: Colour of each scored set (the protocol's order); unknown sets cycle through the rest.
@@ -39,16 +39,9 @@ _PNG_METADATA: dict[str, str | None] = {"Software": None}
 def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
     """Render ``figure`` to a PNG at ``path`` atomically (temp file, then rename)."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(target, suffix=".png") as tmp:
         figure.savefig(tmp, format="png", dpi=_DPI, metadata=_PNG_METADATA)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 

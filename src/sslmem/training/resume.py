@@ -12,14 +12,13 @@ a run never silently restarts from scratch.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from sslmem.atomic import atomic_writer
 from sslmem.errors import CheckpointError
 
 RESUME_FORMAT = "sslmem.resume"
@@ -92,21 +91,11 @@ def save_resume_state(path: Path, state: ResumeState) -> None:
         "history": state.history,
         "run": state.run,
     }
-    tmp_name: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_writer(path) as handle:
             torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
     except OSError as exc:
         raise CheckpointError(f"cannot write resume checkpoint {path}: {exc}") from exc
-    finally:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
 
 
 def _require(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
