@@ -14,8 +14,10 @@ def evaluate_encoder(model: Input[Model], evaluation_json: str, metrics: Output[
     """
     from sslmem import workflow
     from sslmem.pipeline_params import config_from_json
+    from sslmem.runtime import apply_process_settings
 
     run_id = str(model.metadata.get("mlflow_run_id") or "") or None
+    apply_process_settings()  # process-wide: the adapter's job
     result = workflow.evaluate_role(model.path, config_from_json(evaluation_json), run_id=run_id)
     workflow.save_evaluation(
         result,

@@ -22,7 +22,9 @@ def prepare_split(split_json: str, split: Output[Dataset]) -> NamedTuple(  # typ
 
     from sslmem import workflow
     from sslmem.pipeline_params import config_from_json
+    from sslmem.runtime import apply_process_settings
 
+    apply_process_settings()  # process-wide: the adapter's job
     prepared = workflow.prepare_split(config_from_json(split_json), Path(split.path))
     manifest = prepared.manifest
     split.metadata.update(

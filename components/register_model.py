@@ -47,7 +47,9 @@ def register_model(
     """
     from sslmem import workflow
     from sslmem.pipeline_params import config_from_json, reference_model_for
+    from sslmem.runtime import apply_process_settings
 
+    apply_process_settings()  # process-wide: the adapter's job
     registration = workflow.register_candidate(
         candidates=workflow.collect_encoders(
             [(m.path, m.metadata) for m in candidate_models],

@@ -42,7 +42,9 @@ def score_memorization(
 
     from sslmem import workflow
     from sslmem.pipeline_params import config_from_json, reference_model_for
+    from sslmem.runtime import apply_process_settings
 
+    apply_process_settings()  # process-wide: the adapter's job
     candidate = workflow.VersionInfo(model_name, candidate_version)
     reference = workflow.VersionInfo(
         reference_model_for(model_name, reference_model_name), reference_version

@@ -30,9 +30,11 @@ def train_encoder(
     from pathlib import Path
 
     from sslmem import workflow
+    from sslmem.runtime import apply_process_settings
 
     if role not in ("candidate", "reference"):
         raise ValueError(f"role must be 'candidate' or 'reference', got {role!r}")
+    apply_process_settings()  # process-wide: the adapter's job
     trained = workflow.train_role(
         manifest_path=split.path,
         recipe=recipe_json,

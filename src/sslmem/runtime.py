@@ -16,6 +16,8 @@ import ctypes.util
 import logging
 import sys
 
+from sslmem.config import RuntimeSettings
+
 logger = logging.getLogger(__name__)
 
 # mallopt(3) parameter numbers (glibc <malloc.h>).
@@ -56,3 +58,27 @@ def keep_freed_memory_in_heap(limit_bytes: int = DEFAULT_HEAP_RETAIN_BYTES) -> b
     applied = bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
     logger.debug("malloc keeps up to %d bytes in the heap: %s", value, applied)
     return applied
+
+
+def apply_process_settings(settings: RuntimeSettings | None = None) -> RuntimeSettings:
+    """Apply the process-wide runtime settings: torch's thread count and the heap setting.
+
+    Called once by each adapter at start-up (CLI, KFP components, service) -- never by library
+    functions, which must not change state a caller shares (``SSLMEM_NUM_THREADS``,
+    ``SSLMEM_KEEP_HEAP``).
+
+    Args:
+        settings: The settings (default: read from the environment).
+
+    Returns:
+        The settings applied.
+
+    """
+    settings = settings if settings is not None else RuntimeSettings()
+    if settings.num_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.num_threads)
+    if settings.keep_heap:
+        keep_freed_memory_in_heap()
+    return settings

@@ -14,9 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from sslmem import __version__
-from sslmem.config import RuntimeSettings
 from sslmem.errors import SSLMemError
-from sslmem.runtime import keep_freed_memory_in_heap
+from sslmem.runtime import apply_process_settings
 
 # Modules are imported lazily so `sslmem --help` and light commands stay fast.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -69,8 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        if RuntimeSettings().keep_heap:
-            keep_freed_memory_in_heap()  # process-wide, so here in the adapter, not the library
+        apply_process_settings()  # process-wide, so here in the adapter, not the library
         code: int = args._run(args)
     except SSLMemError as exc:
         print(f"sslmem {args.command}: error: {exc.problem}", file=sys.stderr)

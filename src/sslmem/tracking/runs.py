@@ -36,14 +36,15 @@ from sslmem.errors import ManifestMismatchError, TrackingError
 from sslmem.evaluation.evaluate import EvaluationResult
 from sslmem.memorization.scoring import ScoreReport, write_score_report
 from sslmem.reporting.plots import write_score_figures
+from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client, current_target, tracking_errors
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "sslmem"
-PIPELINE_RUN_TAG = "sslmem.pipeline_run_id"
-STEP_TAG = "sslmem.step"
-CODE_VERSION_TAG = "sslmem.code_version"
+PIPELINE_RUN_TAG = T.PIPELINE_RUN
+STEP_TAG = T.STEP
+CODE_VERSION_TAG = T.CODE_VERSION
 SCORING_ARTIFACT_DIR = "scoring"
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
 

@@ -51,6 +51,20 @@ VERDICT = "sslmem.verdict"
 KNN_ACCURACY = "sslmem.knn_accuracy"
 LINEAR_PROBE_ACCURACY = "sslmem.linear_probe_accuracy"
 
+# Bookkeeping tags of runs and versions (where a version came from and which runs hold its data).
+ROLE = "sslmem.role"
+PIPELINE_RUN = "sslmem.pipeline_run_id"
+STEP = "sslmem.step"
+CODE_VERSION = "sslmem.code_version"
+CANDIDATE_SEEDS = "sslmem.candidate_seeds"
+REFERENCE_SEEDS = "sslmem.reference_seeds"
+CANDIDATE_CHECKPOINTS = "sslmem.candidate_checkpoints_sha256"
+REFERENCE_CHECKPOINTS = "sslmem.reference_checkpoints_sha256"
+TRAIN_RUN = "sslmem.train_run_id"
+REGISTER_RUN = "sslmem.register_run_id"
+SCORE_RUN = "sslmem.score_run_id"
+SCORED_WITH = "sslmem.scored_with"
+
 Status = Literal["training", "scored", "failed"]
 STATUSES: tuple[Status, ...] = ("training", "scored", "failed")
 #: Tags a candidate version needs before it can be scored.

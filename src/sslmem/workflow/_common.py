@@ -1,0 +1,90 @@
+"""Helpers shared by the workflow steps."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from sslmem.atomic import atomic_path
+from sslmem.augment import AugmentationSpec
+from sslmem.config import RuntimeSettings
+from sslmem.data.datasets import ImageDataset, load_dataset
+from sslmem.data.splits import SplitManifest
+from sslmem.errors import (
+    CheckpointError,
+)
+from sslmem.models.checkpoint import (
+    LoadedCheckpoint,
+    load_checkpoint,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def process_settings(settings: RuntimeSettings | None) -> RuntimeSettings:
+    """The runtime settings of a step: ``settings``, else read from the environment.
+
+    Only reads them: thread count and allocator are process-wide, so the adapters (CLI, KFP
+    components, service) apply them with :func:`sslmem.runtime.apply_process_settings`.
+    """
+    return settings if settings is not None else RuntimeSettings()
+
+
+def dataset_for_manifest(manifest: SplitManifest, root: Path | str | None) -> ImageDataset:
+    """The dataset a split manifest was made from (its name and train/test split).
+
+    Args:
+        manifest: The split.
+        root: Local directory of datasets that are not bundled (``config.data.root``).
+
+    """
+    return load_dataset(
+        manifest.dataset.name,
+        split="test" if manifest.dataset.split == "test" else "train",
+        root=root,
+    )
+
+
+def configure_tracking(settings: RuntimeSettings) -> None:
+    """Point MLflow at ``SSLMEM_MLFLOW_TRACKING_URI`` (warn when it falls back to ./mlruns)."""
+    from sslmem.tracking import configure_from_settings
+
+    if settings.mlflow_tracking_uri is None:
+        logger.warning(
+            "SSLMEM_MLFLOW_TRACKING_URI is not set: tracking into a local SQLite store under "
+            "./mlruns (in a pipeline pod this is lost; set it in the platform config)"
+        )
+    configure_from_settings(settings)
+
+
+def checkpoint_augmentation(
+    checkpoint: LoadedCheckpoint, fallback: AugmentationSpec
+) -> AugmentationSpec:
+    """The augmentation spec an encoder was trained with (its metadata), else ``fallback``.
+
+    Raises:
+        CheckpointError: The recorded spec is invalid.
+
+    """
+    raw = checkpoint.metadata.get("augmentation")
+    if raw is None:
+        return fallback
+    try:
+        return AugmentationSpec.model_validate(raw)
+    except ValueError as exc:
+        raise CheckpointError(
+            f"the augmentation spec in {checkpoint.path}'s metadata is invalid: {exc}",
+            "re-train the encoder, or score with the config's augmentation",
+        ) from exc
+
+
+def loaded_checkpoint(item: Path | str | LoadedCheckpoint) -> LoadedCheckpoint:
+    """``item`` loaded (weights-only) unless it already is."""
+    return item if isinstance(item, LoadedCheckpoint) else load_checkpoint(item)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` so that ``target`` is either absent or complete."""
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)

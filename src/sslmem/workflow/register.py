@@ -1,0 +1,290 @@
+"""Step 4: register the reference and the candidate as model versions with provenance."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.data.splits import load_manifest
+from sslmem.errors import (
+    ManifestMismatchError,
+    ScoringError,
+)
+from sslmem.evaluation.evaluate import EvaluationResult
+from sslmem.models.checkpoint import (
+    file_sha256,
+    read_checkpoint_metadata,
+)
+from sslmem.tracking import tags as T
+from sslmem.workflow._common import (
+    configure_tracking,
+    process_settings,
+)
+from sslmem.workflow.versions import VersionInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EncoderArtifact:
+    """A trained (and evaluated) encoder handed from one step to the next.
+
+    Attributes:
+        checkpoint: The checkpoint file.
+        seed: Its training seed.
+        evaluation: :meth:`EvaluationResult.to_dict` of its downstream evaluation, if any.
+        train_run_id: MLflow run of its training, if tracked.
+
+    """
+
+    checkpoint: Path
+    seed: int
+    evaluation: dict[str, Any] | None = None
+    train_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The versions one pipeline run registered.
+
+    Attributes:
+        candidate: The candidate version (status ``training`` until scored).
+        reference: The reference version the candidate is scored against.
+        run_id: The MLflow run the models were logged in.
+
+    """
+
+    candidate: VersionInfo
+    reference: VersionInfo
+    run_id: str
+
+
+def save_evaluation(
+    result: EvaluationResult, path: Path | str, *, checkpoint_sha256: str, seed: int, role: str
+) -> dict[str, Any]:
+    """Write an evaluation record (JSON) that :func:`collect_encoders` pairs with its encoder.
+
+    Returns:
+        The record: :meth:`EvaluationResult.to_dict` plus ``checkpoint_sha256``, ``seed`` and
+        ``role``.
+
+    """
+    record = {
+        **result.to_dict(),
+        "checkpoint_sha256": checkpoint_sha256,
+        "seed": seed,
+        "role": role,
+    }
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def collect_encoders(
+    checkpoints: Sequence[tuple[Path | str, Mapping[str, Any]]],
+    evaluation_files: Sequence[Path | str],
+    seed_order: Sequence[int],
+) -> list[EncoderArtifact]:
+    """Pair the encoders of one role with their evaluations, ordered like ``seed_order``.
+
+    Fan-in order is not guaranteed by every orchestrator, so encoders are sorted by their seed's
+    position in ``seed_order`` and evaluations are matched by checkpoint hash.
+
+    Args:
+        checkpoints: ``(checkpoint path, metadata)`` per encoder; metadata holds ``seed``
+            (numbers may arrive as floats) and optionally ``mlflow_run_id``.
+        evaluation_files: Records written by :func:`save_evaluation`.
+        seed_order: The seeds in the order the pipeline was given them.
+
+    Raises:
+        ScoringError: A seed is missing or repeated, or an evaluation belongs to no encoder.
+
+    """
+    evaluations: dict[str, dict[str, Any]] = {}
+    for file in evaluation_files:
+        record = json.loads(Path(file).read_text())
+        evaluations[str(record["checkpoint_sha256"])] = record
+    artifacts: list[EncoderArtifact] = []
+    for path, metadata in checkpoints:
+        sha256 = file_sha256(path)
+        run_id = str(metadata.get("mlflow_run_id") or "") or None
+        artifacts.append(
+            EncoderArtifact(
+                Path(path), int(metadata["seed"]), evaluations.pop(sha256, None), run_id
+            )
+        )
+    seeds = [a.seed for a in artifacts]
+    if sorted(seeds) != sorted(int(s) for s in seed_order):
+        raise ScoringError(
+            f"encoders were trained with seeds {sorted(seeds)}, expected {list(seed_order)}",
+            "pass every trained encoder of the role exactly once",
+        )
+    if evaluations:
+        raise ScoringError(f"evaluations of unknown checkpoints: {sorted(evaluations)}")
+    position = {int(seed): i for i, seed in enumerate(seed_order)}
+    return sorted(artifacts, key=lambda a: position[a.seed])
+
+
+def _mean_accuracies(artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in ("knn_accuracy", "linear_probe_accuracy"):
+        values = [
+            float(a.evaluation[key]) for a in artifacts if a.evaluation and key in a.evaluation
+        ]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+def _evaluation_metrics(role: str, artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
+    metrics = {f"{role}/{key}": value for key, value in _mean_accuracies(artifacts).items()}
+    for artifact in artifacts:
+        for key in ("knn_accuracy", "linear_probe_accuracy"):
+            if artifact.evaluation and key in artifact.evaluation:
+                metrics[f"{role}/seed{artifact.seed}/{key}"] = float(artifact.evaluation[key])
+    return metrics
+
+
+def _accuracy_tags(artifact: EncoderArtifact) -> dict[str, Any]:
+
+    evaluation = artifact.evaluation or {}
+    tags: dict[str, Any] = {}
+    if "knn_accuracy" in evaluation:
+        tags[T.KNN_ACCURACY] = float(evaluation["knn_accuracy"])
+    if "linear_probe_accuracy" in evaluation:
+        tags[T.LINEAR_PROBE_ACCURACY] = float(evaluation["linear_probe_accuracy"])
+    return tags
+
+
+def register_candidate(
+    *,
+    candidates: Sequence[EncoderArtifact],
+    references: Sequence[EncoderArtifact],
+    manifest_path: Path | str,
+    manifest_uri: str,
+    config: ExperimentConfig,
+    model_name: str,
+    reference_model_name: str,
+    experiment: str,
+    pipeline_run_id: str,
+    settings: RuntimeSettings | None = None,
+) -> Registration:
+    """Register the reference and the candidate encoders as new model versions.
+
+    The first candidate (first seed) becomes a version of ``model_name``, the first reference a
+    version of ``reference_model_name``. Other seeds' checkpoints are scored too and their
+    hashes are tagged on the candidate version. The candidate gets the provenance tags of
+    :func:`sslmem.tracking.provenance_tags` (the reference version as a number), its downstream
+    accuracies and ``sslmem.status=training``; scoring sets ``scored``.
+
+    Raises:
+        ScoringError: No candidate or no reference.
+        ManifestMismatchError: A checkpoint was trained on another split.
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    from sslmem.tracking import (
+        log_config,
+        log_metrics,
+        log_split_manifest,
+        pipeline_run,
+        provenance_tags,
+        register_encoder,
+    )
+
+    if not candidates or not references:
+        raise ScoringError(
+            f"need at least one candidate and one reference encoder, got {len(candidates)} and "
+            f"{len(references)}",
+            "train at least one seed per role",
+        )
+    settings = process_settings(settings)
+    manifest = load_manifest(manifest_path, settings)
+    checkpoint_hashes: dict[str, list[str]] = {}
+    for role, artifacts in (("candidate", candidates), ("reference", references)):
+        hashes = []
+        for artifact in artifacts:
+            header = read_checkpoint_metadata(artifact.checkpoint)
+            header_sha = header.metadata.get("split_manifest_sha256")
+            if header_sha != manifest.manifest_sha256:
+                raise ManifestMismatchError(
+                    f"{role} checkpoint {artifact.checkpoint} was trained on split {header_sha}, "
+                    f"not {manifest.manifest_sha256}",
+                    "register encoders trained on this run's split",
+                )
+            hashes.append(file_sha256(artifact.checkpoint))
+        checkpoint_hashes[role] = hashes
+    configure_tracking(settings)
+    common = {
+        T.PIPELINE_RUN: pipeline_run_id,
+        T.CANDIDATE_SEEDS: ",".join(str(a.seed) for a in candidates),
+        T.REFERENCE_SEEDS: ",".join(str(a.seed) for a in references),
+        T.CANDIDATE_CHECKPOINTS: ",".join(checkpoint_hashes["candidate"]),
+        T.REFERENCE_CHECKPOINTS: ",".join(checkpoint_hashes["reference"]),
+    }
+    primary, reference = candidates[0], references[0]
+    with pipeline_run(pipeline_run_id, step="register", experiment=experiment) as run_id:
+        log_config(config, run_id=run_id)
+        log_split_manifest(manifest, run_id=run_id)
+        log_metrics(
+            {
+                **_evaluation_metrics("candidate", candidates),
+                **_evaluation_metrics("reference", references),
+            },
+            run_id=run_id,
+        )
+        reference_tags = {
+            **common,
+            T.ROLE: "reference",
+            T.REGISTER_RUN: run_id,
+            T.SEED: reference.seed,
+            T.SPLIT_MANIFEST_URI: manifest_uri,
+            T.SPLIT_MANIFEST_SHA256: manifest.manifest_sha256,
+            **_accuracy_tags(reference),
+        }
+        if reference.train_run_id:
+            reference_tags[T.TRAIN_RUN] = reference.train_run_id
+        reference_ref = register_encoder(
+            reference.checkpoint,
+            model_name=reference_model_name,
+            run_id=run_id,
+            tags=reference_tags,
+            augmentation=config.augmentation,
+        )
+        candidate_tags: dict[str, Any] = {
+            **common,
+            **provenance_tags(
+                reference_version=reference_ref.version,
+                split_manifest_uri=manifest_uri,
+                split_manifest_sha256=manifest.manifest_sha256,
+                augmentation=config.augmentation,
+                layer=config.scoring.layer,
+                seed=primary.seed,
+                reference_model=reference_model_name,
+                status="training",
+            ),
+            T.ROLE: "candidate",
+            T.REGISTER_RUN: run_id,
+            **_accuracy_tags(primary),
+        }
+        if primary.train_run_id:
+            candidate_tags[T.TRAIN_RUN] = primary.train_run_id
+        candidate_ref = register_encoder(
+            primary.checkpoint,
+            model_name=model_name,
+            run_id=run_id,
+            tags=candidate_tags,
+            augmentation=config.augmentation,
+        )
+    logger.info("registered %s (reference %s)", candidate_ref.uri, reference_ref.uri)
+    return Registration(
+        candidate=VersionInfo(model_name, candidate_ref.version),
+        reference=VersionInfo(reference_model_name, reference_ref.version),
+        run_id=run_id,
+    )

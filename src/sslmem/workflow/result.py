@@ -1,0 +1,86 @@
+"""What a finished pipeline run produced, read back from MLflow (for the CLI and service)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sslmem.memorization.scoring import ScoreSummary
+from sslmem.tracking import tags as T
+from sslmem.workflow.score import SCORE_SUMMARY_ARTIFACT
+from sslmem.workflow.versions import VersionInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished pipeline run produced, read back from MLflow.
+
+    Attributes:
+        pipeline_run_id: The pipeline run.
+        candidate: The candidate version and its tags.
+        reference: The reference version and its tags (``None`` if not found).
+        score: The score summary (``None`` if the run was not scored).
+
+    """
+
+    pipeline_run_id: str
+    candidate: VersionInfo
+    reference: VersionInfo | None
+    score: ScoreSummary | None
+
+    def format(self) -> str:
+        """A text summary: SSLMem per set with 95% CIs, tests and verdict, accuracies, versions."""
+        lines = [f"pipeline run {self.pipeline_run_id}"]
+        status = self.candidate.tags.get(T.STATUS, "?")
+        lines.append(f"registered model version: {self.candidate.uri} (status {status})")
+        if status == "failed":
+            lines.append(f"  failure: {self.candidate.tags.get(T.FAILURE_REASON, '?')}")
+        if self.reference is not None:
+            lines.append(f"reference model version:  {self.reference.uri}")
+        if self.score is not None:
+            lines += ["", "SSLMem per set (raw; mean, 95% CI, one-sided Welch p of S_C > set):"]
+            lines.append(self.score.format_table())
+        lines += ["", f"{'downstream accuracy':<22} {'kNN':>8} {'linear probe':>13}"]
+        for label, info in (("candidate f", self.candidate), ("reference g", self.reference)):
+            if info is None:
+                continue
+            knn = info.tags.get(T.KNN_ACCURACY)
+            probe = info.tags.get(T.LINEAR_PROBE_ACCURACY)
+            lines.append(f"{label:<22} {_percent(knn):>8} {_percent(probe):>13}")
+        return "\n".join(lines)
+
+
+def _percent(value: str | None) -> str:
+    return "-" if value is None else f"{100 * float(value):.1f}%"
+
+
+def read_run_result(model_name: str, *, since_ms: int = 0) -> RunResult:
+    """The newest candidate version of ``model_name`` registered since ``since_ms``, with results.
+
+    Raises:
+        TrackingError: No such version, or MLflow is unreachable.
+
+    """
+    from sslmem.errors import TrackingError
+    from sslmem.tracking import get_version_tags
+    from sslmem.tracking.pipeline_support import download_run_json, latest_versions
+
+    found = [v for v in latest_versions(model_name, since_ms=since_ms) if v[1].get(T.PIPELINE_RUN)]
+    if not found:
+        raise TrackingError(
+            f"no version of model {model_name!r} was registered by a pipeline run",
+            "check the pipeline's log for the step that failed",
+        )
+    version, tags, _created = found[0]
+    candidate = VersionInfo(model_name, version, tags)
+    reference = None
+    ref_model, ref_version = tags.get(T.REFERENCE_MODEL), tags.get(T.REFERENCE_VERSION)
+    if ref_model and ref_version:
+        reference = VersionInfo(ref_model, ref_version, get_version_tags(ref_model, ref_version))
+    score = None
+    if tags.get(T.SCORE_RUN):
+        raw = download_run_json(tags[T.SCORE_RUN], SCORE_SUMMARY_ARTIFACT)
+        score = ScoreSummary.model_validate(raw)
+    return RunResult(tags[T.PIPELINE_RUN], candidate, reference, score)

@@ -1,0 +1,202 @@
+"""Step 5: SSLMem of the candidates vs the references; report logged, version tagged."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.data.datasets import ImageDataset
+from sslmem.data.splits import SplitManifest, load_manifest
+from sslmem.errors import (
+    ConfigError,
+    ManifestMismatchError,
+    ScoringError,
+    SSLMemError,
+)
+from sslmem.memorization.scoring import ScoreReport, score_split, write_score_report
+from sslmem.models.checkpoint import (
+    LoadedCheckpoint,
+)
+from sslmem.tracking import tags as T
+from sslmem.workflow._common import (
+    checkpoint_augmentation,
+    configure_tracking,
+    dataset_for_manifest,
+    loaded_checkpoint,
+    process_settings,
+)
+from sslmem.workflow.versions import VersionInfo
+
+logger = logging.getLogger(__name__)
+
+#: The score summary inside a score run's artifacts.
+SCORE_SUMMARY_ARTIFACT = "scoring/summary.json"
+
+
+def _check_version(
+    name: str, version: str, manifest: SplitManifest, checkpoints: Sequence[LoadedCheckpoint]
+) -> dict[str, str]:
+    """The version's tags, after checking it is the encoder and split being scored."""
+    from sslmem.tracking import get_version_tags
+
+    tags = get_version_tags(name, version)
+    recorded = tags.get(T.CHECKPOINT_SHA256)
+    if recorded is not None and recorded not in {c.sha256 for c in checkpoints}:
+        raise ScoringError(
+            f"model {name!r} version {version} holds checkpoint {recorded}, which is not among "
+            "the encoders being scored",
+            "score a version with the checkpoints it was registered from",
+        )
+    split = tags.get(T.SPLIT_MANIFEST_SHA256)
+    if split is not None and split != manifest.manifest_sha256:
+        raise ManifestMismatchError(
+            f"model {name!r} version {version} was registered with split {split}, not "
+            f"{manifest.manifest_sha256}",
+            "score a version with its own split manifest",
+        )
+    return tags
+
+
+def score_pair(
+    *,
+    candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    reference_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    out_dir: Path,
+    alpha: float = 0.01,
+    candidate: VersionInfo | None = None,
+    reference: VersionInfo | None = None,
+    experiment: str | None = None,
+    pipeline_run_id: str | None = None,
+    device: str | None = None,
+    settings: RuntimeSettings | None = None,
+) -> ScoreReport:
+    """SSLMem of the candidates vs the references on the split; report written and tracked.
+
+    Views are drawn with the candidates' training augmentation (checkpoint metadata). The
+    report (``scores.parquet``, ``summary.json``) is written to ``out_dir``. With a
+    ``candidate`` version, the version is first checked to hold one of the candidate
+    checkpoints and this split; then the report is logged to the MLflow run of
+    ``(pipeline_run_id, "score")`` and the summary tags are set on the version, with
+    ``sslmem.status=scored`` written last; the reference version is tagged too. If scoring
+    fails after that check, both versions are marked ``failed`` with the error.
+
+    Args:
+        candidate_checkpoints: Candidate encoders (paths or loaded, e.g. from the registry).
+        reference_checkpoints: Reference encoders.
+        manifest_path: The split manifest (path or store URI).
+        config: Experiment config (``scoring``, ``augmentation``, ``data.root`` apply).
+        out_dir: Where the report is written.
+        alpha: Significance level of the verdict.
+        candidate: The registered candidate version being scored (``None``: untracked).
+        reference: Its reference version.
+        experiment: MLflow experiment of the score run.
+        pipeline_run_id: Groups the score run with the other steps of the pipeline run.
+        device: Compute device; default ``SSLMEM_DEVICE``.
+        settings: Runtime settings (default: from the environment).
+
+    Raises:
+        ScoringError, CheckpointError: Incompatible or mismatched encoders, or a version that
+            does not hold the scored checkpoint.
+        ManifestMismatchError: The split is not the one the encoders or version were made on.
+        TrackingError: MLflow is unreachable (only with a version).
+
+    """
+    from sslmem.device import resolve_device
+
+    settings = process_settings(settings)
+    if candidate is not None and (experiment is None or pipeline_run_id is None):
+        raise ConfigError("scoring a registered version needs experiment and pipeline_run_id")
+    manifest = load_manifest(manifest_path, settings)
+    dataset = dataset_for_manifest(manifest, config.data.root)
+    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
+    references = [loaded_checkpoint(item) for item in reference_checkpoints]
+    if candidate is not None:
+        configure_tracking(settings)
+        _check_version(candidate.name, candidate.version, manifest, candidates)
+        if reference is not None:
+            _check_version(reference.name, reference.version, manifest, references)
+    if not candidates:
+        raise ScoringError("no candidate checkpoint to score", "pass at least one")
+    try:
+        report = score_split(
+            candidates,
+            references,
+            dataset,
+            manifest,
+            scoring=config.scoring,
+            augment_spec=checkpoint_augmentation(candidates[0], config.augmentation),
+            device=resolve_device(device or settings.device),
+            alpha=alpha,
+        )
+        write_score_report(report, Path(out_dir))
+        if candidate is not None and experiment is not None and pipeline_run_id is not None:
+            _track_score(
+                report, dataset, manifest, config, candidate, reference, experiment, pipeline_run_id
+            )
+    except Exception as exc:
+        if candidate is not None:
+            problem = exc.problem if isinstance(exc, SSLMemError) else str(exc)
+            reason = f"scoring failed: {type(exc).__name__}: {problem}"
+            _mark_failed_quietly([candidate, *([reference] if reference else [])], reason)
+        raise
+    return report
+
+
+def _mark_failed_quietly(versions: Sequence[VersionInfo], reason: str) -> None:
+    """Mark versions failed; if MLflow is unreachable, leave it to the pipeline's exit step."""
+    from sslmem.errors import TrackingError
+    from sslmem.tracking import mark_version_failed
+
+    for info in versions:
+        try:
+            mark_version_failed(info.name, info.version, reason)
+        except TrackingError:
+            logger.warning("could not mark %s failed", info.uri, exc_info=True)
+
+
+def finite_score_metrics(report: ScoreReport) -> dict[str, float]:
+    """The summary metrics of a report (:func:`sslmem.tracking.score_metrics`), finite only.
+
+    For metric sinks that reject NaN (KFP's Metrics artifact): e.g. a set of one point has no
+    standard error.
+    """
+    from sslmem.tracking import score_metrics
+
+    return {k: v for k, v in score_metrics(report).items() if math.isfinite(v)}
+
+
+def _track_score(
+    report: ScoreReport,
+    dataset: ImageDataset,
+    manifest: SplitManifest,
+    config: ExperimentConfig,
+    candidate: VersionInfo,
+    reference: VersionInfo | None,
+    experiment: str,
+    pipeline_run_id: str,
+) -> None:
+    from sslmem.tracking import log_config, log_score_report, pipeline_run, summarize_for_tags
+    from sslmem.tracking.pipeline_support import set_tags_status_last
+
+    run_tags = {"sslmem.model_version": candidate.uri}
+    with pipeline_run(pipeline_run_id, step="score", experiment=experiment, tags=run_tags) as rid:
+        log_config(config, run_id=rid)
+        log_score_report(report, dataset.images, manifest=manifest, run_id=rid)
+    summary = summarize_for_tags(report)
+    set_tags_status_last(
+        candidate.name,
+        candidate.version,
+        {**summary, T.SCORE_RUN: rid, T.PIPELINE_RUN: pipeline_run_id},
+    )
+    if reference is not None:
+        set_tags_status_last(
+            reference.name,
+            reference.version,
+            {T.SCORED_WITH: candidate.uri, T.SCORE_RUN: rid, T.STATUS: "scored"},
+        )
+    logger.info("scored %s: verdict %s", candidate.uri, summary.get(T.VERDICT))

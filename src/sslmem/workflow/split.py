@@ -1,0 +1,69 @@
+"""Step 1: the deterministic SSLMem split, stored content-addressed in the object store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.data.datasets import load_dataset
+from sslmem.data.splits import SplitManifest, make_split, save_manifest
+from sslmem.data.store import open_store
+from sslmem.workflow._common import (
+    process_settings,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Where split manifests are stored, content-addressed, in the object store.
+SPLIT_STORE_PREFIX = "splits"
+
+
+@dataclass(frozen=True)
+class PreparedSplit:
+    """The split of a run and the resolved config.
+
+    Attributes:
+        manifest: The sealed split.
+        manifest_path: Where the manifest was written (the step's output).
+        manifest_uri: Its content-addressed copy in the object store (a version tag).
+        config: The config it was made with (its ``data`` and ``split`` apply).
+
+    """
+
+    manifest: SplitManifest
+    manifest_path: Path
+    manifest_uri: str
+    config: ExperimentConfig
+
+
+def prepare_split(
+    config: ExperimentConfig, manifest_path: Path, *, settings: RuntimeSettings | None = None
+) -> PreparedSplit:
+    """Make the split of ``config.data`` with ``config.split`` and store its manifest.
+
+    The manifest is written to ``manifest_path`` and to ``<store>/splits/<sha256>.json``
+    (``SSLMEM_STORE_URI``); the store copy is content-addressed, so re-running never
+    overwrites a different split.
+
+    Raises:
+        ConfigError, DataError: Bad dataset name or pool size (see :func:`make_split`).
+        StoreError: The object store cannot be written.
+
+    """
+    settings = process_settings(settings)
+    dataset = load_dataset(config.data.dataset, split="train", root=config.data.root)
+    manifest = make_split(dataset, fractions=config.split)
+    save_manifest(manifest, manifest_path)
+    store = open_store(settings.store_uri, settings)
+    key = f"{SPLIT_STORE_PREFIX}/{manifest.manifest_sha256}.json"
+    if not store.exists(key):
+        store.put_bytes(key, manifest.to_json())
+    logger.info("split %s of %s stored at %s", manifest.manifest_sha256, dataset.name, key)
+    return PreparedSplit(
+        manifest=manifest,
+        manifest_path=Path(manifest_path),
+        manifest_uri=store.uri(key),
+        config=config,
+    )

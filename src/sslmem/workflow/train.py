@@ -1,0 +1,160 @@
+"""Step 2: train one candidate (S_S ∪ S_C) or reference (S_S ∪ S_I) encoder per seed."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.data.splits import Role, load_manifest
+from sslmem.errors import (
+    ManifestMismatchError,
+)
+from sslmem.models.checkpoint import (
+    file_sha256,
+)
+from sslmem.pipeline_params import (
+    config_from_json,
+)
+from sslmem.tracking import tags as T
+from sslmem.workflow._common import (
+    configure_tracking,
+    copy_atomic,
+    dataset_for_manifest,
+    process_settings,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainedEncoder:
+    """A trained encoder as a pipeline step reports it.
+
+    Attributes:
+        checkpoint: The encoder checkpoint (weights-only safetensors).
+        sha256: SHA-256 of the checkpoint file.
+        role: ``"candidate"`` or ``"reference"``.
+        seed: Training seed.
+        final_loss: Mean loss of the last epoch.
+        epochs: Epochs trained.
+        num_train: Training images.
+        mlflow_run_id: The MLflow run holding its epoch metrics (``None``: not tracked).
+
+    """
+
+    checkpoint: Path
+    sha256: str
+    role: Role
+    seed: int
+    final_loss: float
+    epochs: int
+    num_train: int
+    mlflow_run_id: str | None
+
+
+def train_role(
+    *,
+    manifest_path: Path | str,
+    recipe: ExperimentConfig | str,
+    role: Role,
+    seed: int,
+    out_path: Path,
+    expected_manifest_sha256: str | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+    settings: RuntimeSettings | None = None,
+    progress: bool = False,
+) -> TrainedEncoder:
+    """Train the ``role`` encoder of a split with ``seed`` and write its checkpoint.
+
+    Args:
+        manifest_path: The split manifest (path or store URI).
+        recipe: The config, or its :func:`~sslmem.pipeline_params.training_recipe` JSON.
+        role: ``"candidate"`` (S_S ∪ S_C) or ``"reference"`` (S_S ∪ S_I).
+        seed: Training seed (replaces ``training.seed``).
+        out_path: Where the checkpoint file is written.
+        expected_manifest_sha256: Refuse a manifest with another hash (the pipeline passes the
+            hash it cached on).
+        experiment: MLflow experiment for a new run with the epoch metrics; ``None``: none.
+        device: ``auto``/``cpu``/``cuda``; default ``SSLMEM_DEVICE``.
+        settings: Runtime settings (default: from the environment).
+        progress: Show a progress bar.
+
+    Raises:
+        ManifestMismatchError: The manifest hash differs from ``expected_manifest_sha256``.
+        ConfigError, TrainingError: See :func:`sslmem.training.train_encoder`.
+        TrackingError: MLflow is unreachable (only with ``experiment``).
+
+    """
+    from sslmem.training import train_encoder
+
+    settings = process_settings(settings)
+    config = recipe if isinstance(recipe, ExperimentConfig) else config_from_json(recipe)
+    manifest = load_manifest(manifest_path, settings)
+    if expected_manifest_sha256 and manifest.manifest_sha256 != expected_manifest_sha256:
+        raise ManifestMismatchError(
+            f"split manifest {manifest_path} hashes to {manifest.manifest_sha256}, expected "
+            f"{expected_manifest_sha256}",
+            "pass the manifest the pipeline's split step produced",
+        )
+    dataset = dataset_for_manifest(manifest, config.data.root)
+    run_id: str | None = None
+    with tempfile.TemporaryDirectory(prefix=f"sslmem-train-{role}-") as tmp:
+        if experiment is None:
+            result = train_encoder(
+                dataset,
+                manifest,
+                role=role,
+                config=config,
+                out_dir=Path(tmp),
+                device=device or settings.device,
+                seed_override=seed,
+                progress=progress,
+            )
+        else:
+            from sslmem.tracking import MlflowEpochLogger, log_config, log_metrics
+            from sslmem.tracking.pipeline_support import step_run
+
+            configure_tracking(settings)
+            tags = {
+                T.ROLE: role,
+                T.SEED: str(seed),
+                T.SPLIT_MANIFEST_SHA256: manifest.manifest_sha256,
+            }
+            with step_run(
+                experiment, step=f"train-{role}", run_name=f"train-{role}-seed{seed}", tags=tags
+            ) as run_id:
+                log_config(config, run_id=run_id)
+                result = train_encoder(
+                    dataset,
+                    manifest,
+                    role=role,
+                    config=config,
+                    out_dir=Path(tmp),
+                    device=device or settings.device,
+                    callbacks=[MlflowEpochLogger(role, run_id=run_id, strict=False)],
+                    seed_override=seed,
+                    progress=progress,
+                )
+                log_metrics(
+                    {
+                        f"{role}/final_loss": result.final_loss,
+                        f"{role}/steps": float(result.steps),
+                        f"{role}/num_train": float(result.num_train),
+                    },
+                    run_id=run_id,
+                )
+        copy_atomic(result.checkpoint, Path(out_path))
+    return TrainedEncoder(
+        checkpoint=Path(out_path),
+        sha256=file_sha256(out_path),
+        role=role,
+        seed=seed,
+        final_loss=result.final_loss,
+        epochs=result.epochs,
+        num_train=result.num_train,
+        mlflow_run_id=run_id,
+    )
