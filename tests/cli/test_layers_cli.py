@@ -18,7 +18,9 @@ from sslmem.models import build_encoder, save_checkpoint
 STAGES = ["backbone.blocks.0", "backbone.blocks.1", "backbone.blocks.2", "backbone", "head"]
 
 
-def _ckpt(path: Path, seed: int, role: str, manifest_sha256: str) -> Path:
+def _ckpt(
+    path: Path, seed: int, role: str, manifest_sha256: str, head_trained: bool = True
+) -> Path:
     torch.manual_seed(seed)
     enc = build_encoder(
         "small_cnn", in_channels=1, image_size=28, arch_kwargs={"widths": [8, 8, 8]},
@@ -29,6 +31,7 @@ def _ckpt(path: Path, seed: int, role: str, manifest_sha256: str) -> Path:
         "seed": seed,
         "split_manifest_sha256": manifest_sha256,
         "augmentation": AugmentationSpec().model_dump(mode="json"),
+        "head_trained": head_trained,
     }
     return save_checkpoint(enc, path, metadata=metadata)
 
@@ -148,3 +151,15 @@ def test_bad_layers_fail_before_scoring_with_a_clear_message(
     out = tmp_path / "out"
     _fails(_score(setup, out, "--layers", layers), capsys, *needles)
     assert not out.exists()  # refused before any work or output
+
+
+def test_stages_leave_out_a_head_that_was_never_trained(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    sha = json.loads(setup["manifest"].read_text())["manifest_sha256"]
+    f = _ckpt(tmp_path / "f.safetensors", 0, "candidate", sha, head_trained=False)  # e.g. MAE
+    g = _ckpt(tmp_path / "g.safetensors", 1, "reference", sha, head_trained=False)
+    out = tmp_path / "out"
+    assert _score({**setup, "f": f, "g": g}, out, "--layers", "stages", "--no-plots") == 0
+    summary = json.loads((out / "layers.json").read_text())
+    assert summary["layers"] == STAGES[:-1] and summary["head_trained"] is False

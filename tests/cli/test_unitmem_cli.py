@@ -13,7 +13,7 @@ from sslmem.config import SplitConfig
 from sslmem.data import load_dataset, load_manifest, make_split, save_manifest
 from sslmem.models import build_encoder, file_sha256, save_checkpoint
 
-UNIT_LAYERS = ["backbone.blocks.0", "backbone.blocks.1", "backbone.blocks.2", "backbone"]
+UNIT_LAYERS = ["backbone.blocks.0", "backbone.blocks.1", "backbone.blocks.2"]
 
 
 def _ckpt(path: Path, manifest_sha256: str) -> Path:
@@ -51,9 +51,9 @@ def test_unitmem_writes_units_summary_and_figure(setup: dict[str, Path], tmp_pat
     out = tmp_path / "out"
     assert _unitmem(setup, out) == 0
     table = pq.read_table(out / "unitmem.parquet").to_pydict()
-    # Default: the stages without the head; one row per unit (channels 4, 6, 8, 8).
+    # Default: the backbone's stages; one row per unit (channels 4, 6, 8).
     widths = {"backbone.blocks.0": 4, "backbone.blocks.1": 6, "backbone.blocks.2": 8}
-    expected = [(layer, u) for layer in UNIT_LAYERS for u in range(widths.get(layer, 8))]
+    expected = [(layer, u) for layer in UNIT_LAYERS for u in range(widths[layer])]
     assert list(zip(table["layer"], table["unit"], strict=True)) == expected
     assert all(0.0 <= s <= 1.0 for s in table["unitmem"])
     candidates = set(load_manifest(setup["manifest"]).set_indices("candidate").tolist())

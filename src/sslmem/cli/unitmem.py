@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     layers.add_argument(
         "--layers",
         metavar="stages|NAME,...",
-        help="the encoder's stages without the head (default) or comma-separated layer names",
+        help="the backbone's stages (default) or comma-separated layer names",
     )
     parser.add_argument("--views", type=int, help="K augmented views per point")
     parser.add_argument("--seed", type=int, help="view seed")

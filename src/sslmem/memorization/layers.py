@@ -54,8 +54,7 @@ def select_layers(
         encoders: The encoders that will be hooked (all must have every layer).
         selection: ``"stages"``, a comma-separated string of names, or a sequence of names.
         include_head: Whether ``"stages"`` includes ``"head"`` (not when the head was never
-            trained, e.g. MAE, or its output is not an activation, e.g. for UnitMem). Explicit
-            names are taken as given.
+            trained, e.g. MAE's). Explicit names are taken as given.
 
     Returns:
         The layer names, ordered as their outputs appear in a forward pass.

@@ -29,7 +29,7 @@ from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import SplitManifest
 from sslmem.errors import ManifestMismatchError, ScoringError
 from sslmem.memorization.layer_scoring import TableFormat, write_table
-from sslmem.memorization.layers import select_layers
+from sslmem.memorization.layers import STAGES, select_layers
 from sslmem.memorization.scoring import CheckpointRef, _ref, select_points
 from sslmem.memorization.unitmem import Reduction, unit_activations_by_layer, unitmem_per_unit
 from sslmem.models.checkpoint import LoadedCheckpoint
@@ -147,8 +147,8 @@ def score_units(
         scoring: ``views`` (K), ``seed``, ``chunk_size``, ``sets`` and ``shared_sample`` are
             used (mode, distance and layer are not).
         augment_spec: The augmentation distribution of the views.
-        layers: ``"stages"`` (``Encoder.stage_names`` without ``"head"``, a linear projection
-            whose outputs are not activations) or layer names (``Encoder.layer_names``).
+        layers: ``"stages"`` (the backbone's stages from ``Encoder.stage_names``, or
+            ``"backbone"`` when it declares none) or layer names (``Encoder.layer_names``).
         reduction: ``"mean"`` (paper) or ``"median"`` (authors' code) for ``mu_-max``.
         device: Compute device (default CPU).
         progress: Called with the number of points finished after each chunk.
@@ -171,7 +171,13 @@ def score_units(
             f"{dataset.name!r} has {dataset.num_channels}",
             "score the dataset the encoder was trained on",
         )
-    names = select_layers([encoder], layers, include_head=False)
+    if isinstance(layers, str) and layers.strip() == STAGES:
+        # The backbone's own stages: "head" is a signed linear projection, not an activation,
+        # and a CNN's pooled "backbone" output repeats its last stage's per-channel means.
+        stages = [n for n in encoder.stage_names() if n not in ("backbone", "head")]
+        names = select_layers([encoder], stages or ["backbone"])
+    else:
+        names = select_layers([encoder], layers)
     device = device or torch.device("cpu")
     indices, set_names = select_points(
         manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed

@@ -295,18 +295,22 @@ def layermem_figure(
     table: Mapping[str, Any],
     path: str | os.PathLike[str],
     *,
+    focus: str = "candidate",
     title: str = "Memorisation by layer (LayerMem, Wang et al., NeurIPS 2024)",
 ) -> Path:
-    """Three panels by layer, one line or bar group per scored set.
+    """Three panels by layer.
 
-    Top: mean raw SSLMem (comparable across sets; zero marked). Middle: LayerMem (normalised
-    within each set, so it shows where in the encoder a set's memorisation builds up, not how
-    much). Bottom: ΔLayerMem, what each layer adds.
+    Top: mean raw SSLMem of every scored set (comparable across sets; zero marked). Middle:
+    LayerMem and bottom: ΔLayerMem (what each layer adds; the first layer's, its LayerMem, is
+    hatched) of the ``focus`` set only -- they are
+    normalised within each set, so lines of different sets would invite a comparison of levels
+    the normalisation has erased; without the ``focus`` set, every set is drawn.
 
     Args:
         table: The per-layer table of a layer-scoring run (``layer``, ``layer_index``, ``set``,
             ``sslmem_mean``, ``layermem``, ``delta_layermem``; one entry per layer and set).
         path: Destination PNG.
+        focus: The set whose LayerMem and ΔLayerMem are drawn (the paper's: S_C).
         title: Figure title.
 
     Returns:
@@ -331,25 +335,32 @@ def layermem_figure(
     layers = [str(layer_col[index_col == i][0]) for i in sorted(set(index_col.tolist()))]
     positions = np.arange(len(layers), dtype=np.float64)
     sets = _ordered_sets(set_col.tolist())
+    normalised = [focus] if focus in sets else sets
 
     figure = Figure(figsize=(max(6.5, 1.1 * len(layers) + 2.5), 8.4))
     top, middle, bottom = (figure.add_subplot(3, 1, i) for i in (1, 2, 3))
-    width = 0.8 / max(1, len(sets))
+    width = 0.8 / len(normalised)
     for position, name in enumerate(sets):
         rows = np.flatnonzero(set_col == name)
         rows = rows[np.argsort(index_col[rows])]
         x = index_col[rows].astype(np.float64)
         colour = _colour(name, position)
         top.plot(x, values["sslmem_mean"][rows], marker="o", color=colour, label=name)
+        if name not in normalised:
+            continue
         middle.plot(x, values["layermem"][rows], marker="o", color=colour, label=name)
-        offset = (position - (len(sets) - 1) / 2) * width
-        bottom.bar(x + offset, values["delta_layermem"][rows], width=width, color=colour)
+        offset = (normalised.index(name) - (len(normalised) - 1) / 2) * width
+        bars = bottom.bar(x + offset, values["delta_layermem"][rows], width=width, color=colour)
+        # The first layer's ΔLayerMem is its LayerMem (nothing before it): drawn hatched.
+        bars[0].set_alpha(0.45)
+        bars[0].set_hatch("//")
     top.axhline(0.0, color="black", linewidth=0.8)
     bottom.axhline(0.0, color="black", linewidth=0.8)
     top.set_ylabel("mean raw SSLMem")
-    middle.set_ylabel("LayerMem")
+    shown = ", ".join(normalised)
+    middle.set_ylabel(f"LayerMem ({shown})")
     middle.set_ylim(-0.02, 1.02)
-    bottom.set_ylabel("ΔLayerMem")
+    bottom.set_ylabel(f"ΔLayerMem ({shown})")
     for axes in (top, middle, bottom):
         axes.set_xticks(positions.tolist())
         axes.set_xticklabels([])
