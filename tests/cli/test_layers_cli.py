@@ -163,3 +163,23 @@ def test_stages_leave_out_a_head_that_was_never_trained(
     assert _score({**setup, "f": f, "g": g}, out, "--layers", "stages", "--no-plots") == 0
     summary = json.loads((out / "layers.json").read_text())
     assert summary["layers"] == STAGES[:-1] and summary["head_trained"] is False
+
+
+def test_layermem_figure_is_deterministic_and_refuses_nan(tmp_path: Path) -> None:
+    from sslmem.errors import DataError
+    from sslmem.reporting import layermem_figure
+
+    table = {
+        "layer": ["a", "b", "a", "b"],
+        "layer_index": [0, 1, 0, 1],
+        "set": ["candidate", "candidate", "independent", "independent"],
+        "n": [3, 3, 3, 3],
+        "sslmem_mean": [0.01, 0.05, 0.0, -0.04],
+        "layermem": [0.2, 0.7, 0.6, 0.3],
+        "delta_layermem": [0.2, 0.5, 0.6, -0.3],
+    }
+    first = layermem_figure(table, tmp_path / "a.png").read_bytes()
+    assert first == layermem_figure(table, tmp_path / "b.png").read_bytes()
+    with pytest.raises(DataError, match="NaN"):
+        layermem_figure({**table, "layermem": [0.2, float("nan"), 0.6, 0.3]}, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists()

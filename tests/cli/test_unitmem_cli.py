@@ -128,3 +128,14 @@ def test_encoder_of_another_split_is_refused(
     sha = load_manifest(setup["manifest"]).manifest_sha256
     _fails(code, capsys, f"trained on split {'0' * 64}", sha, "--split")
     assert not out.exists()
+
+
+def test_unitmem_figure_is_deterministic_and_refuses_an_empty_table(tmp_path: Path) -> None:
+    from sslmem.errors import DataError
+    from sslmem.reporting import unitmem_figure
+
+    table = {"layer": ["a"] * 5 + ["b"] * 3, "unitmem": [0.1, 0.2, 0.3, 0.4, 0.5, 0.0, 0.9, 1.0]}
+    first = unitmem_figure(table, tmp_path / "a.png").read_bytes()
+    assert first == unitmem_figure(table, tmp_path / "b.png").read_bytes()
+    with pytest.raises(DataError, match="no units"):
+        unitmem_figure({"layer": [], "unitmem": []}, tmp_path / "c.png")
