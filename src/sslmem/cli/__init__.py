@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sslmem.cli.score",
         "Score memorisation (SSLMem) of candidate vs reference encoders.",
     ),
+    "unitmem": (
+        "sslmem.cli.unitmem",
+        "UnitMem per unit of an encoder's layers (Wang et al., NeurIPS 2024).",
+    ),
     "train": ("sslmem.cli.train", "Train a candidate or reference SSL encoder on a split."),
     "evaluate": ("sslmem.cli.evaluate", "Downstream kNN and linear-probe accuracy of an encoder."),
     "demo": ("sslmem.cli.demo", "The embedded end-to-end demo on the bundled real images (CPU)."),

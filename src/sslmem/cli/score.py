@@ -13,9 +13,11 @@ from sslmem.data.datasets import load_dataset
 from sslmem.data.splits import load_manifest
 from sslmem.device import resolve_device
 from sslmem.errors import ConfigError
+from sslmem.memorization.layer_scoring import score_layers, write_layer_report
+from sslmem.memorization.layers import select_layers
 from sslmem.memorization.scoring import score_split, select_points, write_score_report
 from sslmem.models.checkpoint import load_checkpoint
-from sslmem.reporting import write_score_figures
+from sslmem.reporting import LAYERMEM_FILE, layermem_figure, write_score_figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["pair", "anchor"], help="paper (pair) or clean anchor")
     parser.add_argument("--distance", choices=["l2", "cosine"])
     parser.add_argument("--layer", help="representation layer, e.g. backbone or head")
+    parser.add_argument(
+        "--layers",
+        metavar="stages|NAME,...",
+        help="also write per-layer SSLMem, LayerMem and ΔLayerMem (layers.*, layer_scores.*, "
+        "layers.json, layermem.png): the encoder's stages or comma-separated layer names",
+    )
     parser.add_argument("--seed", type=int, help="view seed")
     parser.add_argument("--chunk-size", type=int, help="points per forward (bounds memory)")
     parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     recorded = candidates[0].metadata.get("augmentation")
     if args.augmentation == "checkpoint" and recorded is not None:
         augment_spec = type(augment_spec).model_validate(recorded)
+    if args.layers is not None:  # resolved before any work, so a bad name fails at once
+        select_layers([c.encoder for c in [*candidates, *references]], args.layers)
     total = len(
         select_points(
             manifest,
@@ -104,12 +114,33 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             progress=bar.update,
         )
+    layer_report = None
+    if args.layers is not None:
+        with tqdm(total=total, unit="pt", desc="layers", disable=args.no_progress) as bar:
+            layer_report = score_layers(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                layers=args.layers,
+                device=device,
+                progress=bar.update,
+            )
     figures: dict[str, Path] = {}
     if not args.no_plots:
         # Before the report: summary.json is written last, so its presence means "complete".
         figures = write_score_figures(report.columns, args.out, dataset.images, grid_k=args.grid_k)
+        if layer_report is not None:
+            figures["layermem"] = layermem_figure(layer_report.table, args.out / LAYERMEM_FILE)
+    layer_files = (
+        [] if layer_report is None else write_layer_report(layer_report, args.out, fmt=args.format)
+    )
     summary_path = write_score_report(report, args.out, fmt=args.format)
     print(report.summary.format_table())
-    written = [args.out / f"scores.{args.format}", summary_path, *figures.values()]
+    if layer_report is not None:
+        print(layer_report.summary.format_table())
+    written = [args.out / f"scores.{args.format}", summary_path, *layer_files, *figures.values()]
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

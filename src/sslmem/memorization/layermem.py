@@ -30,6 +30,8 @@ class LayerMemResult:
         layermem: ``[L]`` mean after min-max normalising all ``raw`` values to [0, 1] on one
             common scale (so layers stay comparable).
         delta: ``[L]`` ΔLayerMem; the first entry is LayerMem of the first layer.
+        candidate_alignment: ``[m, L, N]`` alignment loss of each candidate at each layer.
+        reference_alignment: ``[n, L, N]`` alignment loss of each reference at each layer.
     """
 
     layers: tuple[str, ...]
@@ -37,6 +39,8 @@ class LayerMemResult:
     layermem_raw: torch.Tensor
     layermem: torch.Tensor
     delta: torch.Tensor
+    candidate_alignment: torch.Tensor
+    reference_alignment: torch.Tensor
 
 
 def layermem_from_scores(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -98,6 +102,7 @@ def compute_layermem(
         progress=progress,
     )  # [E, L, N]
     m = len(candidates)
-    raw = losses[m:].mean(dim=0) - losses[:m].mean(dim=0)
+    cand, ref = losses[:m], losses[m:]
+    raw = ref.mean(dim=0) - cand.mean(dim=0)
     layermem_raw, layermem, delta = layermem_from_scores(raw)
-    return LayerMemResult(tuple(layers), raw, layermem_raw, layermem, delta)
+    return LayerMemResult(tuple(layers), raw, layermem_raw, layermem, delta, cand, ref)

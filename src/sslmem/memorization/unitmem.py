@@ -9,7 +9,8 @@ over the other points. Needs only the candidate encoder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -23,8 +24,25 @@ from sslmem.memorization.representation import capture_layers
 Reduction = Literal["mean", "median"]
 
 
-def unitmem_from_activations(mu: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
-    """UnitMem per unit from mean activations: ``[N, U] -> [U]``.
+@dataclass(frozen=True)
+class UnitMemResult:
+    """UnitMem of every unit of one layer and the quantities it came from.
+
+    Attributes:
+        unitmem: ``[U]`` UnitMem per unit.
+        argmax: int64 ``[U]`` row (point) at which each unit is most active (the first on ties).
+        mu_max: ``[U]`` the highest mean activation.
+        mu_rest: ``[U]`` mean (or median) mean activation over the other points.
+    """
+
+    unitmem: torch.Tensor
+    argmax: torch.Tensor
+    mu_max: torch.Tensor
+    mu_rest: torch.Tensor
+
+
+def unitmem_per_unit(mu: torch.Tensor, reduction: Reduction = "mean") -> UnitMemResult:
+    """UnitMem per unit from mean activations ``[N, U]``, with the arg-max point of each unit.
 
     Args:
         mu: ``mu[i, u]``, unit u's activation on point i averaged over augmentations (N >= 2;
@@ -33,7 +51,7 @@ def unitmem_from_activations(mu: torch.Tensor, reduction: Reduction = "mean") ->
             arg-max point.
 
     Returns:
-        ``[U]`` UnitMem; 0 where a unit is silent (``mu_max + mu_-max == 0``).
+        The scores (0 where a unit is silent, ``mu_max + mu_-max == 0``) and their parts.
     """
     if mu.dim() != 2 or mu.shape[0] < 2:
         raise ScoringError(f"UnitMem needs activations of >= 2 points, got shape {list(mu.shape)}")
@@ -46,7 +64,14 @@ def unitmem_from_activations(mu: torch.Tensor, reduction: Reduction = "mean") ->
     mu_rest = others.mean(dim=0) if reduction == "mean" else others.quantile(0.5, dim=0)
     denom = mu_max + mu_rest
     safe = torch.where(denom != 0, denom, torch.ones_like(denom))
-    return torch.where(denom != 0, (mu_max - mu_rest) / safe, torch.zeros_like(denom)).float()
+    score = torch.where(denom != 0, (mu_max - mu_rest) / safe, torch.zeros_like(denom))
+    argmax = mu.argmax(dim=0)  # torch returns the first maximal index on ties
+    return UnitMemResult(score.float(), argmax.long(), mu_max.float(), mu_rest.float())
+
+
+def unitmem_from_activations(mu: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """UnitMem per unit from mean activations: ``[N, U] -> [U]`` (see :func:`unitmem_per_unit`)."""
+    return unitmem_per_unit(mu, reduction).unitmem
 
 
 def _per_unit(out: torch.Tensor) -> torch.Tensor:
@@ -64,6 +89,75 @@ def _per_unit(out: torch.Tensor) -> torch.Tensor:
     raise ScoringError(f"cannot take units of a layer output of shape {list(out.shape)}")
 
 
+def unit_activations_by_layer(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    keys: torch.Tensor,
+    *,
+    layers: Sequence[str],
+    augment_spec: AugmentationSpec,
+    views: int = 8,
+    seed: int = 0,
+    device: torch.device | None = None,
+    chunk_size: int = 64,
+    progress: Callable[[int], object] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Mean activation of each unit of every layer on each point over K augmented views.
+
+    All layers are captured in the same forward, so the views are drawn and encoded once.
+
+    Args:
+        encoder: The candidate encoder.
+        images: uint8 ``[N, C, H, W]``.
+        keys: int64 ``[N]`` stable point ids that seed the views.
+        layers: L named layers whose units are measured.
+        augment_spec: The augmentation distribution.
+        views: K.
+        seed: View seed.
+        device: Compute device.
+        chunk_size: Points per forward (``chunk_size * K`` images).
+        progress: Progress callback (points finished).
+
+    Returns:
+        ``{layer: float32 [N, U_layer]}``.
+    """
+    if views < 1:
+        raise ScoringError(f"views must be >= 1, got {views}", "use e.g. --views 8")
+    if chunk_size < 1:
+        raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
+    if not layers:
+        raise ScoringError("no layers requested", "pass at least one layer, e.g. 'backbone'")
+    if images.shape[0] == 0:
+        raise ScoringError("no points to measure UnitMem on", "check the sets you asked for")
+    if keys.shape != (images.shape[0],):
+        raise ScoringError(f"keys must have shape [{images.shape[0]}], got {list(keys.shape)}")
+    device = device or torch.device("cpu")
+    augmenter = BatchAugmenter(augment_spec)
+    was_training = encoder.training
+    encoder.eval().to(device)
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    try:
+        with torch.inference_mode():
+            for start in range(0, images.shape[0], chunk_size):
+                chunk = images[start : start + chunk_size].to(device)
+                ids = torch.arange(views, device=device)
+                batch = augmenter.views(
+                    chunk, keys[start : start + chunk_size].to(device), ids, seed
+                )
+                b, k = batch.shape[:2]
+                flat = to_device_layout(batch.reshape(b * k, *batch.shape[2:]), device)
+                with autocast_for(device):
+                    outs = capture_layers(encoder, flat, layers)
+                for layer in layers:
+                    units = _per_unit(outs[layer])
+                    parts[layer].append(units.reshape(b, k, -1).mean(dim=1).cpu())
+                if progress is not None:
+                    progress(b)
+    finally:
+        encoder.train(was_training)
+    return {layer: torch.cat(chunks) for layer, chunks in parts.items()}
+
+
 def unit_activations(
     encoder: nn.Module,
     images: torch.Tensor,
@@ -77,48 +171,19 @@ def unit_activations(
     chunk_size: int = 64,
     progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
-    """Mean activation of each unit of ``layer`` on each point over K augmented views.
+    """Mean activation of each unit of one ``layer``: float32 ``[N, U]``.
 
-    Args:
-        encoder: The candidate encoder.
-        images: uint8 ``[N, C, H, W]``.
-        keys: int64 ``[N]`` stable point ids that seed the views.
-        layer: Named layer whose units are measured.
-        augment_spec: The augmentation distribution.
-        views: K.
-        seed: View seed.
-        device: Compute device.
-        chunk_size: Points per forward.
-        progress: Progress callback (points finished).
-
-    Returns:
-        float32 ``[N, U]``.
+    See :func:`unit_activations_by_layer` (this is its one-layer case).
     """
-    if views < 1:
-        raise ScoringError(f"views must be >= 1, got {views}")
-    device = device or torch.device("cpu")
-    augmenter = BatchAugmenter(augment_spec)
-    was_training = encoder.training
-    encoder.eval().to(device)
-    parts = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, images.shape[0], chunk_size):
-                chunk = images[start : start + chunk_size].to(device)
-                ids = torch.arange(views, device=device)
-                batch = augmenter.views(
-                    chunk, keys[start : start + chunk_size].to(device), ids, seed
-                )
-                b, k = batch.shape[:2]
-                flat = to_device_layout(batch.reshape(b * k, *batch.shape[2:]), device)
-                with autocast_for(device):
-                    out = capture_layers(encoder, flat, [layer])[layer]
-                units = _per_unit(out)
-                parts.append(units.reshape(b, k, -1).mean(dim=1).cpu())
-                if progress is not None:
-                    progress(b)
-    finally:
-        encoder.train(was_training)
-    if not parts:
-        raise ScoringError("no points to measure UnitMem on")
-    return torch.cat(parts)
+    return unit_activations_by_layer(
+        encoder,
+        images,
+        keys,
+        layers=[layer],
+        augment_spec=augment_spec,
+        views=views,
+        seed=seed,
+        device=device,
+        chunk_size=chunk_size,
+        progress=progress,
+    )[layer]

@@ -278,3 +278,143 @@ def write_score_figures(
         indices = np.asarray(columns["sample_index"], dtype=np.int64)[candidate]
         written["grid"] = memorised_grid(images, scores, indices, target / GRID_FILE, k=grid_k)
     return written
+
+
+#: File names of the per-layer and per-unit figures.
+LAYERMEM_FILE = "layermem.png"
+UNITMEM_FILE = "unitmem.png"
+
+
+def _column(columns: Mapping[str, Any], key: str, what: str) -> npt.NDArray[Any]:
+    if key not in columns:
+        raise DataError(f"{what} lacks column {key!r} (have {sorted(columns)})")
+    return np.asarray(columns[key])
+
+
+def layermem_figure(
+    table: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    focus: str = "candidate",
+    title: str = "Memorisation by layer (LayerMem, Wang et al., NeurIPS 2024)",
+) -> Path:
+    """Three panels by layer.
+
+    Top: mean raw SSLMem of every scored set (comparable across sets; zero marked). Middle:
+    LayerMem and bottom: ΔLayerMem (what each layer adds; the first layer's, its LayerMem, is
+    hatched) of the ``focus`` set only -- they are
+    normalised within each set, so lines of different sets would invite a comparison of levels
+    the normalisation has erased; without the ``focus`` set, every set is drawn.
+
+    Args:
+        table: The per-layer table of a layer-scoring run (``layer``, ``layer_index``, ``set``,
+            ``sslmem_mean``, ``layermem``, ``delta_layermem``; one entry per layer and set).
+        path: Destination PNG.
+        focus: The set whose LayerMem and ΔLayerMem are drawn (the paper's: S_C).
+        title: Figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: A column is missing, the table is empty or holds NaN/inf.
+
+    """
+    what = "the layer table"
+    layer_col = _column(table, "layer", what).astype(str)
+    index_col = _column(table, "layer_index", what).astype(np.int64)
+    set_col = _column(table, "set", what).astype(str)
+    values = {
+        key: _column(table, key, what).astype(np.float64)
+        for key in ("sslmem_mean", "layermem", "delta_layermem")
+    }
+    if layer_col.size == 0:
+        raise DataError("no layers to plot", "score at least one layer")
+    if not all(np.all(np.isfinite(v)) for v in values.values()):
+        raise DataError("the layer table holds NaN or infinite values")
+    layers = [str(layer_col[index_col == i][0]) for i in sorted(set(index_col.tolist()))]
+    positions = np.arange(len(layers), dtype=np.float64)
+    sets = _ordered_sets(set_col.tolist())
+    normalised = [focus] if focus in sets else sets
+
+    figure = Figure(figsize=(max(6.5, 1.1 * len(layers) + 2.5), 8.4))
+    top, middle, bottom = (figure.add_subplot(3, 1, i) for i in (1, 2, 3))
+    width = 0.8 / len(normalised)
+    for position, name in enumerate(sets):
+        rows = np.flatnonzero(set_col == name)
+        rows = rows[np.argsort(index_col[rows])]
+        x = index_col[rows].astype(np.float64)
+        colour = _colour(name, position)
+        top.plot(x, values["sslmem_mean"][rows], marker="o", color=colour, label=name)
+        if name not in normalised:
+            continue
+        middle.plot(x, values["layermem"][rows], marker="o", color=colour, label=name)
+        offset = (normalised.index(name) - (len(normalised) - 1) / 2) * width
+        bars = bottom.bar(x + offset, values["delta_layermem"][rows], width=width, color=colour)
+        # The first layer's ΔLayerMem is its LayerMem (nothing before it): drawn hatched.
+        bars[0].set_alpha(0.45)
+        bars[0].set_hatch("//")
+    top.axhline(0.0, color="black", linewidth=0.8)
+    bottom.axhline(0.0, color="black", linewidth=0.8)
+    top.set_ylabel("mean raw SSLMem")
+    shown = ", ".join(normalised)
+    middle.set_ylabel(f"LayerMem ({shown})")
+    middle.set_ylim(-0.02, 1.02)
+    bottom.set_ylabel(f"ΔLayerMem ({shown})")
+    for axes in (top, middle, bottom):
+        axes.set_xticks(positions.tolist())
+        axes.set_xticklabels([])
+        axes.grid(axis="y", alpha=0.3)
+    bottom.set_xticklabels(layers, rotation=30, ha="right", fontsize="small")
+    top.legend(loc="best", fontsize="small", frameon=False)
+    top.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def unitmem_figure(
+    table: Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "UnitMem per unit by layer (Wang et al., NeurIPS 2024)",
+) -> Path:
+    """UnitMem distribution per layer: a box per layer with every unit drawn as a dot.
+
+    Args:
+        table: The per-unit table of a UnitMem run (``layer`` and ``unitmem``, one entry per
+            unit, layers in forward order).
+        path: Destination PNG.
+        title: Figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: A column is missing, the table is empty or holds NaN/inf.
+
+    """
+    what = "the unit table"
+    layer_col = _column(table, "layer", what).astype(str)
+    scores = _column(table, "unitmem", what).astype(np.float64)
+    if scores.size == 0:
+        raise DataError("no units to plot", "score at least one layer")
+    if not np.all(np.isfinite(scores)):
+        raise DataError("the unit table holds NaN or infinite values")
+    layers = list(dict.fromkeys(layer_col.tolist()))
+    groups = [scores[layer_col == layer] for layer in layers]
+    figure = Figure(figsize=(max(6.5, 1.1 * len(layers) + 2.5), 4.6))
+    axes = figure.add_subplot()
+    axes.boxplot(groups, showfliers=False, widths=0.5)
+    jitter = np.random.default_rng(0)  # fixed: the same table gives the same PNG
+    for i, group in enumerate(groups, start=1):
+        x = i + jitter.uniform(-0.18, 0.18, size=group.size)
+        axes.scatter(x, group, s=6, alpha=0.45, color="#d62728", linewidths=0)
+    axes.set_xticks(range(1, len(layers) + 1))
+    labels = [f"{layer}\n({group.size} units)" for layer, group in zip(layers, groups, strict=True)]
+    axes.set_xticklabels(labels, rotation=30, ha="right", fontsize="small")
+    axes.set_ylabel("UnitMem")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
