@@ -120,3 +120,11 @@ def test_yaml_typo_and_missing_file(tmp_path: Path) -> None:
 def test_invalid_values_name_the_field(overrides: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         ServiceSettings.load(**overrides)
+
+
+def test_docs_table_lists_every_setting() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "service.md").read_text()
+    for name in ServiceSettings.model_fields:
+        if name.endswith("_file"):
+            continue  # documented beside its secret: `WEBHOOK_SECRET` / `WEBHOOK_SECRET_FILE`
+        assert f"`{name.upper()}" in docs, name

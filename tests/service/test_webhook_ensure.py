@@ -97,3 +97,24 @@ def test_ensure_errors(
     assert main(base) == 2
     err = capsys.readouterr().err
     assert "webhooks need an MLflow server" in err and SECRET not in err
+
+
+def test_server_without_webhook_settings_refuses_with_the_fix(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from sslmem.errors import TrackingError
+    from sslmem.tracking.webhooks import ensure_webhook
+    from tests.servers import start_mlflow_server
+
+    root = tmp_path_factory.mktemp("mlflow-plain")
+    with start_mlflow_server(root, str(root / "artifacts")) as plain:
+        configure_mlflow(plain.url)
+        with pytest.raises(TrackingError) as info:
+            ensure_webhook("http://127.0.0.1:9/hook", SecretStr(SECRET), name="refused")
+        assert "scheme" in info.value.problem
+        assert info.value.fix is not None and "MLFLOW_WEBHOOK_ALLOWED_SCHEMES" in info.value.fix
+        with pytest.raises(TrackingError) as info:
+            ensure_webhook("https://127.0.0.1:9/hook", SecretStr(SECRET), name="refused")
+        assert "non-public IP" in info.value.problem
+        assert info.value.fix is not None and "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS" in info.value.fix
+        assert SECRET not in str(info.value)
