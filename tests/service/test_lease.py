@@ -260,3 +260,23 @@ def test_local_rejects_bad_keys(tmp_path: Path) -> None:
 
 def test_version_lease_key_is_one_safe_segment() -> None:
     assert version_lease_key("team/enc v2", "7") == "leases/model-versions/team%2Fenc%20v2/7"
+
+
+def test_unreachable_s3_is_a_store_error_without_credentials() -> None:
+    from tests.servers import free_port
+
+    settings = RuntimeSettings(
+        s3_endpoint=f"127.0.0.1:{free_port()}",
+        s3_access_key="AKEXAMPLEACCESSKEY",  # type: ignore[arg-type]
+        s3_secret_key="example-secret-key",  # type: ignore[arg-type]
+        s3_secure=False,
+        s3_region="us-east-1",
+        store_retries=0,
+    )
+    store = open_conditional_store("s3://bucket-x/leases", settings)
+    with pytest.raises(StoreError) as info:
+        LeaseManager(store, "a", ttl_s=60).acquire("k")
+    text = f"{info.value}\n{info.value.__cause__!r}\n{info.value.__context__!r}"
+    assert "127.0.0.1" in text
+    for leak in ("AKEXAMPLEACCESSKEY", "example-secret-key", "X-Amz-Signature"):
+        assert leak not in text

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Protocol
 
 import urllib3
 from minio import Minio
+from pydantic import SecretStr
 
 from sslmem.atomic import TMP_MARKER
-from sslmem.data.store import LocalStore, S3Store, open_store
+from sslmem.data.store import LocalStore, S3Store, _tls_context, open_store
 from sslmem.errors import StoreError
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class S3ConditionalStore:
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 2.0), read=timeout),
             maxsize=16,
+            ssl_context=_tls_context() if store.secure else None,  # the same CAs as S3Store
             retries=urllib3.Retry(
                 total=retries,
                 connect=retries,
@@ -141,22 +143,26 @@ class S3ConditionalStore:
     ) -> urllib3.BaseHTTPResponse:
         name = self._store.uri(key)[len(f"s3://{self._store.bucket}/") :]  # validates the key
         what = f"{method} {self.uri(key)}"
+        # Errors are raised outside the `except` blocks, so they carry no context: urllib3's
+        # message holds the presigned URL (signature, access-key id).
         try:
             url = self._signer.get_presigned_url(
                 method, self._store.bucket, name, expires=dt.timedelta(minutes=5)
             )
-            return self._http.request(method, url, body=body, headers=headers or {})
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            # `from None`: urllib3's message carries the presigned URL (signature, key id).
-            raise StoreError(
-                f"S3 endpoint {self._store.endpoint} failed during {what} ({type(exc).__name__})",
-                "check SSLMEM_S3_ENDPOINT / SSLMEM_S3_SECURE and that the server is reachable",
-            ) from None
-        except Exception as exc:  # minio S3Error from the region lookup, and the like
-            raise StoreError(
-                f"cannot sign {what} for {self._store.endpoint}: {type(exc).__name__}",
-                "check SSLMEM_S3_ACCESS_KEY, SSLMEM_S3_SECRET_KEY and SSLMEM_S3_REGION",
-            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # the region lookup failed
+            failure = type(exc).__name__
+        except Exception as exc:  # minio's S3Error (refused region lookup), bad credentials
+            failure = f"signing: {type(exc).__name__}"
+        else:
+            try:
+                return self._http.request(method, url, body=body, headers=headers or {})
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                failure = type(exc).__name__
+        raise StoreError(
+            f"S3 endpoint {self._store.endpoint} failed during {what} ({failure})",
+            "check SSLMEM_S3_ENDPOINT, SSLMEM_S3_SECURE, SSLMEM_S3_REGION and the credentials, "
+            "and that the server is reachable",
+        )
 
     def _fail(self, response: urllib3.BaseHTTPResponse, what: str) -> StoreError:
         code = re.search(rb"<Code>([^<]{1,64})</Code>", response.data or b"")
@@ -354,7 +360,5 @@ def open_conditional_store(
     )
 
 
-def _secret(value: object) -> str | None:
-    from pydantic import SecretStr
-
-    return value.get_secret_value() if isinstance(value, SecretStr) else None
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
