@@ -46,6 +46,7 @@ __all__ = [
     "EventKind",
     "RegistryEvent",
     "WebhookVerifier",
+    "parse_event",
     "sign",
 ]
 
