@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sslmem.cli.pipeline",
         "Compile the Kubeflow pipeline, or submit a run to a Kubeflow Pipelines server.",
     ),
+    "webhook": (
+        "sslmem.cli.webhook",
+        "Create or update the MLflow webhook of the scoring service.",
+    ),
 }
 
 

@@ -1,0 +1,225 @@
+"""Configuration of the scoring service: ``SSLMEM_SERVICE_*`` variables and an optional file.
+
+Only what is specific to the service lives here. Where MLflow and the object store are (and
+their credentials) stays in :class:`~sslmem.config.RuntimeSettings` (``SSLMEM_MLFLOW_TRACKING_URI``,
+``SSLMEM_STORE_URI``, ``SSLMEM_S3_*``), shared with ``sslmem run`` and the pipeline, so one
+deployment configures them once.
+
+Precedence: explicit keyword arguments, then environment variables, then the config file (YAML
+or a ``.env`` file, given to :meth:`ServiceSettings.load` or by ``SSLMEM_SERVICE_CONFIG_FILE``),
+then the defaults. Secrets have no default: the webhook secret and the API token come from the
+environment or from a file (a mounted Kubernetes Secret); without them the service refuses
+every webhook delivery and every mutating request. Secrets are :class:`~pydantic.SecretStr`, so
+``repr``, ``str`` and logs show ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from sslmem.config import format_validation_error
+from sslmem.errors import ConfigError
+
+__all__ = ["CONFIG_FILE_ENV", "ENV_PREFIX", "ServiceSettings", "read_secret_file"]
+
+ENV_PREFIX = "SSLMEM_SERVICE_"
+#: Environment variable naming the optional config file (YAML, or ``.env`` by suffix).
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
+
+# The file read by the source list of the current ServiceSettings.load() call (thread-safe).
+_config_file: ContextVar[Path | None] = ContextVar("sslmem_service_config_file", default=None)
+
+
+def _default_replica_id() -> str:
+    # On Kubernetes the host name is the pod name: unique per replica and readable in leases.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def read_secret_file(path: Path, what: str) -> SecretStr:
+    """Read a secret from a file (a mounted Secret), without its trailing newline.
+
+    Args:
+        path: File holding the secret.
+        what: What the secret is, for the error message (e.g. ``"webhook secret"``).
+
+    Returns:
+        The secret.
+
+    Raises:
+        ConfigError: The file cannot be read or holds only whitespace (the message names the
+            file, never its content).
+
+    """
+    try:
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(
+            f"cannot read the {what} file {path}: {reason}",
+            "point the setting at a readable UTF-8 file holding the secret",
+        ) from None
+    if not text.strip():
+        raise ConfigError(f"the {what} file {path} is empty", "write the secret into the file")
+    return SecretStr(text)
+
+
+class ServiceSettings(BaseSettings):
+    """How the scoring service runs; read from ``SSLMEM_SERVICE_*`` variables.
+
+    Use :meth:`load` (clear errors, config file) rather than the constructor in adapters.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to bind (loopback unless told).")
+    port: int = Field(8080, ge=1, le=65535, description="TCP port to listen on.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC secret shared with the MLflow webhook (no default)."
+    )
+    webhook_secret_file: Path | None = Field(
+        None, description="File holding the webhook secret (instead of webhook_secret)."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token required by mutating endpoints (no default)."
+    )
+    api_token_file: Path | None = Field(
+        None, description="File holding the API token (instead of api_token)."
+    )
+    webhook_max_age_s: float = Field(
+        300.0, gt=0, description="Deliveries whose timestamp is further from now are refused."
+    )
+    webhook_dedup_size: int = Field(
+        10_000, ge=1, description="Delivery ids remembered to refuse replays (LRU, TTL = max age)."
+    )
+    webhook_max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Larger webhook bodies are refused (413)."
+    )
+    lease_prefix: str = Field(
+        "leases", min_length=1, description="Object-store key prefix of the lease objects."
+    )
+    lease_ttl_s: float = Field(
+        120.0, gt=0, description="A lease not renewed for this long may be taken over."
+    )
+    lease_renew_s: float = Field(
+        30.0, gt=0, description="Renew held leases this often (well below the TTL)."
+    )
+    reconcile_interval_s: float = Field(
+        60.0, gt=0, description="Seconds between reconcile passes over the registry."
+    )
+    max_concurrent_jobs: int = Field(1, ge=1, description="Scoring jobs run at once per replica.")
+    champion_alias: str = Field(
+        "champion", min_length=1, description="Alias of the version new versions are judged by."
+    )
+    replica_id: str = Field(
+        default_factory=_default_replica_id,
+        min_length=1,
+        description="Names this replica in leases (default: host name and process id).",
+    )
+
+    @model_validator(mode="after")
+    def _resolve(self) -> ServiceSettings:
+        for name, what in (("webhook_secret", "webhook secret"), ("api_token", "API token")):
+            value: SecretStr | None = getattr(self, name)
+            file: Path | None = getattr(self, f"{name}_file")
+            if value is not None and file is not None:
+                raise ValueError(f"set {name} or {name}_file, not both")
+            if value is not None and not value.get_secret_value().strip():
+                raise ValueError(f"{name} is empty; unset it or give a value")
+            if file is not None:
+                setattr(self, name, read_secret_file(file, what))
+        if self.lease_renew_s * 2 > self.lease_ttl_s:
+            raise ValueError(
+                f"lease_renew_s ({self.lease_renew_s}) must be at most half of lease_ttl_s "
+                f"({self.lease_ttl_s}), so one failed renewal does not lose the lease"
+            )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment, then the config file, then defaults."""
+        sources = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None and path.suffix in (".yaml", ".yml"):
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        elif path is not None:
+            sources.append(DotEnvSettingsSource(settings_cls, env_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | str | None = None, **overrides: Any) -> ServiceSettings:
+        """Read the settings: keyword overrides, environment, config file, defaults.
+
+        Args:
+            config_file: YAML (``.yaml``/``.yml``, a mapping of field names) or ``.env`` file
+                (``SSLMEM_SERVICE_*`` lines); default ``$SSLMEM_SERVICE_CONFIG_FILE`` if set.
+            **overrides: Field values that win over everything (e.g. ``--port`` of the CLI).
+
+        Returns:
+            The validated settings; ``*_file`` secrets are already read.
+
+        Raises:
+            ConfigError: The file is missing, malformed or has unknown keys, or a value is
+                invalid (the message names each field; never a secret's value).
+
+        """
+        raw = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
+        path = Path(raw) if raw else None
+        if path is not None:
+            _check_config_file(path)
+        token = _config_file.set(path)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            source = f"{ENV_PREFIX}* environment" + (f" and {path}" if path else "")
+            raise ConfigError(
+                format_validation_error(exc, source),
+                f"correct the fields listed above ({ENV_PREFIX}<FIELD> in upper case)",
+            ) from None  # the cause would repeat input values, which may be secrets
+        finally:
+            _config_file.reset(token)
+
+
+def _check_config_file(path: Path) -> None:
+    """Refuse a missing file, and unknown keys in a YAML file (a typo must not pass silently)."""
+    if not path.is_file():
+        raise ConfigError(
+            f"service config file {path} does not exist",
+            f"pass an existing YAML or .env file, or unset {CONFIG_FILE_ENV}",
+        )
+    if path.suffix not in (".yaml", ".yml"):
+        return
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"service config file {path} is not valid YAML ({type(exc).__name__})"
+        ) from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"service config file {path} must hold a mapping of settings")
+    unknown = sorted(str(key) for key in loaded if key not in ServiceSettings.model_fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown settings in {path}: {', '.join(unknown)}",
+            f"use the field names: {', '.join(ServiceSettings.model_fields)}",
+        )

@@ -1,0 +1,282 @@
+"""Leases on a real S3 server (SeaweedFS) and on a local directory: one winner, always."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sslmem.config import RuntimeSettings
+from sslmem.data.store import S3Store
+from sslmem.errors import StoreError
+from sslmem.service.lease import Lease, LeaseManager, LeaseRecord, LeaseRenewer, version_lease_key
+from sslmem.service.lease_store import (
+    ConditionalStore,
+    LocalConditionalStore,
+    open_conditional_store,
+)
+from tests.servers import S3Server
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.slow])])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ConditionalStore:
+    if request.param == "local":
+        return open_conditional_store(tmp_path / "store", RuntimeSettings())
+    server: S3Server = request.getfixturevalue("s3_server")
+    bucket = f"lease-{secrets.token_hex(4)}"
+    S3Store(
+        bucket,
+        endpoint=server.endpoint,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        secure=False,
+        create_bucket=True,
+    )
+    settings = RuntimeSettings(
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,  # type: ignore[arg-type]
+        s3_secret_key=server.secret_key,  # type: ignore[arg-type]
+        s3_secure=False,
+    )
+    return open_conditional_store(f"s3://{bucket}/svc", settings)
+
+
+def race(n_threads: int, work: Callable[[int], None]) -> None:
+    """Run ``work(i)`` in ``n_threads`` threads released at the same instant."""
+    barrier = threading.Barrier(n_threads)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            work(i)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+def test_16_contenders_30_keys_exactly_one_winner_each(store: ConditionalStore) -> None:
+    keys = [version_lease_key("enc/odd name", v) for v in range(30)]
+    wins: list[tuple[str, str]] = []
+    lock = threading.Lock()
+
+    def contend(i: int) -> None:
+        manager = LeaseManager(store, f"replica-{i}", ttl_s=60)
+        for key in keys:
+            lease = manager.acquire(key)
+            if lease is not None:
+                with lock:
+                    wins.append((key, lease.record.holder))
+
+    race(16, contend)
+    per_key = Counter(key for key, _ in wins)
+    assert sorted(per_key) == sorted(keys) and set(per_key.values()) == {1}
+    for key, holder in wins:  # the stored lease names the winner
+        found = LeaseManager(store, "observer", 60).current(key)
+        assert found is not None and found[0] is not None and found[0].holder == holder
+
+
+def test_live_lease_is_not_taken(store: ConditionalStore) -> None:
+    a = LeaseManager(store, "a", ttl_s=60)
+    b = LeaseManager(store, "b", ttl_s=60)
+    lease = a.acquire("leases/k")
+    assert lease is not None and lease.record.holder == "a"
+    assert b.acquire("leases/k") is None
+    assert a.acquire("leases/k") is None  # a second claim by the same holder is refused too
+
+
+def test_renew_moves_expiry_and_a_stale_etag_is_refused(store: ConditionalStore) -> None:
+    now = [1000.0]
+    manager = LeaseManager(store, "a", ttl_s=30, clock=lambda: now[0])
+    first = manager.acquire("leases/k")
+    assert first is not None and first.record.expires == 1030.0
+    now[0] = 1010.0
+    second = manager.renew(first)
+    assert second is not None and second.etag != first.etag
+    assert (second.record.expires, second.record.renewals) == (1040.0, 1)
+    assert manager.renew(first) is None  # stale etag
+    found = manager.current("leases/k")
+    assert found is not None and found[0] == second.record  # untouched by the refused renew
+
+
+def test_expired_lease_taken_over_by_exactly_one(store: ConditionalStore) -> None:
+    holder = LeaseManager(store, "dead", ttl_s=10, clock=lambda: 1000.0)
+    lease = holder.acquire("leases/k")
+    assert lease is not None
+    # Before expiry nobody may take it; after expiry, 8 contenders race: exactly one wins.
+    assert LeaseManager(store, "early", 10, clock=lambda: 1009.0).acquire("leases/k") is None
+    winners: list[Lease] = []
+
+    def take(i: int) -> None:
+        got = LeaseManager(store, f"c{i}", 10, clock=lambda: 1011.0).acquire("leases/k")
+        if got is not None:
+            winners.append(got)
+
+    race(8, take)
+    assert len(winners) == 1
+    found = holder.current("leases/k")
+    assert found is not None and found[0] == winners[0].record
+    # The old holder learns it lost: renew and release are refused and change nothing.
+    assert holder.renew(lease) is None
+    assert holder.release(lease) is False
+    assert holder.current("leases/k") == found
+
+
+def test_release_only_by_the_holder(store: ConditionalStore) -> None:
+    a = LeaseManager(store, "a", ttl_s=60)
+    lease = a.acquire("leases/k")
+    assert lease is not None
+    renewed = a.renew(lease)
+    assert renewed is not None
+    forged = Lease("leases/k", LeaseRecord("b", "t", 0, 0), "not-an-etag")
+    assert a.release(forged) is False
+    assert a.release(lease) is False  # our own stale etag
+    assert a.current("leases/k") is not None
+    assert a.release(renewed) is True
+    assert a.current("leases/k") is None
+    again = LeaseManager(store, "b", ttl_s=60).acquire("leases/k")
+    assert again is not None and again.record.holder == "b"
+
+
+def test_corrupt_lease_can_be_taken_over(store: ConditionalStore) -> None:
+    assert store.create("leases/k", b"{not json") is not None
+    lease = LeaseManager(store, "a", ttl_s=60).acquire("leases/k")
+    assert lease is not None and lease.record.holder == "a"
+
+
+class FlakyAfterWrite:
+    """A real store whose next write lands on the server but reports a failure (a timeout)."""
+
+    def __init__(self, inner: ConditionalStore) -> None:
+        self.inner = inner
+        self.fail_next = False
+        self.fail_before = False
+
+    def read(self, key: str) -> tuple[bytes, str] | None:
+        return self.inner.read(key)
+
+    def create(self, key: str, data: bytes) -> str | None:
+        return self._flaky(lambda: self.inner.create(key, data))
+
+    def replace(self, key: str, data: bytes, etag: str) -> str | None:
+        return self._flaky(lambda: self.inner.replace(key, data, etag))
+
+    def delete(self, key: str, etag: str) -> bool:
+        return self.inner.delete(key, etag)
+
+    def uri(self, key: str) -> str:
+        return self.inner.uri(key)
+
+    def _flaky(self, write: Callable[[], str | None]) -> str | None:
+        if self.fail_before:  # nothing reaches the server
+            raise StoreError("connection refused")
+        result = write()
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("read timed out")
+        return result
+
+
+def test_ambiguous_write_is_resolved_by_reading_back(store: ConditionalStore) -> None:
+    flaky = FlakyAfterWrite(store)
+    manager = LeaseManager(flaky, "a", ttl_s=60)
+    flaky.fail_next = True
+    lease = manager.acquire("leases/k")
+    assert lease is not None  # the create landed: it is ours
+    flaky.fail_next = True
+    renewed = manager.renew(lease)
+    assert renewed is not None and renewed.record.renewals == 1
+    # A failure with nothing written stays an error, and the stored lease is unchanged.
+    flaky.fail_before = True
+    with pytest.raises(StoreError, match="connection refused"):
+        manager.renew(renewed)
+    found = manager.current("leases/k")
+    assert found is not None and found[0] == renewed.record
+
+
+def test_renewer_keeps_the_lease_and_signals_loss(store: ConditionalStore) -> None:
+    manager = LeaseManager(store, "a", ttl_s=60)
+    lease = manager.acquire("leases/k")
+    assert lease is not None
+    lost: list[Lease] = []
+    renewer = LeaseRenewer(manager, lease, interval_s=0.05, on_lost=lost.append).start()
+    deadline = time.monotonic() + 30
+    while (held := renewer.held()) is not None and held.record.renewals < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    # Someone else takes the key over behind the renewer's back.
+    current = manager.current("leases/k")
+    assert current is not None
+    thief = LeaseRecord("thief", "t", 0, 1e12)
+    while store.replace("leases/k", thief.to_bytes(), current[1]) is None:
+        current = manager.current("leases/k")  # the renewer moved the etag meanwhile
+        assert current is not None
+    assert renewer.lost.wait(30)
+    assert renewer.held() is None and len(lost) == 1
+    assert renewer.stop() is False
+    found = manager.current("leases/k")
+    assert found is not None and found[0] == thief  # the loser deleted nothing
+
+
+def test_renewer_stop_releases(store: ConditionalStore) -> None:
+    manager = LeaseManager(store, "a", ttl_s=60)
+    lease = manager.acquire("leases/k")
+    assert lease is not None
+    with LeaseRenewer(manager, lease, interval_s=10) as renewer:
+        assert renewer.held() == lease
+    assert manager.current("leases/k") is None
+
+
+def test_local_stale_generation_after_pruning_is_refused(tmp_path: Path) -> None:
+    store = open_conditional_store(tmp_path, RuntimeSettings())
+    assert isinstance(store, LocalConditionalStore)
+    etag = store.create("k", b"v1")
+    assert etag == "g1"
+    for i in range(2, 6):
+        etag = store.replace("k", f"v{i}".encode(), etag or "")
+    assert etag == "g5"
+    assert sorted(p.name for p in (tmp_path / "k").iterdir()) == [f"g{4:020d}", f"g{5:020d}"]
+    # g2 was pruned: a writer still holding etag g1 recreates g2 but must not win.
+    assert store.replace("k", b"stale", "g1") is None
+    assert store.read("k") == (b"v5", "g5")
+
+
+def test_local_rejects_bad_keys(tmp_path: Path) -> None:
+    store = open_conditional_store(tmp_path, RuntimeSettings())
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.create("../escape", b"x")
+
+
+def test_version_lease_key_is_one_safe_segment() -> None:
+    assert version_lease_key("team/enc v2", "7") == "leases/model-versions/team%2Fenc%20v2/7"
+
+
+def test_unreachable_s3_is_a_store_error_without_credentials() -> None:
+    from tests.servers import free_port
+
+    settings = RuntimeSettings(
+        s3_endpoint=f"127.0.0.1:{free_port()}",
+        s3_access_key="AKEXAMPLEACCESSKEY",  # type: ignore[arg-type]
+        s3_secret_key="example-secret-key",  # type: ignore[arg-type]
+        s3_secure=False,
+        s3_region="us-east-1",
+        store_retries=0,
+    )
+    store = open_conditional_store("s3://bucket-x/leases", settings)
+    with pytest.raises(StoreError) as info:
+        LeaseManager(store, "a", ttl_s=60).acquire("k")
+    text = f"{info.value}\n{info.value.__cause__!r}\n{info.value.__context__!r}"
+    assert "127.0.0.1" in text
+    for leak in ("AKEXAMPLEACCESSKEY", "example-secret-key", "X-Amz-Signature"):
+        assert leak not in text
