@@ -59,11 +59,15 @@ class RoleOutputs(NamedTuple):
     metrics: list[Metrics]
 
 
-def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None) -> Any:
+def build_pipeline(
+    *, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None, caching: bool = True
+) -> Any:
     """Build the pipeline for a runtime image and platform config.
 
     Args:
         image: Container image of every step (built from ``deploy/Dockerfile``).
+        caching: ``False`` turns caching off for every task, nested ones included (KFP's
+            ``Client(enable_caching=False)`` reaches only the top-level tasks).
         platform: Kubernetes settings (default :class:`PlatformConfig`); ignored by the local
             runner.
 
@@ -80,6 +84,10 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
     ops = build_components(image)
     settings = platform if platform is not None else PlatformConfig()
     digest = image_digest(image)  # an image pinned by digest names its code exactly
+
+    def cacheable(task: Any) -> None:
+        if not caching:
+            task.set_caching_options(False)
 
     @dsl.pipeline(name="train-and-evaluate")  # type: ignore[untyped-decorator]
     def train_and_evaluate(
@@ -104,6 +112,7 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                 code_version=code_version,
             )
             train.set_display_name("train-encoder")
+            cacheable(train)
             apply_platform(train, "train", settings)
             evaluate = ops.evaluate_encoder(
                 model=train.outputs["model"],
@@ -111,6 +120,7 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                 code_version=code_version,
             )
             evaluate.set_display_name("evaluate-encoder")
+            cacheable(evaluate)
             apply_platform(evaluate, "evaluate", settings)
         return RoleOutputs(
             models=dsl.Collected(train.outputs["model"]),
@@ -178,11 +188,13 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                 code_version=code_version,
             )
             resolve.set_display_name("resolve-config")
+            cacheable(resolve)
             apply_platform(resolve, "prepare", settings)
             prepare = ops.prepare_split(
                 split_json=resolve.outputs["split_json"], code_version=code_version
             )
             prepare.set_display_name("prepare-split")
+            cacheable(prepare)
             apply_platform(prepare, "prepare", settings)
 
             roles = {}
@@ -197,6 +209,7 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                     mlflow_experiment=mlflow_experiment,
                     code_version=code_version,
                 ).set_display_name(f"train-{role}s")
+                cacheable(roles[role])
 
             register = ops.register_model(
                 candidate_models=roles["candidate"].outputs["models"],
@@ -236,7 +249,11 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
 
 
 def compile_pipeline(
-    path: Path | str, *, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None
+    path: Path | str,
+    *,
+    image: str = DEFAULT_IMAGE,
+    platform: PlatformConfig | None = None,
+    caching: bool = True,
 ) -> Path:
     """Compile the pipeline to a YAML file (same inputs, same bytes).
 
@@ -244,6 +261,7 @@ def compile_pipeline(
         path: Output file (``.yaml``).
         image: Container image of every step.
         platform: Kubernetes settings.
+        caching: ``False`` compiles every task with caching off.
 
     Returns:
         The path written.
@@ -256,5 +274,6 @@ def compile_pipeline(
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(image=image, platform=platform), str(target))
+    pipeline = build_pipeline(image=image, platform=platform, caching=caching)
+    compiler.Compiler().compile(pipeline, str(target))
     return target

@@ -197,7 +197,12 @@ def submit_pipeline(
 
     arguments = params.arguments()
     with tempfile.TemporaryDirectory(prefix="sslmem-submit-") as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", image=image, platform=platform)
+        package = compile_pipeline(
+            Path(tmp) / "pipeline.yaml",
+            image=image,
+            platform=platform,
+            caching=enable_caching is not False,  # off in nested tasks too, not only top-level
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             try:
