@@ -63,3 +63,25 @@ def test_an_s3_endpoint_with_credentials_is_refused_without_echoing_them(endpoin
         S3Store("bucket", endpoint=endpoint, access_key=None, secret_key=None)
     assert "sk-secret-9" not in str(info.value)
     assert "***@minio:9000" in info.value.problem
+
+
+def test_the_logging_filter_redacts_what_any_library_logs() -> None:
+    import io
+    import logging
+
+    from sslmem.redaction import redact_logging
+
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.redaction.some_library")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    logger.addHandler(handler)
+    try:
+        redact_logging(logger)
+        redact_logging(logger)  # idempotent: one filter per handler
+        assert len(handler.filters) == 1
+        logger.warning("retrying %s (%d)", "http://bob:log-pw-77@mlflow:5000/api", 3)
+        logger.warning("plain message, %s", "no uri")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue() == "retrying http://***@mlflow:5000/api (3)\nplain message, no uri\n"

@@ -9,6 +9,7 @@ carry one.
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote, urlsplit
 
@@ -62,3 +63,27 @@ def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
     user, colon, password = userinfo.partition(":")
     clean = parts._replace(netloc=host).geturl()
     return clean, unquote(user), (unquote(password) if colon else None)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts URI userinfo in every record it passes.
+
+    Installed on the handlers of the CLI (:func:`sslmem.cli.main`), so a URI with credentials
+    logged by any library (ours already redact) is written as ``scheme://***@host``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the formatted message in place; never drops a record."""
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_logging(logger: logging.Logger | None = None) -> None:
+    """Install :class:`RedactingFilter` on every handler of ``logger`` (default: the root)."""
+    target = logger if logger is not None else logging.getLogger()
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

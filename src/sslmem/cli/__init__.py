@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from sslmem import __version__
 from sslmem.errors import SSLMemError
+from sslmem.redaction import redact_logging
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("sslmem.cli.split", "Split a dataset into S_S / S_C / S_I / S_E; write a manifest."),
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_logging()  # whatever a library logs, no URI credentials reach the terminal
     try:
         # Deferred: both import torch (via the config's augmentation spec), needed only now.
         from sslmem.config import RuntimeSettings
