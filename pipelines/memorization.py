@@ -66,10 +66,10 @@ def build_pipeline(
 
     Args:
         image: Container image of every step (built from ``deploy/Dockerfile``).
-        caching: ``False`` turns caching off for every task, nested ones included (KFP's
-            ``Client(enable_caching=False)`` reaches only the top-level tasks).
         platform: Kubernetes settings (default :class:`PlatformConfig`); ignored by the local
             runner.
+        caching: ``False`` turns caching off for every task, nested ones included (KFP's
+            ``Client(enable_caching=False)`` reaches only the top-level tasks).
 
     Returns:
         The pipeline (a KFP graph component): compile it, submit it, or call it under

@@ -130,9 +130,9 @@ def configure_mlflow(
             unset) selects the embedded default: ``sqlite:///<local_dir>/mlflow.db`` with the
             artifact root ``<local_dir>/artifacts``. For another ``sqlite:///`` URI the artifact
             root is ``<local_dir or the database's folder>/artifacts``.
-        local_dir: Directory of the embedded default (default ``./mlruns``, made absolute).
             An ``http(s)://user:password@host`` URI has its credentials moved to
             ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+        local_dir: Directory of the embedded default (default ``./mlruns``, made absolute).
         retry: HTTP retry bounds; ``None`` takes ``SSLMEM_MLFLOW_TIMEOUT_S`` /
             ``SSLMEM_MLFLOW_MAX_RETRIES`` when set, else keeps ``MLFLOW_HTTP_REQUEST_*`` values
             already in the environment and fills the rest from the settings' defaults.
