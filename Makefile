@@ -61,6 +61,7 @@ bench: install
 	$(PY) benchmarks/scoring.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/allocator.py
+	$(PY) benchmarks/cli_startup.py
 
 # The documented full Fashion-MNIST run (docs/training.md): the two encoders train side by side,
 # one thread each; re-running resumes an interrupted training and redoes scoring and evaluation.

@@ -14,6 +14,7 @@ from typing import Any
 from sslmem import __version__
 from sslmem.components.evaluate_encoder import evaluate_encoder
 from sslmem.components.finalize_run import finalize_run
+from sslmem.components.identify_code import identify_code
 from sslmem.components.prepare_split import prepare_split
 from sslmem.components.register_model import register_model
 from sslmem.components.resolve_config import resolve_config
@@ -36,6 +37,7 @@ class Components:
     """The pipeline's components, all built for one runtime image."""
 
     image: str
+    identify_code: Any
     resolve_config: Any
     prepare_split: Any
     train_encoder: Any
@@ -79,6 +81,7 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
 
     return Components(
         image=image,
+        identify_code=build(identify_code),
         resolve_config=build(resolve_config),
         prepare_split=build(prepare_split),
         train_encoder=build(train_encoder),
@@ -96,6 +99,7 @@ __all__ = [
     "check_image",
     "evaluate_encoder",
     "finalize_run",
+    "identify_code",
     "prepare_split",
     "register_model",
     "resolve_config",

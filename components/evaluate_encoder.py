@@ -3,13 +3,16 @@
 from kfp.dsl import Input, Metrics, Model, Output
 
 
-def evaluate_encoder(model: Input[Model], evaluation_json: str, metrics: Output[Metrics]) -> None:
+def evaluate_encoder(
+    model: Input[Model], evaluation_json: str, metrics: Output[Metrics], code_version: str = ""
+) -> None:
     """Evaluate an encoder downstream (frozen features; kNN and linear probe).
 
     Args:
         model: The encoder checkpoint (its metadata names role, seed and training run).
         evaluation_json: The data, augmentation and evaluation sections of the config.
         metrics: Output: accuracies as metrics; the file holds the full record (JSON).
+        code_version: The code identity, a cache-key input only.
 
     """
     from sslmem import workflow

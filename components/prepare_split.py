@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp.dsl import Dataset, Output
 
 
-def prepare_split(split_json: str, split: Output[Dataset]) -> NamedTuple(  # type: ignore[valid-type]
+def prepare_split(split_json: str, split: Output[Dataset], code_version: str = "") -> NamedTuple(  # type: ignore[valid-type]
     "PrepareOutputs", [("split_sha256", str), ("split_uri", str)]
 ):
     """Split the dataset into S_S / S_C / S_I / S_E, deterministically.
@@ -13,6 +13,7 @@ def prepare_split(split_json: str, split: Output[Dataset]) -> NamedTuple(  # typ
     Args:
         split_json: The data and split sections of the config (this task's cache key).
         split: Output: the split manifest (canonical JSON).
+        code_version: The code identity, a cache-key input (recorded in the metadata).
 
     Returns:
         split_sha256: the manifest hash; split_uri: the manifest in the object store.
@@ -33,6 +34,7 @@ def prepare_split(split_json: str, split: Output[Dataset]) -> NamedTuple(  # typ
             "manifest_uri": prepared.manifest_uri,
             "dataset": manifest.dataset.name,
             "pool_size": manifest.pool_size,
+            "code_version": code_version,
         }
     )
     return (manifest.manifest_sha256, prepared.manifest_uri)

@@ -20,6 +20,7 @@ def resolve_config(
     lr: float = 0.0,
     views: int = 0,
     layer: str = "",
+    code_version: str = "",
 ) -> NamedTuple(  # type: ignore[valid-type]
     "ResolveOutputs",
     [("config_json", str), ("split_json", str), ("recipe_json", str), ("evaluation_json", str)],
@@ -43,6 +44,8 @@ def resolve_config(
         lr: training.lr.
         views: scoring.views.
         layer: scoring.layer.
+        code_version: The code identity, a cache-key input only (a change of the resolving
+            code re-resolves).
 
     Returns:
         config_json: the full config; split_json, recipe_json, evaluation_json: the sections

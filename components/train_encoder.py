@@ -11,11 +11,13 @@ def train_encoder(
     seed: int,
     mlflow_experiment: str,
     model: Output[Model],
+    code_version: str = "",
 ) -> None:
     """Train the candidate (S_S ∪ S_C) or reference (S_S ∪ S_I) encoder of the split.
 
     The cache key of this task is its inputs: the split (and its hash), the full training
-    recipe, the role and the seed -- an encoder is reused only when all of them match.
+    recipe, the role, the seed and the code version -- an encoder is reused only when all of
+    them match (never one trained by other code).
 
     Args:
         split: The split manifest.
@@ -25,6 +27,8 @@ def train_encoder(
         seed: Training seed.
         mlflow_experiment: MLflow experiment of the training run (epoch metrics).
         model: Output: the encoder checkpoint (weights-only safetensors).
+        code_version: The code identity (:func:`sslmem.provenance.code_version`), a cache-key
+            input; recorded in the model's metadata.
 
     """
     from pathlib import Path
@@ -54,5 +58,6 @@ def train_encoder(
             "num_train": trained.num_train,
             "split_manifest_sha256": split_sha256,
             "mlflow_run_id": trained.mlflow_run_id or "",
+            "code_version": code_version,
         }
     )

@@ -29,6 +29,7 @@ from typing import TextIO
 
 from sslmem.errors import SSLMemError
 from sslmem.pipeline_params import PipelineParams
+from sslmem.redaction import RedactingFilter, redact
 from sslmem.workflow import RunResult, read_run_result
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -112,7 +113,7 @@ class _ProgressTee(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        self._stream.write(text)
+        self._stream.write(redact(text))
         if self._report is not None:
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
@@ -152,6 +153,7 @@ def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Ite
     root = logging.getLogger()
     saved, saved_level = root.handlers[:], root.level
     file_handler = logging.FileHandler(log_file)
+    file_handler.addFilter(RedactingFilter())
     handlers: list[logging.Handler] = [file_handler]
     if report is not None:
         handlers.append(_CacheHitHandler(report))

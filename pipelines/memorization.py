@@ -5,7 +5,7 @@ seed, in parallel.
 
 Graph (inside one ``dsl.ExitHandler`` whose exit task is ``finalize-run``)::
 
-    resolve-config → prepare-split
+    identify-code → resolve-config → prepare-split
       ├─ train-candidates: ParallelFor(candidate_seeds) train-encoder → evaluate-encoder
       └─ train-references: ParallelFor(reference_seeds) train-encoder → evaluate-encoder
       → register-model (Collected encoders + evaluations)
@@ -24,7 +24,10 @@ they stay ``training`` -- never ``scored``.
 Caching: resolve, prepare, train and evaluate are cacheable, each keyed on the slice of the
 config it depends on: the split on ``data``+``split``; a training task on the split artifact,
 the split hash and the full training recipe (plus role and seed), so an encoder is reused only
-when all match -- and a change of scoring settings re-scores without re-training.
+when all match -- and a change of scoring settings re-scores without re-training. Every cached
+step also takes the code version as an input (computed by ``identify-code``, the first step,
+never cached: package version, digest of the installed sources, image digest when known; see
+:mod:`sslmem.provenance`), so a code change never reuses work of older code.
 Registration, scoring and the exit task never use the cache, and scoring takes the resolved
 candidate version as an input, so a score always belongs to the version it tags.
 
@@ -40,6 +43,7 @@ from kfp.dsl import Dataset, Input, Metrics, Model
 
 from sslmem.components import DEFAULT_IMAGE, build_components
 from sslmem.pipelines.platform import PlatformConfig, apply_platform
+from sslmem.provenance import IMAGE_DIGEST_ENV, image_digest
 
 PIPELINE_NAME = "sslmem-memorization"
 PIPELINE_DESCRIPTION = (
@@ -55,13 +59,17 @@ class RoleOutputs(NamedTuple):
     metrics: list[Metrics]
 
 
-def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None) -> Any:
+def build_pipeline(
+    *, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None, caching: bool = True
+) -> Any:
     """Build the pipeline for a runtime image and platform config.
 
     Args:
         image: Container image of every step (built from ``deploy/Dockerfile``).
         platform: Kubernetes settings (default :class:`PlatformConfig`); ignored by the local
             runner.
+        caching: ``False`` turns caching off for every task, nested ones included (KFP's
+            ``Client(enable_caching=False)`` reaches only the top-level tasks).
 
     Returns:
         The pipeline (a KFP graph component): compile it, submit it, or call it under
@@ -75,6 +83,11 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
 
     ops = build_components(image)
     settings = platform if platform is not None else PlatformConfig()
+    digest = image_digest(image)  # an image pinned by digest names its code exactly
+
+    def cacheable(task: Any) -> None:
+        if not caching:
+            task.set_caching_options(False)
 
     @dsl.pipeline(name="train-and-evaluate")  # type: ignore[untyped-decorator]
     def train_and_evaluate(
@@ -85,6 +98,7 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
         role: str,
         seeds: list[int],
         mlflow_experiment: str,
+        code_version: str,
     ) -> RoleOutputs:
         """Train and evaluate one encoder per seed, in parallel; return them all."""
         with dsl.ParallelFor(seeds) as seed:
@@ -95,13 +109,18 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                 role=role,
                 seed=seed,
                 mlflow_experiment=mlflow_experiment,
+                code_version=code_version,
             )
             train.set_display_name("train-encoder")
+            cacheable(train)
             apply_platform(train, "train", settings)
             evaluate = ops.evaluate_encoder(
-                model=train.outputs["model"], evaluation_json=evaluation_json
+                model=train.outputs["model"],
+                evaluation_json=evaluation_json,
+                code_version=code_version,
             )
             evaluate.set_display_name("evaluate-encoder")
+            cacheable(evaluate)
             apply_platform(evaluate, "evaluate", settings)
         return RoleOutputs(
             models=dsl.Collected(train.outputs["model"]),
@@ -142,6 +161,13 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
         apply_platform(finalize, "finalize", settings)
 
         with dsl.ExitHandler(finalize, name="sslmem-memorization-body"):
+            # Never cached: it must run in every pipeline run to see the code of this image.
+            identify = ops.identify_code()
+            identify.set_display_name("identify-code").set_caching_options(False)
+            apply_platform(identify, "prepare", settings)
+            if digest is not None:
+                identify.set_env_variable(IMAGE_DIGEST_ENV, digest)
+            code_version = identify.output
             resolve = ops.resolve_config(
                 config_yaml=config_yaml,
                 dataset=dataset,
@@ -159,11 +185,16 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                 lr=lr,
                 views=views,
                 layer=layer,
+                code_version=code_version,
             )
             resolve.set_display_name("resolve-config")
+            cacheable(resolve)
             apply_platform(resolve, "prepare", settings)
-            prepare = ops.prepare_split(split_json=resolve.outputs["split_json"])
+            prepare = ops.prepare_split(
+                split_json=resolve.outputs["split_json"], code_version=code_version
+            )
             prepare.set_display_name("prepare-split")
+            cacheable(prepare)
             apply_platform(prepare, "prepare", settings)
 
             roles = {}
@@ -176,7 +207,9 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
                     role=role,
                     seeds=seeds,
                     mlflow_experiment=mlflow_experiment,
+                    code_version=code_version,
                 ).set_display_name(f"train-{role}s")
+                cacheable(roles[role])
 
             register = ops.register_model(
                 candidate_models=roles["candidate"].outputs["models"],
@@ -216,7 +249,11 @@ def build_pipeline(*, image: str = DEFAULT_IMAGE, platform: PlatformConfig | Non
 
 
 def compile_pipeline(
-    path: Path | str, *, image: str = DEFAULT_IMAGE, platform: PlatformConfig | None = None
+    path: Path | str,
+    *,
+    image: str = DEFAULT_IMAGE,
+    platform: PlatformConfig | None = None,
+    caching: bool = True,
 ) -> Path:
     """Compile the pipeline to a YAML file (same inputs, same bytes).
 
@@ -224,6 +261,7 @@ def compile_pipeline(
         path: Output file (``.yaml``).
         image: Container image of every step.
         platform: Kubernetes settings.
+        caching: ``False`` compiles every task with caching off.
 
     Returns:
         The path written.
@@ -236,5 +274,6 @@ def compile_pipeline(
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(build_pipeline(image=image, platform=platform), str(target))
+    pipeline = build_pipeline(image=image, platform=platform, caching=caching)
+    compiler.Compiler().compile(pipeline, str(target))
     return target

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sslmem.config import format_validation_error
 from sslmem.errors import ConfigError
+from sslmem.redaction import redact
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -39,6 +40,8 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _CPU = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
 _MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)?(E|P|T|G|M|K|Ei|Pi|Ti|Gi|Mi|Ki)?$")
+# Variables that hold credentials by name: they belong in a Secret, never in the plain env.
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|CREDENTIAL)", re.IGNORECASE)
 
 
 class _Model(BaseModel):
@@ -262,6 +265,15 @@ class PlatformConfig(_Model):
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         _check_env_names(list(value))
+        # Plain env values are written into the compiled spec: a credential there is public.
+        by_name = sorted(name for name in value if _SECRET_NAME.search(name))
+        in_uri = sorted(name for name, text in value.items() if redact(text) != text)
+        if by_name or in_uri:
+            raise ValueError(
+                f"credentials in plain env variables {sorted({*by_name, *in_uri})} would be "
+                "written into the pipeline spec; map them from a Kubernetes Secret (secrets:) "
+                "and keep user:password out of URIs"
+            )
         return value
 
     def profile(self, step: Step) -> TaskProfile:

@@ -16,6 +16,7 @@ from sslmem.errors import SSLMemError
 from sslmem.pipeline_params import PipelineParams
 from sslmem.pipelines.memorization import compile_pipeline
 from sslmem.pipelines.platform import PlatformConfig
+from sslmem.redaction import redact
 
 HEALTHZ_PATH = "/apis/v2beta1/healthz"
 
@@ -75,7 +76,48 @@ def _normalise_host(host: str) -> str:
             f"--host {host!r} is not an http(s) URL",
             "pass the KFP API endpoint, e.g. --host http://localhost:8080",
         )
+    if redact(text) != text:
+        raise SubmitError(
+            f"--host {redact(text)!r} carries credentials (user:password@)",
+            "remove them from the URL; pass the bearer token in SSLMEM_KFP_TOKEN or "
+            "--token-file FILE",
+        )
     return text
+
+
+def resolve_token(token: str | None, token_file: Path | None, env_token: str | None) -> str | None:
+    """The KFP bearer token: ``--token``, else ``--token-file``, else ``SSLMEM_KFP_TOKEN``.
+
+    ``--token`` puts the token in the shell history and the process list; the file or the
+    environment variable (e.g. from a Kubernetes Secret) do not.
+
+    Args:
+        token: The ``--token`` value.
+        token_file: A file holding the token (surrounding whitespace is stripped).
+        env_token: ``RuntimeSettings.kfp_token`` (``SSLMEM_KFP_TOKEN``), revealed.
+
+    Returns:
+        The token, or ``None`` for an unauthenticated server.
+
+    Raises:
+        SubmitError: ``token_file`` cannot be read or is empty.
+
+    """
+    if token:
+        return token
+    if token_file is not None:
+        try:
+            text = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise SubmitError(
+                f"cannot read the token file {token_file}: {reason}",
+                "pass a readable UTF-8 file holding the KFP bearer token",
+            ) from None  # the cause could quote the file's bytes
+        if not text:
+            raise SubmitError(f"the token file {token_file} is empty", "write the token into it")
+        return text
+    return env_token or None
 
 
 def check_host(host: str, *, token: str | None = None, bounds: RetryBounds | None = None) -> None:
@@ -104,7 +146,8 @@ def check_host(host: str, *, token: str | None = None, bounds: RetryBounds | Non
         except requests.RequestException as exc:
             last = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     raise SubmitError(
-        f"Kubeflow Pipelines at {host} is unreachable after {bounds.attempts} attempt(s) ({last})",
+        f"Kubeflow Pipelines at {host} is unreachable after {bounds.attempts} attempt(s) "
+        f"({redact(last)})",
         "check --host (the KFP API endpoint, e.g. kubectl port-forward -n kubeflow "
         "svc/ml-pipeline-ui 8080:80 and --host http://localhost:8080) and your network",
     )
@@ -154,7 +197,12 @@ def submit_pipeline(
 
     arguments = params.arguments()
     with tempfile.TemporaryDirectory(prefix="sslmem-submit-") as tmp:
-        package = compile_pipeline(Path(tmp) / "pipeline.yaml", image=image, platform=platform)
+        package = compile_pipeline(
+            Path(tmp) / "pipeline.yaml",
+            image=image,
+            platform=platform,
+            caching=enable_caching is not False,  # off in nested tasks too, not only top-level
+        )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             try:

@@ -53,6 +53,15 @@ class RuntimeSettings(BaseSettings):
     s3_region: str | None = None
     store_retries: int = Field(3, ge=0, le=10, description="Bounded retries on store errors.")
     mlflow_tracking_uri: str | None = None
+    mlflow_timeout_s: int = Field(
+        10, ge=1, le=3600, description="Seconds MLflow waits for an answer per HTTP request."
+    )
+    mlflow_max_retries: int = Field(
+        2, ge=0, le=10, description="Retries per MLflow HTTP request (bounded: see tracking)."
+    )
+    kfp_token: SecretStr | None = Field(
+        None, description="Bearer token for the Kubeflow Pipelines API (pipeline submit)."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

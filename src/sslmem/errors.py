@@ -6,18 +6,23 @@ Every error says what was wrong and how to fix it; adapters (CLI, components, se
 
 from __future__ import annotations
 
+from sslmem.redaction import redact
+
 
 class SSLMemError(Exception):
     """Base class for expected, user-facing errors.
 
     Args:
-        problem: What was wrong, naming the offending value.
-        fix: How to fix it (optional).
+        problem: What was wrong, naming the offending value (URI userinfo is redacted).
+        fix: How to fix it (optional; redacted too).
     """
 
     exit_code = 2
 
     def __init__(self, problem: str, fix: str | None = None) -> None:
+        # No credential in any error message: URI userinfo is redacted here, once.
+        problem = redact(problem)
+        fix = None if fix is None else redact(fix)
         self.problem = problem
         self.fix = fix
         super().__init__(problem if fix is None else f"{problem}\n  fix: {fix}")

@@ -15,8 +15,10 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from typing import TYPE_CHECKING
 
-from sslmem.config import RuntimeSettings
+if TYPE_CHECKING:
+    from sslmem.config import RuntimeSettings
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ def apply_process_settings(settings: RuntimeSettings | None = None) -> RuntimeSe
         The settings applied.
 
     """
+    from sslmem.config import RuntimeSettings
+
     settings = settings if settings is not None else RuntimeSettings()
     if settings.num_threads is not None:
         import torch

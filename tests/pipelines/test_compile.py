@@ -109,8 +109,58 @@ def test_platform_settings_reach_the_train_task(tmp_path: Path) -> None:
         ("minio-creds", "access-key", "SSLMEM_S3_ACCESS_KEY"),
         ("minio-creds", "access-key", "AWS_ACCESS_KEY_ID"),
     }
-    # Secret values never appear in the spec, only names and keys.
-    assert "password" not in path.read_text()
+
+
+#: Credentials the compiling process holds; none may end up in the compiled spec.
+_SECRET_ENV = {
+    "SSLMEM_MLFLOW_TRACKING_URI": "http://alice:tracking-pw-6e1f@mlflow.example:5000",
+    "MLFLOW_TRACKING_PASSWORD": "mlflow-pw-0b7c",
+    "MLFLOW_TRACKING_TOKEN": "mlflow-token-93d2",
+    "SSLMEM_S3_ACCESS_KEY": "s3-access-5a41",
+    "SSLMEM_S3_SECRET_KEY": "s3-secret-c08e",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-77f3",
+    "SSLMEM_KFP_TOKEN": "kfp-token-1d9a",
+}
+
+
+def test_credentials_of_the_compiling_process_never_reach_the_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in _SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(PLATFORM_YAML)
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "-o", str(out), "--platform", str(platform)]) == 0
+    text = out.read_text()
+    leaked = [name for name, value in _SECRET_ENV.items() if value in text]
+    leaked += ["tracking-pw"] if "tracking-pw" in text else []
+    assert not leaked, f"secret values of {leaked} are in the compiled pipeline"
+    # ... while the references to the Kubernetes Secrets that provide them are.
+    assert "mlflow-auth" in text and "minio-creds" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SSLMEM_MLFLOW_TRACKING_URI": "http://alice:hunter2-pw@mlflow:5000"}, "TRACKING_URI"),
+        ({"MLFLOW_TRACKING_PASSWORD": "hunter2-pw"}, "MLFLOW_TRACKING_PASSWORD"),
+        ({"SSLMEM_S3_SECRET_KEY": "hunter2-pw"}, "SSLMEM_S3_SECRET_KEY"),
+        ({"KFP_TOKEN": "hunter2-pw"}, "KFP_TOKEN"),
+    ],
+)
+def test_a_credential_in_the_plain_platform_env_is_refused_without_echoing_it(
+    tmp_path: Path, env: dict[str, str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Plain env values are written into the spec verbatim: a secret there would be public.
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(yaml.safe_dump({"env": env}))
+    out = tmp_path / "p.yaml"
+    assert main(["pipeline", "compile", "-o", str(out), "--platform", str(platform)]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "secrets:" in err
+    assert "hunter2" not in err
+    assert not out.exists()
 
 
 def test_default_platform_gives_training_a_gpu_and_others_none(tmp_path: Path) -> None:
@@ -140,12 +190,72 @@ def test_scoring_register_and_exit_tasks_are_never_cached(tmp_path: Path) -> Non
     assert cached("resolve-config") and cached("prepare-split")
     assert not cached("register-model") and not cached("score-memorization")
     assert not cached("finalize-run")
+    # The code identity is computed in every run, so it must never come from the cache.
+    assert not cached("identify-code")
     loop = pipeline_spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     assert loop["train-encoder"]["cachingOptions"]["enableCache"]
     assert "candidate_version" in body["score-memorization"]["inputs"]["parameters"]
     train_inputs = pipeline_spec["components"]["comp-train-encoder"]["inputDefinitions"]
     assert {"split_sha256", "recipe_json", "role", "seed"} <= set(train_inputs["parameters"])
     assert "split" in train_inputs["artifacts"]
+
+
+def _code_version_source(task: dict[str, Any]) -> Any:
+    return task["inputs"]["parameters"]["code_version"]
+
+
+def test_every_cached_step_is_keyed_on_the_code_version(tmp_path: Path) -> None:
+    pipeline_spec, _ = _load(compile_pipeline(tmp_path / "p.yaml"))
+    components = pipeline_spec["components"]
+    body = components["comp-exit-handler-1"]["dag"]["tasks"]
+    from_identify = {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "identify-code"}
+    }
+    for name in ("resolve-config", "prepare-split"):
+        assert _code_version_source(body[name]) == from_identify, name
+    # The per-role sub-pipelines get it from identify-code and hand it to every loop task.
+    for role_task in ("train-and-evaluate", "train-and-evaluate-2"):
+        assert _code_version_source(body[role_task]) == from_identify, role_task
+    loops = [c for c in components if c.startswith("comp-for-loop-")]
+    assert loops
+    for loop in loops:
+        tasks = components[loop]["dag"]["tasks"]
+        for name in ("train-encoder", "evaluate-encoder"):
+            assert _code_version_source(tasks[name]) == {
+                "componentInputParameter": "pipelinechannel--code_version"
+            }, (loop, name)
+
+    # Every cacheable task of the whole graph takes it (none was forgotten).
+    def tasks_of(component: dict[str, Any]) -> dict[str, Any]:
+        return component.get("dag", {}).get("tasks", {})
+
+    cacheable = [
+        name
+        for component in [pipeline_spec["root"], *components.values()]
+        for name, task in tasks_of(component).items()
+        if task.get("cachingOptions", {}).get("enableCache")
+        and "componentRef" in task
+        and "executorLabel" in components[task["componentRef"]["name"]]
+    ]
+    assert set(cacheable) == {
+        "resolve-config",
+        "prepare-split",
+        "train-encoder",
+        "evaluate-encoder",
+    }
+
+
+def test_an_image_pinned_by_digest_names_the_code(tmp_path: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    path = compile_pipeline(tmp_path / "p.yaml", image=f"reg.example/sslmem@{digest}")
+    pipeline_spec, _ = _load(path)
+    identify = _executor_for(pipeline_spec, "comp-identify-code")
+    container = pipeline_spec["deploymentSpec"]["executors"][identify]["container"]
+    assert {"name": "SSLMEM_IMAGE_DIGEST", "value": digest} in container["env"]
+    # A tag names no digest: the code version then rests on the installed sources alone.
+    default_spec, _ = _load(compile_pipeline(tmp_path / "d.yaml"))
+    default = default_spec["deploymentSpec"]["executors"][identify]["container"]
+    assert all(item["name"] != "SSLMEM_IMAGE_DIGEST" for item in default.get("env", []))
 
 
 @pytest.mark.parametrize(

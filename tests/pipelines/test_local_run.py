@@ -1,8 +1,9 @@
 """``sslmem run`` end to end: the real pipeline through KFP's local runner on a tiny config.
 
-Two runs share one output directory: the first succeeds; the second injects a failure past
+Three runs share one output directory: the first succeeds; the second injects a failure past
 validation (an unknown representation layer, found only when scoring) and must leave no version
-that looks scored, while reusing the cached split, encoders and evaluations.
+that looks scored, while reusing the cached split, encoders and evaluations; the third runs
+"other code" (another image digest, so another code version) and must reuse nothing.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def _version_tags(out: Path, name: str, version: str) -> dict[str, str]:
     return dict(_client(out).get_model_version(name, version).tags)
 
 
-def test_run_end_to_end_then_a_failing_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_run_end_to_end_then_a_failing_run_then_other_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_RUN_CONFIG)
@@ -80,7 +81,8 @@ def test_run_end_to_end_then_a_failing_run(
     printed = capsys.readouterr()
     assert "FAILED" in printed.out and "score-memorization" in printed.out
     assert f"models:/{MODEL}/2 (status failed)" in printed.out
-    assert "cached" in printed.err  # split, encoders and evaluations were reused
+    for task in ("prepare-split", "train-encoder", "evaluate-encoder"):
+        assert f"{task}: cached" in printed.err, task  # reused: same inputs, same code
     failed = _version_tags(out, MODEL, "2")
     assert failed[T.STATUS] == "failed" and "nope" in failed[T.FAILURE_REASON]
     assert T.VERDICT not in failed and T.sslmem_mean_key("candidate") not in failed
@@ -90,6 +92,16 @@ def test_run_end_to_end_then_a_failing_run(
     assert of_failed_run and all(v.tags[T.STATUS] != "scored" for v in of_failed_run)
     # The earlier version is untouched: re-running is safe.
     assert _version_tags(out, MODEL, "1")[T.STATUS] == "scored"
+
+    # ---- 3. the same inputs under other code: nothing trained by the older code is reused.
+    # (Another image digest is another code version, as a change of any source file is:
+    # tests/test_provenance.py shows that the source digest changes with one byte.)
+    monkeypatch.setenv("SSLMEM_IMAGE_DIGEST", "sha256:" + "c0de" * 16)
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "train-encoder: SUCCESS" in printed.err
+    assert ": cached" not in printed.err, printed.err
+    assert _version_tags(out, MODEL, "3")[T.STATUS] == "scored"
 
 
 def test_run_rejects_invalid_config_before_running(

@@ -38,7 +38,8 @@ def test_resolve_component_takes_every_shortcut() -> None:
     from sslmem.components import build_components
 
     inputs = set(build_components().resolve_config.component_spec.inputs)
-    assert inputs == {"config_yaml", *CONFIG_ALIASES}
+    # code_version is a cache-key input (sslmem.provenance), not a pipeline parameter.
+    assert inputs == {"config_yaml", "code_version", *CONFIG_ALIASES}
 
 
 def test_defaults_resolve_to_the_default_config() -> None:

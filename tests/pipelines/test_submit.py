@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -38,9 +39,17 @@ class _FakeKfp(BaseHTTPRequestHandler):
     """Just enough of the KFP v2beta1 API for ``create_run_from_pipeline_package``."""
 
     runs: ClassVar[list[dict[str, Any]]] = []
+    #: The Authorization header of every request ("" when absent).
+    authorizations: ClassVar[list[str]] = []
 
     def log_message(self, format: str, *args: Any) -> None:
         return
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok:
+            type(self).authorizations.append(self.headers.get("Authorization", ""))
+        return ok
 
     def _json(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -72,6 +81,7 @@ class _FakeKfp(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_kfp() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     _FakeKfp.runs = []
+    _FakeKfp.authorizations = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKfp)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -166,3 +176,61 @@ def test_submit_sends_the_compiled_pipeline_and_arguments(
     assert run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"reg.example/sslmem:9"}
+
+
+@pytest.mark.parametrize("source", ["env", "file", "flag"])
+def test_the_token_comes_from_the_environment_a_file_or_the_flag(
+    source: str,
+    fake_kfp: tuple[str, list[dict[str, Any]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host, runs = fake_kfp
+    monkeypatch.setenv("SSLMEM_KFP_TOKEN", "env-token-1")
+    extra: list[str] = []
+    if source == "file":
+        token_file = tmp_path / "token"
+        token_file.write_text("file-token-2\n")
+        extra = ["--token-file", str(token_file)]
+    elif source == "flag":
+        extra = ["--token", "flag-token-3"]
+    assert _submit(host, *extra) == 0, capsys.readouterr().err
+    expected = {"env": "env-token-1", "file": "file-token-2", "flag": "flag-token-3"}[source]
+    assert len(runs) == 1
+    assert set(_FakeKfp.authorizations) == {f"Bearer {expected}"}
+    out = capsys.readouterr()
+    assert expected not in out.out + out.err
+
+
+def test_an_unreadable_token_file_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-token"
+    assert _submit(f"http://127.0.0.1:{_closed_port()}", "--token-file", str(missing)) == 3
+    err = capsys.readouterr().err
+    assert "token file" in err and str(missing) in err and "unreachable" not in err
+
+
+def test_a_host_with_credentials_is_refused_without_echoing_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    host = f"http://admin:kfp-pw-3141@127.0.0.1:{_closed_port()}"
+    assert _submit(host) == 3
+    err = capsys.readouterr().err
+    assert "kfp-pw-3141" not in err
+    assert "http://***@127.0.0.1" in err and "SSLMEM_KFP_TOKEN" in err
+
+
+def test_no_cache_disables_caching_of_every_task(
+    fake_kfp: tuple[str, list[dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, runs = fake_kfp
+    assert _submit(host, "--no-cache") == 0, capsys.readouterr().err
+    spec = runs[0]["pipeline_spec"]["pipeline_spec"]
+    tasks = [
+        task
+        for component in [spec["root"], *spec["components"].values()]
+        for task in component.get("dag", {}).get("tasks", {}).values()
+    ]
+    assert tasks and not [t for t in tasks if t.get("cachingOptions", {}).get("enableCache")]

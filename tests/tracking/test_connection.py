@@ -1,5 +1,10 @@
+import contextlib
+import logging
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +104,91 @@ def test_every_entry_point_reports_an_unreachable_server(call: str, tmp_path: Pa
         else:
             load_registered_encoder("models:/enc@champion", cache_dir=tmp_path)
     assert time.monotonic() - started < 5
+
+
+# ---- a server that accepts connections but never answers; credentials in the URI
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[int]:
+    """A real TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+PASSWORD = "hunter2-b9f4e7"
+
+
+@pytest.mark.timeout(60)  # MLflow's old bounds (30 s x 4 tries) would take ~126 s
+def test_a_server_that_never_answers_fails_within_the_configured_timeout(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SSLMEM_MLFLOW_TIMEOUT_S", "1")
+    monkeypatch.setenv("SSLMEM_MLFLOW_MAX_RETRIES", "0")
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    caplog.set_level(logging.DEBUG)
+    with _silent_server() as port:
+        configure_mlflow(f"http://alice:{PASSWORD}@127.0.0.1:{port}")
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "1"
+        with pytest.raises(TrackingError) as info:
+            check_tracking_server()
+    message = str(info.value)
+    assert f"MLflow at http://127.0.0.1:{port} " in message  # names the server that hung
+    assert "did not answer within 1 s" in message
+    assert info.value.fix is not None and "SSLMEM_MLFLOW_TIMEOUT_S" in info.value.fix
+    assert PASSWORD not in message
+    assert not [r for r in caplog.records if PASSWORD in r.getMessage()]
+
+
+def test_credentials_leave_the_tracking_uri_for_mlflows_auth_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import mlflow
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    # Percent-encoded userinfo ("p@ss/word" written p%40ss%2Fword) is decoded for MLflow.
+    target = configure_mlflow("https://alice:p%40ss%2Fword@mlflow.example:5000/prefix")
+    assert target.tracking_uri == "https://mlflow.example:5000/prefix"
+    assert mlflow.get_tracking_uri() == "https://mlflow.example:5000/prefix"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss/word"
+
+
+def test_a_database_password_stays_in_the_uri_but_not_in_messages() -> None:
+    # SQLAlchemy needs it in the URI; messages show the redacted form.
+    target = configure_mlflow("postgresql://bob:db-secret-51@127.0.0.1:1/mlflow")
+    assert "db-secret-51" in target.tracking_uri
+    assert target.display_uri == "postgresql://***@127.0.0.1:1/mlflow"
+
+
+def test_explicit_timeout_settings_win_over_inherited_mlflow_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "120")
+    configure_mlflow("http://127.0.0.1:5000")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "120"  # kept: not set by sslmem
+    monkeypatch.setenv("SSLMEM_MLFLOW_TIMEOUT_S", "7")
+    configure_mlflow("http://127.0.0.1:5000")
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"

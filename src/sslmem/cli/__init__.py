@@ -1,23 +1,29 @@
 """The ``sslmem`` command line: one subcommand module per job, each a thin library adapter.
 
-Subcommands register themselves in :data:`COMMANDS` (name -> module path); each module exposes
-``add_arguments(parser)`` and ``run(args) -> int``. Expected errors (:class:`SSLMemError`) print
-the problem and the fix, and exit non-zero without a traceback.
+Subcommands register themselves in :data:`COMMANDS` (name -> module path, one-line help); each
+module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Adding a subcommand is one
+line here.
+
+Imports are lazy so that ``sslmem --help``, ``sslmem --version`` and argument errors answer at
+once: only the module of the subcommand named on the command line is imported, and a
+subcommand module imports torch, MLflow or kfp only inside ``run`` (``add_arguments`` builds the
+parser from the standard library alone). Expected errors (:class:`SSLMemError`) print the
+problem and the fix, and exit non-zero without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
 
 from sslmem import __version__
 from sslmem.errors import SSLMemError
-from sslmem.runtime import apply_process_settings
+from sslmem.redaction import redact_logging
 
-# Modules are imported lazily so `sslmem --help` and light commands stay fast.
 COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("sslmem.cli.split", "Split a dataset into S_S / S_C / S_I / S_E; write a manifest."),
     "score": (
@@ -46,8 +52,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with every available subcommand."""
+def _shipped(module_path: str) -> bool:
+    """Whether a subcommand's module exists in this build (found without importing it)."""
+    return importlib.util.find_spec(module_path) is not None
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand in ``argv``: its first non-option word (global options take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only ``command``'s module is imported and its arguments added.
+
+    Args:
+        command: The subcommand to build fully (``None``: none, e.g. for ``--help``).
+
+    """
     parser = argparse.ArgumentParser(
         prog="sslmem", description="Measure memorisation in self-supervised image encoders."
     )
@@ -55,27 +76,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_path, help_text) in COMMANDS.items():
-        try:
+        if not _shipped(module_path):
+            continue  # subcommand not shipped in this build
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
             module = importlib.import_module(module_path)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_path:
-                continue  # subcommand not shipped in this build
-            raise
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslmem`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(command_of(words)).parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact_logging()  # whatever a library logs, no URI credentials reach the terminal
     try:
+        # Deferred: it imports torch (via the config's augmentation spec), needed only now.
+        from sslmem.runtime import apply_process_settings
+
         apply_process_settings()  # process-wide, so here in the adapter, not the library
         code: int = args._run(args)
     except SSLMemError as exc:

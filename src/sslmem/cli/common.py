@@ -1,11 +1,16 @@
-"""Argument helpers shared by subcommands (parsing only; no logic)."""
+"""Argument helpers shared by subcommands (parsing only; no logic).
+
+Standard library only at import time: parsers are built without torch, MLflow or kfp.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sslmem.config import ExperimentConfig, load_experiment_config
+if TYPE_CHECKING:
+    from sslmem.config import ExperimentConfig
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +32,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
     """The validated experiment config from ``--config`` and ``--set``."""
+    from sslmem.config import load_experiment_config
+
     return load_experiment_config(args.config, list(args.overrides))
 
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from sslmem.atomic import atomic_write_bytes
-from sslmem.augment import AugmentationSpec
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
-from sslmem.config import RuntimeSettings
-from sslmem.data.datasets import available_datasets, load_dataset
-from sslmem.device import resolve_device
 from sslmem.errors import CheckpointError, DataError
+
+if TYPE_CHECKING:  # torch-importing modules load in run(), so --help stays light
+    from sslmem.augment import AugmentationSpec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", type=Path, required=True, metavar="CKPT")
     parser.add_argument(
         "--data",
-        choices=available_datasets(),
-        help="labelled dataset (default: the one the encoder was trained on, else data.dataset)",
+        help="labelled dataset, e.g. fashion-mnist (default: the one the encoder was trained on, "
+        "else data.dataset)",
     )
     parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
     parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
@@ -43,6 +42,8 @@ def _augmentation(
     raw = metadata.get("augmentation")
     if raw is None:
         return fallback, "config"
+    from sslmem.augment import AugmentationSpec
+
     try:
         return AugmentationSpec.model_validate(raw), "checkpoint"
     except ValidationError as exc:
@@ -58,6 +59,9 @@ def _write_json(path: Path, text: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print (and optionally write) the JSON result."""
     # Imported here so that building the parser (every sslmem command) stays light.
+    from sslmem.config import RuntimeSettings
+    from sslmem.data.datasets import load_dataset
+    from sslmem.device import resolve_device
     from sslmem.evaluation import evaluate_encoder
     from sslmem.models.checkpoint import load_checkpoint
 

@@ -4,8 +4,13 @@ Examples::
 
     sslmem pipeline compile -o memorization.yaml --image ghcr.io/org/sslmem:0.1.0 \\
         --platform deploy/platform.example.yaml
-    sslmem pipeline submit --host http://localhost:8080 --experiment sslmem \\
-        --config recipe.yaml --set training.epochs=200 --param candidate_seeds=[0,1,2]
+    SSLMEM_KFP_TOKEN=... sslmem pipeline submit --host http://localhost:8080 \\
+        --experiment sslmem --config recipe.yaml --set training.epochs=200 \\
+        --param candidate_seeds=[0,1,2]
+
+The bearer token comes from ``--token``, ``--token-file FILE`` or ``SSLMEM_KFP_TOKEN`` (first
+one given wins). ``--token`` leaves the token in the shell history and the process list:
+prefer the file or the variable.
 """
 
 from __future__ import annotations
@@ -50,7 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline parameter, e.g. --param epochs=5 (repeatable; wins over --config/--set)",
     )
     add_config_arguments(submit)
-    submit.add_argument("--token", help="bearer token for the KFP API")
+    token = submit.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        help="bearer token for the KFP API (lands in shell history: prefer --token-file or "
+        "SSLMEM_KFP_TOKEN)",
+    )
+    token.add_argument(
+        "--token-file", type=Path, help="file holding the bearer token (default: SSLMEM_KFP_TOKEN)"
+    )
     submit.add_argument("--namespace", help="Kubernetes namespace (multi-user KFP)")
     submit.add_argument("--run-name", help="run name")
     submit.add_argument(
@@ -111,15 +124,20 @@ def _submit(args: argparse.Namespace) -> int:
         print(json.dumps(params.arguments(), indent=2, sort_keys=True))
         return 0
 
-    from sslmem.pipelines.submit import RetryBounds, submit_pipeline
+    from sslmem.config import RuntimeSettings
+    from sslmem.pipelines.submit import RetryBounds, resolve_token, submit_pipeline
 
+    env_token = RuntimeSettings().kfp_token
+    token = resolve_token(
+        args.token, args.token_file, env_token.get_secret_value() if env_token else None
+    )
     submitted = submit_pipeline(
         params,
         host=args.host,
         experiment=args.experiment,
         image=args.image,
         platform=platform,
-        token=args.token,
+        token=token,
         namespace=args.namespace,
         run_name=args.run_name,
         enable_caching=False if args.no_cache else None,

@@ -21,17 +21,15 @@ import sys
 from pathlib import Path
 
 from sslmem.cli.common import add_config_arguments
-from sslmem.config import RECIPES_DIR
 
 DEFAULT_OUT = Path("sslmem-out")
 #: The embedded default recipe (bundled images, CPU budget; see docs/training.md).
-DEFAULT_RECIPE = RECIPES_DIR / "bundled-cpu.yaml"
+DEFAULT_RECIPE_NAME = "bundled-cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sslmem run``."""
     add_config_arguments(parser)
-    parser.set_defaults(config=DEFAULT_RECIPE if DEFAULT_RECIPE.is_file() else None)
     parser.epilog = (
         "Without --config the bundled CPU recipe (sslmem/recipes/bundled-cpu.yaml) is the base. "
         "--set reaches every pipeline parameter: config fields as section.field, the "
@@ -47,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-cache",
         action="store_true",
-        help="re-run every step (default: reuse the split, "
-        "encoders and evaluations of an identical earlier run)",
+        help="re-run every step (default: reuse the split, encoders and evaluations of an "
+        "earlier run with the same inputs and the same code version)",
     )
 
 
@@ -58,10 +56,15 @@ def _progress(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Validate, run the pipeline locally, print the summary and how to open MLflow."""
+    from sslmem.config import RECIPES_DIR
     from sslmem.pipeline_params import load_run_config
     from sslmem.pipelines.local import run_locally
 
-    params = load_run_config(args.config, list(args.overrides))
+    config = args.config
+    if config is None:  # the shipped recipe itself, never a local file of the same name
+        default = RECIPES_DIR / f"{DEFAULT_RECIPE_NAME}.yaml"
+        config = default if default.is_file() else None
+    params = load_run_config(config, list(args.overrides))
     device = args.device or os.environ.get("SSLMEM_DEVICE") or "cpu"
     print(f"running the memorisation pipeline locally into {args.out.resolve()} ...", flush=True)
     result = run_locally(

@@ -5,19 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
-from sslmem.config import RuntimeSettings
-from sslmem.data.datasets import load_dataset
-from sslmem.data.splits import load_manifest
-from sslmem.device import resolve_device
 from sslmem.errors import ConfigError
-from sslmem.memorization.layer_scoring import score_layers, write_layer_report
-from sslmem.memorization.layers import select_layers
-from sslmem.memorization.scoring import score_split, select_points, write_score_report
-from sslmem.models.checkpoint import load_checkpoint
-from sslmem.reporting import LAYERMEM_FILE, layermem_figure, write_score_figures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +64,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Load, score, write, print the verdict."""
+    # Imported here so that building the parser (every sslmem command) stays light.
+    from tqdm import tqdm
+
+    from sslmem.config import RuntimeSettings
+    from sslmem.data.datasets import load_dataset
+    from sslmem.data.splits import load_manifest
+    from sslmem.device import resolve_device
+    from sslmem.memorization.layer_scoring import score_layers, write_layer_report
+    from sslmem.memorization.layers import select_layers
+    from sslmem.memorization.scoring import score_split, select_points, write_score_report
+    from sslmem.models.checkpoint import load_checkpoint
+    from sslmem.reporting import LAYERMEM_FILE, layermem_figure, write_score_figures
+
     if args.grid_k < 1:
         raise ConfigError(f"--grid-k must be >= 1, got {args.grid_k}", "pass e.g. --grid-k 16")
     args.overrides = _overrides(args)

@@ -6,10 +6,6 @@ import argparse
 from pathlib import Path
 
 from sslmem.cli.common import add_config_arguments, experiment_config
-from sslmem.config import RuntimeSettings
-from sslmem.data.datasets import load_dataset
-from sslmem.data.splits import make_split
-from sslmem.data.store import write_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Make the split and write the manifest."""
+    # Imported here so that building the parser (every sslmem command) stays light.
+    from sslmem.config import RuntimeSettings
+    from sslmem.data.datasets import load_dataset
+    from sslmem.data.splits import make_split
+    from sslmem.data.store import write_bytes
+
     overrides = list(args.overrides)
     if args.data:
         overrides.append(f"data.dataset={args.data}")

@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
-from sslmem.config import RuntimeSettings
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -64,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so that building the parser (every sslmem command) stays light.
     import torch
 
+    from sslmem.config import RuntimeSettings
     from sslmem.data.datasets import load_dataset
     from sslmem.data.splits import SplitManifest
     from sslmem.data.store import read_bytes

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from sslmem.errors import ConfigError
 from sslmem.service.settings import ENV_PREFIX, ServiceSettings, read_secret_file
-from sslmem.tracking.connection import configure_from_settings
-from sslmem.tracking.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME, ensure_webhook
+from sslmem.service.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME
 
 _SECRET_ENV = f"{ENV_PREFIX}WEBHOOK_SECRET"
 
@@ -42,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Ensure the webhook; print what was done, never the secret."""
+    from sslmem.tracking.connection import configure_from_settings  # imports MLflow
+    from sslmem.tracking.webhooks import ensure_webhook
+
     if args.secret_file is not None:
         secret = read_secret_file(args.secret_file, "webhook secret")
     else:

@@ -34,6 +34,7 @@ from pydantic import SecretStr
 
 from sslmem.atomic import TMP_MARKER, atomic_write_bytes, atomic_writer
 from sslmem.errors import StoreError
+from sslmem.redaction import redact
 
 if TYPE_CHECKING:
     from sslmem.config import RuntimeSettings
@@ -55,6 +56,19 @@ _ENDPOINT_FIX = (
     "server is running and reachable from here"
 )
 _CREDENTIALS_FIX = "check SSLMEM_S3_ACCESS_KEY and SSLMEM_S3_SECRET_KEY and the user's permissions"
+_NO_USERINFO_FIX = (
+    "remove user:password@ from it; S3 credentials come from SSLMEM_S3_ACCESS_KEY and "
+    "SSLMEM_S3_SECRET_KEY (a Kubernetes Secret on a cluster)"
+)
+
+
+def _refuse_userinfo(what: str, uri: str) -> None:
+    """Credentials in a store URI or endpoint would reach tags and logs: refuse them."""
+    bare = "://" not in uri  # host:port
+    text = f"s3://{uri}" if bare else uri
+    if redact(text) != text:
+        shown = redact(text).removeprefix("s3://") if bare else redact(text)
+        raise StoreError(f"{what} {shown!r} carries credentials", _NO_USERINFO_FIX)
 
 
 def _validate_key(key: str) -> str:
@@ -234,6 +248,7 @@ def _tls_context() -> ssl.SSLContext:
 
 def _split_endpoint(endpoint: str, secure: bool) -> tuple[str, bool]:
     """Accept ``host:port`` or ``http(s)://host:port``; a scheme, if given, decides TLS."""
+    _refuse_userinfo("S3 endpoint", endpoint)
     if "://" not in endpoint:
         return endpoint.strip().rstrip("/"), secure
     parts = urlsplit(endpoint)
@@ -514,6 +529,7 @@ def _open_local(uri: str, settings: RuntimeSettings | None) -> ObjectStore:
 
 
 def _open_s3(uri: str, settings: RuntimeSettings | None) -> ObjectStore:
+    _refuse_userinfo("store URI", uri)
     parts = urlsplit(uri)
     if not parts.netloc:
         raise StoreError(f"S3 URI {uri!r} has no bucket", "write s3://bucket/prefix")

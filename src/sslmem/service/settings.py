@@ -31,7 +31,6 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from sslmem.config import format_validation_error
 from sslmem.errors import ConfigError
 
 __all__ = ["CONFIG_FILE_ENV", "ENV_PREFIX", "ServiceSettings", "read_secret_file"]
@@ -191,6 +190,8 @@ class ServiceSettings(BaseSettings):
         try:
             return cls(**overrides)
         except ValidationError as exc:
+            from sslmem.config import format_validation_error  # imports torch: only here
+
             source = f"{ENV_PREFIX}* environment" + (f" and {path}" if path else "")
             raise ConfigError(
                 format_validation_error(exc, source),

@@ -36,6 +36,15 @@ from typing import Any
 
 from pydantic import SecretStr
 
+#: The registry webhook's name (its identity for ``sslmem webhook ensure``) and events.
+DEFAULT_WEBHOOK_NAME = "sslmem-scoring"
+#: The registry events the scoring service acts on (sslmem.service.webhooks.EventKind).
+DEFAULT_EVENTS: tuple[str, ...] = (
+    "model_version.created",
+    "model_version_tag.set",
+    "model_version_alias.created",
+)
+
 __all__ = [
     "DELIVERY_ID_HEADER",
     "SIGNATURE_HEADER",

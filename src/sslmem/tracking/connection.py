@@ -8,7 +8,16 @@
 * :func:`check_tracking_server` fails fast, with bounded retries, when the server is down.
 
 MLflow reads ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``..._BACKOFF_FACTOR`` / ``..._BACKOFF_JITTER``
-/ ``..._TIMEOUT`` on every request, so the bounds apply to every client in the process.
+/ ``..._TIMEOUT`` on every request (``mlflow.utils.rest_utils.http_request``), so the bounds
+apply to every client in the process. They come from ``SSLMEM_MLFLOW_TIMEOUT_S`` and
+``SSLMEM_MLFLOW_MAX_RETRIES`` (:class:`~sslmem.config.RuntimeSettings`): a server that accepts
+connections but never answers costs at most about ``timeout * (max_retries + 1)`` seconds per
+call, then a :class:`~sslmem.errors.TrackingError` names it.
+
+Credentials never travel in the tracking URI: ``http(s)://user:password@host`` is split into
+the URI MLflow is given (``http(s)://host``) and ``MLFLOW_TRACKING_USERNAME`` /
+``MLFLOW_TRACKING_PASSWORD`` (MLflow's basic-auth variables), so no MLflow message, log line or
+run link can show them; messages name the server by :attr:`TrackingTarget.display_uri`.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any
 
 from sslmem.config import RuntimeSettings
 from sslmem.errors import SSLMemError, TrackingError
+from sslmem.redaction import redact, split_userinfo
 
 TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
@@ -41,7 +51,8 @@ class RetryPolicy:
     MLflow's own defaults (7 retries, backoff factor 2, 120 s timeout) keep a client waiting for
     minutes. Worst-case wall time of one call is about ``timeout * (max_retries + 1)`` plus the
     backoff sleeps ``backoff_factor * (0, 2, 4, ...)`` (+ jitter); a refused connection costs
-    only the sleeps.
+    only the sleeps. With the defaults (10 s, 2 retries) a server that accepts connections but
+    never answers fails a call in about 32 s (it took 126 s with 30 s and 3 retries).
 
     Attributes:
         max_retries: Retries per HTTP request (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``).
@@ -51,16 +62,21 @@ class RetryPolicy:
 
     """
 
-    max_retries: int = 3
+    max_retries: int = 2
     backoff_factor: int = 1
     backoff_jitter: float = 0.5
-    timeout: int = 30
+    timeout: int = 10
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.backoff_factor < 0 or self.backoff_jitter < 0:
             raise TrackingError(f"retry bounds must be >= 0, got {self}")
         if self.timeout < 1:
             raise TrackingError(f"timeout must be >= 1 s, got {self.timeout}")
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeSettings) -> RetryPolicy:
+        """The policy of ``SSLMEM_MLFLOW_TIMEOUT_S`` and ``SSLMEM_MLFLOW_MAX_RETRIES``."""
+        return cls(max_retries=settings.mlflow_max_retries, timeout=settings.mlflow_timeout_s)
 
     def env(self) -> dict[str, str]:
         """The MLflow environment variables that enforce this policy."""
@@ -87,6 +103,11 @@ class TrackingTarget:
     artifact_root: Path | None
 
     @property
+    def display_uri(self) -> str:
+        """The tracking URI for messages: any userinfo (a database password) redacted."""
+        return redact(self.tracking_uri)
+
+    @property
     def is_local(self) -> bool:
         """Whether the store is a local SQLite file (no server)."""
         return self.artifact_root is not None
@@ -109,9 +130,12 @@ def configure_mlflow(
             unset) selects the embedded default: ``sqlite:///<local_dir>/mlflow.db`` with the
             artifact root ``<local_dir>/artifacts``. For another ``sqlite:///`` URI the artifact
             root is ``<local_dir or the database's folder>/artifacts``.
+            An ``http(s)://user:password@host`` URI has its credentials moved to
+            ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
         local_dir: Directory of the embedded default (default ``./mlruns``, made absolute).
-        retry: HTTP retry bounds; ``None`` keeps values already set in the environment and fills
-            the rest from :class:`RetryPolicy` defaults.
+        retry: HTTP retry bounds; ``None`` takes ``SSLMEM_MLFLOW_TIMEOUT_S`` /
+            ``SSLMEM_MLFLOW_MAX_RETRIES`` when set, else keeps ``MLFLOW_HTTP_REQUEST_*`` values
+            already in the environment and fills the rest from the settings' defaults.
 
     Returns:
         The configured target.
@@ -122,11 +146,9 @@ def configure_mlflow(
     """
     global _target
     disable_mlflow_telemetry()
-    if retry is not None:
-        os.environ.update(retry.env())
-    else:
-        for key, value in RetryPolicy().env().items():
-            os.environ.setdefault(key, value)
+    _apply_retry_policy(retry)
+    if tracking_uri is not None and tracking_uri.lower().startswith(("http://", "https://")):
+        tracking_uri = _move_credentials_to_env(tracking_uri)
     artifact_root: Path | None = None
     if tracking_uri is None:
         root = Path(local_dir if local_dir is not None else "mlruns").expanduser().resolve()
@@ -158,6 +180,34 @@ def configure_mlflow(
     return _target
 
 
+def _apply_retry_policy(retry: RetryPolicy | None) -> None:
+    """Set MLflow's HTTP bounds: ``retry``, else the settings (explicit ones win)."""
+    if retry is not None:
+        os.environ.update(retry.env())
+        return
+    settings = RuntimeSettings()
+    env = RetryPolicy.from_settings(settings).env()
+    explicit = {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "mlflow_timeout_s" in settings.model_fields_set,
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "mlflow_max_retries" in settings.model_fields_set,
+    }
+    for key, value in env.items():
+        if explicit.get(key, False):
+            os.environ[key] = value
+        else:
+            os.environ.setdefault(key, value)
+
+
+def _move_credentials_to_env(uri: str) -> str:
+    """Strip ``user:password@`` off an HTTP tracking URI into MLflow's basic-auth variables."""
+    clean, user, password = split_userinfo(uri)
+    if user is not None:
+        os.environ["MLFLOW_TRACKING_USERNAME"] = user
+    if password is not None:
+        os.environ["MLFLOW_TRACKING_PASSWORD"] = password
+    return clean
+
+
 def configure_from_settings(settings: RuntimeSettings | None = None) -> TrackingTarget:
     """:func:`configure_mlflow` with ``SSLMEM_MLFLOW_TRACKING_URI`` (unset: local SQLite)."""
     settings = settings if settings is not None else RuntimeSettings()
@@ -177,6 +227,12 @@ def client() -> Any:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a read timeout: connected, but no answer."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "ReadTimeout" in text or "Read timed out" in text
 
 
 def _looks_unreachable(text: str) -> bool:
@@ -214,9 +270,18 @@ def tracking_errors(operation: str) -> Iterator[None]:
 
         if not isinstance(exc, (MlflowException, RequestException, OSError)):
             raise
-        uri = _target.tracking_uri if _target is not None else "<not configured>"
-        detail = str(getattr(exc, "message", None) or exc).strip().splitlines()
+        uri = _target.display_uri if _target is not None else "<not configured>"
+        detail = redact(str(getattr(exc, "message", None) or exc)).strip().splitlines()
         first = detail[0] if detail else type(exc).__name__
+        if _timed_out(exc):
+            timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "?")
+            retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+            raise TrackingError(
+                f"cannot {operation}: MLflow at {uri} accepted the connection but did not answer "
+                f"within {timeout} s ({retries} retries)",
+                "check that the server is healthy (not hung or overloaded); the wait per call is "
+                "bounded by SSLMEM_MLFLOW_TIMEOUT_S and SSLMEM_MLFLOW_MAX_RETRIES",
+            ) from exc
         if _looks_unreachable(str(exc)):
             raise TrackingError(
                 f"cannot {operation}: MLflow at {uri} is unreachable ({first[:300]})",
