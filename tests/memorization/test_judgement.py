@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from sslmem.augment import AugmentationSpec
-from sslmem.config import ScoringConfig
 from sslmem.errors import ConfigError, ScoringError
 from sslmem.memorization.judgement import (
     Judgement,
@@ -23,60 +20,8 @@ from sslmem.memorization.judgement import (
     judge,
     policy_from_tags,
 )
-from sslmem.memorization.scoring import ScoreSummary
-from sslmem.memorization.stats import summarize_scores
-
-DATASET = {
-    "name": "fashion-mnist",
-    "split": "train",
-    "num_samples": 600,
-    "content_sha256": "a" * 64,
-}
-
-
-def _summary(scores: np.ndarray, *, manifest: str = "m" * 64, **scoring: Any) -> ScoreSummary:
-    control = np.linspace(-0.05, 0.05, 10)
-    sets, tests, verdict = summarize_scores({"candidate": scores, "independent": control})
-    return ScoreSummary(
-        sets=sets,
-        welch_tests=tests,
-        verdict=verdict,
-        candidates=[],
-        references=[],
-        manifest_sha256=manifest,
-        dataset=DATASET,
-        augmentation=AugmentationSpec(),
-        scoring=ScoringConfig(**scoring),
-        normalization="raw",
-        sslmem_version="test",
-        torch_version="test",
-        device="cpu",
-        seconds=1.0,
-        points_per_second=1.0,
-    )
-
-
-def _version(
-    scores: list[float] | np.ndarray,
-    *,
-    version: str = "2",
-    indices: list[int] | np.ndarray | None = None,
-    knn: float | None = 0.80,
-    probe: float | None = 0.85,
-    manifest: str = "m" * 64,
-    **scoring: Any,
-) -> ScoredVersion:
-    values = np.asarray(scores, dtype=np.float64)
-    index = np.arange(values.size) if indices is None else np.asarray(indices)
-    columns = {"sample_index": index, "set": ["candidate"] * values.size, "sslmem_raw": values}
-    return ScoredVersion.from_scores(
-        version,
-        columns,
-        _summary(values, manifest=manifest, **scoring),
-        knn_accuracy=knn,
-        linear_probe_accuracy=probe,
-    )
-
+from tests.memorization.scored import make_summary as _summary
+from tests.memorization.scored import make_version as _version
 
 # Hand data: per-point differences 0.03, 0.02, 0.01, 0.04, 0.02 -> mean 0.024, sd 0.0114018,
 # t = 0.024 / (0.0114018 / sqrt 5) = 4.7068 with 4 df.

@@ -67,6 +67,7 @@ __all__ = [
     "compare_means",
     "judge",
     "policy_from_tags",
+    "verdict_state",
 ]
 
 #: The set whose scores are judged: the candidates S_C (only f trained on them).
@@ -215,7 +216,8 @@ class ScoringProtocol(BaseModel):
 COMPARED_FIELDS = ("dataset", "augmentation", "layer", "views", "mode", "distance")
 
 
-def _verdict_state(summary: ScoreSummary) -> str:
+def verdict_state(summary: ScoreSummary) -> str:
+    """The protocol verdict of a summary: ``passed``, ``failed`` or ``inconclusive``."""
     # Summaries with a three-state verdict carry ``outcome``; older ones only ``passed``.
     outcome = getattr(summary.verdict, "outcome", None)
     if isinstance(outcome, str):
@@ -309,7 +311,7 @@ class ScoredVersion:
         return cls(
             version=str(version),
             protocol=ScoringProtocol.from_summary(summary),
-            verdict=_verdict_state(summary),
+            verdict=verdict_state(summary),
             sample_index=index[order],
             sslmem=raw[order],
             knn_accuracy=knn_accuracy,
