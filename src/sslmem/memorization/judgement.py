@@ -172,7 +172,7 @@ def policy_from_tags(tags: Mapping[str, str], defaults: JudgementPolicy) -> Judg
 
 def _example(field: str) -> str:
     value = JudgementPolicy.model_fields[field].default
-    return "0.1" if value is None else repr(value)
+    return "0.1, or none for no budget" if value is None else repr(value)
 
 
 class ScoringProtocol(BaseModel):
