@@ -225,7 +225,7 @@ def verdict_state(summary: ScoreSummary) -> str:
     return "passed" if summary.verdict.passed else "failed"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
 class ScoredVersion:
     """One scored model version as the judgement needs it.
 
