@@ -1,0 +1,640 @@
+"""Judge a scored model version against the champion: memorisation *and* accuracy.
+
+Pure statistics on two score tables (the per-point ``scores.parquet`` columns ``sample_index``,
+``set``, ``sslmem_raw``) and their summaries; no I/O. The scoring service and the pipeline's
+judge step both call :func:`judge`.
+
+Why both memorisation and accuracy. Wang et al. (ICLR 2024, Sec. 5) show that memorisation in
+SSL *drives* downstream generalisation: removing the most memorised points hurts the linear
+probe more than removing random ones. More memorisation is therefore not a defect by itself --
+it is a cost (privacy exposure of the training points) that may buy accuracy. The policy
+follows from that:
+
+* **regression** -- mean SSLMem on S_C rose significantly (two-sided test, ``p < alpha``) by at
+  least ``min_delta`` *without* an accuracy gain of at least ``accuracy_gain`` (γ) on every
+  measured downstream accuracy (kNN and linear probe); or the candidate breaks an absolute
+  memorisation budget (mean SSLMem on S_C, or the fraction of S_C above ``threshold``) -- a
+  budget is a hard limit, broken whatever the champion or the accuracy.
+* **improvement** -- mean SSLMem on S_C fell significantly by at least ``min_delta`` and no
+  measured accuracy fell by more than γ (less exposure for the same quality).
+* **neutral** -- anything else, including more memorisation that bought an accuracy gain of
+  at least γ, less memorisation that cost more than γ, changes that are not significant or
+  smaller than ``min_delta``, and a fall whose accuracy cost cannot be judged (accuracies
+  missing).
+* **incomparable** -- no champion, or the two versions were scored under different protocols
+  (dataset, augmentation, layer, K views, alignment mode or distance): raw SSLMem is only
+  comparable on the same protocol (SSLMEM.md), so no Δ is computed and the differing fields
+  are named. A broken budget still makes it a regression.
+
+The test of Δ mean SSLMem(S_C) is a **paired t-test** when both versions scored the same
+candidate points (same dataset, identical S_C sample indices): each point's score under the
+two encoders is strongly correlated (atypical points are memorised by both), so pairing removes
+the between-point variance and detects shifts an unpaired test misses. Otherwise (another split)
+the points are different samples and **Welch's t-test** is used. The change of the fraction
+above ``threshold`` is tested with McNemar's exact test (paired) or a two-proportion z-test
+(unpaired), each with a Wald 95% CI; it is reported, while the budget on it acts in the outcome.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from scipy import stats as scipy_stats
+
+from sslmem.errors import ConfigError, ScoringError
+from sslmem.memorization.scoring import ScoreSummary
+
+__all__ = [
+    "POLICY_TAGS",
+    "POLICY_TAG_PREFIX",
+    "AccuracyComparison",
+    "FractionComparison",
+    "Judgement",
+    "JudgementOutcome",
+    "JudgementPolicy",
+    "MeanComparison",
+    "ScoredVersion",
+    "ScoringProtocol",
+    "compare_accuracy",
+    "compare_fractions",
+    "compare_means",
+    "judge",
+    "policy_from_tags",
+    "verdict_state",
+]
+
+#: The set whose scores are judged: the candidates S_C (only f trained on them).
+JUDGED_SET = "candidate"
+_Z95 = 1.959963984540054  # standard-normal 97.5% quantile (two-sided 95% CI)
+
+
+class JudgementOutcome(str, Enum):
+    """The judgement of a candidate version against the champion (also a metrics label)."""
+
+    REGRESSION = "regression"
+    IMPROVEMENT = "improvement"
+    NEUTRAL = "neutral"
+    INCOMPARABLE = "incomparable"
+
+
+class JudgementPolicy(BaseModel):
+    """Thresholds of the judgement; service-wide defaults, overridable per registered model.
+
+    Attributes:
+        alpha: Significance level of the Δ mean SSLMem(S_C) test (two-sided).
+        min_delta: Smallest |Δ mean SSLMem(S_C)| (raw units) that counts as a change.
+        accuracy_gain: γ, in accuracy units (``0.01`` = one point): the gain in every measured
+            accuracy that excuses more memorisation, and the largest loss an improvement may
+            cost.
+        threshold: A candidate point is "highly memorised" when its raw SSLMem exceeds this.
+        budget_mean: Upper bound on mean SSLMem(S_C) (``None``: no budget).
+        budget_fraction: Upper bound on the fraction of S_C above ``threshold`` (``None``: no
+            budget).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(0.01, gt=0, lt=1)
+    min_delta: float = Field(0.005, ge=0)
+    accuracy_gain: float = Field(0.01, ge=0, le=1)
+    threshold: float = 0.1
+    budget_mean: float | None = None
+    budget_fraction: float | None = Field(None, ge=0, le=1)
+
+
+POLICY_TAG_PREFIX = "sslmem.policy."
+#: Registered-model tag -> policy field (e.g. ``sslmem.policy.alpha`` -> ``alpha``).
+POLICY_TAGS: dict[str, str] = {
+    f"{POLICY_TAG_PREFIX}{name}": name for name in JudgementPolicy.model_fields
+}
+_NONE_VALUES = ("", "none", "off")
+
+
+def policy_from_tags(tags: Mapping[str, str], defaults: JudgementPolicy) -> JudgementPolicy:
+    """The policy of one registered model: ``defaults`` overridden by its ``sslmem.policy.*`` tags.
+
+    Other tags are ignored. A budget tag set to ``none`` (or ``off``, or empty) removes a
+    service-wide budget for this model.
+
+    Args:
+        tags: The registered model's tags.
+        defaults: The service-wide policy.
+
+    Returns:
+        The validated policy.
+
+    Raises:
+        ConfigError: An unknown ``sslmem.policy.*`` tag, or a value that is not a number or out
+            of range (the message names the tag and its value).
+    """
+    overrides: dict[str, Any] = {}
+    for tag, raw in tags.items():
+        if not tag.startswith(POLICY_TAG_PREFIX):
+            continue
+        field = POLICY_TAGS.get(tag)
+        if field is None:
+            raise ConfigError(
+                f"unknown judgement policy tag {tag!r} (value {raw!r})",
+                f"use one of: {', '.join(POLICY_TAGS)}",
+            )
+        text = str(raw).strip()
+        if field.startswith("budget_") and text.lower() in _NONE_VALUES:
+            overrides[field] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise ConfigError(
+                f"policy tag {tag} must be a finite number, got {raw!r}",
+                f"set the registered-model tag {tag} to e.g. {_example(field)}",
+            )
+        overrides[field] = value
+    try:
+        return JudgementPolicy.model_validate({**defaults.model_dump(), **overrides})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        tag = f"{POLICY_TAG_PREFIX}{field}"
+        raise ConfigError(
+            f"policy tag {tag} = {tags.get(tag)!r} is invalid: {first['msg']}",
+            f"set the registered-model tag {tag} to e.g. {_example(field)}",
+        ) from None
+
+
+def _example(field: str) -> str:
+    value = JudgementPolicy.model_fields[field].default
+    return "0.1, or none for no budget" if value is None else repr(value)
+
+
+class ScoringProtocol(BaseModel):
+    """What must be equal for two versions' raw SSLMem to be comparable.
+
+    Attributes:
+        dataset: The scored dataset (name, split, size, content hash) from the split manifest.
+        manifest_sha256: The split manifest (equal manifests: the same S_C points).
+        augmentation: The augmentation distribution ``Aug(x)`` as a JSON-like dict.
+        layer: The representation layer.
+        views: K (view pairs in pair mode, views in anchor mode).
+        mode: Alignment mode (``pair`` or ``anchor``).
+        distance: Representation distance.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: dict[str, Any]
+    manifest_sha256: str
+    augmentation: dict[str, Any]
+    layer: str
+    views: int
+    mode: str
+    distance: str
+
+    @classmethod
+    def from_summary(cls, summary: ScoreSummary) -> ScoringProtocol:
+        """The protocol a :class:`~sslmem.memorization.scoring.ScoreSummary` was scored under."""
+        return cls(
+            dataset=dict(summary.dataset),
+            manifest_sha256=summary.manifest_sha256,
+            augmentation=summary.augmentation.model_dump(mode="json"),
+            layer=summary.scoring.layer,
+            views=summary.scoring.views,
+            mode=summary.scoring.mode,
+            distance=summary.scoring.distance,
+        )
+
+
+#: Fields that must be equal (the manifest may differ: then the test is unpaired).
+COMPARED_FIELDS = ("dataset", "augmentation", "layer", "views", "mode", "distance")
+
+
+def verdict_state(summary: ScoreSummary) -> str:
+    """The protocol verdict of a summary: ``passed``, ``failed`` or ``inconclusive``."""
+    # Summaries with a three-state verdict carry ``outcome``; older ones only ``passed``.
+    outcome = getattr(summary.verdict, "outcome", None)
+    if isinstance(outcome, str):
+        return outcome
+    return "passed" if summary.verdict.passed else "failed"
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
+class ScoredVersion:
+    """One scored model version as the judgement needs it.
+
+    Attributes:
+        version: The model version (for messages), e.g. ``"7"``.
+        protocol: How it was scored.
+        verdict: Its protocol verdict (``passed``, ``failed`` or ``inconclusive``).
+        sample_index: ``int64 [n]`` dataset indices of its scored S_C points (unique).
+        sslmem: ``float64 [n]`` raw SSLMem of those points, aligned with ``sample_index``.
+        knn_accuracy: Downstream kNN top-1 accuracy in ``[0, 1]`` (``None``: not measured).
+        linear_probe_accuracy: Linear-probe top-1 accuracy in ``[0, 1]`` (``None``: not
+            measured).
+    """
+
+    version: str
+    protocol: ScoringProtocol
+    verdict: str
+    sample_index: npt.NDArray[np.int64]
+    sslmem: npt.NDArray[np.float64]
+    knn_accuracy: float | None = None
+    linear_probe_accuracy: float | None = None
+
+    @classmethod
+    def from_scores(
+        cls,
+        version: str,
+        columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]],
+        summary: ScoreSummary,
+        *,
+        knn_accuracy: float | None = None,
+        linear_probe_accuracy: float | None = None,
+    ) -> ScoredVersion:
+        """Build from the per-point score columns (``scores.parquet``) and the summary.
+
+        Args:
+            version: The model version.
+            columns: At least ``sample_index``, ``set`` and ``sslmem_raw``, equal lengths (e.g.
+                ``pyarrow.parquet.read_table(path).to_pydict()``); rows of other sets are
+                ignored.
+            summary: The version's score summary (protocol and verdict).
+            knn_accuracy: Downstream kNN accuracy, if measured.
+            linear_probe_accuracy: Linear-probe accuracy, if measured.
+
+        Raises:
+            ScoringError: Missing columns, unequal lengths, fewer than two S_C points, a
+                non-finite score or a repeated sample index.
+        """
+        missing = [c for c in ("sample_index", "set", "sslmem_raw") if c not in columns]
+        if missing:
+            raise ScoringError(
+                f"score table of version {version} lacks column(s) {', '.join(missing)}",
+                "pass the scores.parquet written by sslmem score",
+            )
+        index = np.asarray(columns["sample_index"])
+        sets = np.asarray(columns["set"]).astype(str)
+        raw = np.asarray(columns["sslmem_raw"], dtype=np.float64)
+        if not index.shape == sets.shape == raw.shape or index.ndim != 1:
+            raise ScoringError(
+                f"score table of version {version} has columns of unequal lengths "
+                f"({index.shape}, {sets.shape}, {raw.shape})",
+                "pass the scores.parquet written by sslmem score",
+            )
+        mask = sets == JUDGED_SET
+        index, raw = index[mask].astype(np.int64), raw[mask]
+        if index.size < 2:
+            raise ScoringError(
+                f"version {version} has {index.size} scored candidate point(s); the judgement "
+                "needs at least 2",
+                "score the 'candidate' set (S_C)",
+            )
+        if not np.isfinite(raw).all():
+            raise ScoringError(
+                f"version {version} has {int((~np.isfinite(raw)).sum())} non-finite SSLMem "
+                "score(s) on S_C",
+                "re-score the version",
+            )
+        if np.unique(index).size != index.size:
+            raise ScoringError(
+                f"version {version} scores some S_C sample indices more than once",
+                "re-score the version (each candidate point is scored once)",
+            )
+        order = np.argsort(index, kind="stable")
+        return cls(
+            version=str(version),
+            protocol=ScoringProtocol.from_summary(summary),
+            verdict=verdict_state(summary),
+            sample_index=index[order],
+            sslmem=raw[order],
+            knn_accuracy=knn_accuracy,
+            linear_probe_accuracy=linear_probe_accuracy,
+        )
+
+    def fraction_above(self, threshold: float) -> float:
+        """Fraction of S_C with raw SSLMem strictly above ``threshold``."""
+        return float((self.sslmem > threshold).mean())
+
+
+class MeanComparison(BaseModel):
+    """Δ mean SSLMem(S_C) = candidate − champion, and its two-sided test."""
+
+    model_config = ConfigDict(frozen=True)
+
+    test: Literal["paired_t", "welch_t"]
+    n_candidate: int
+    n_champion: int
+    candidate_mean: float
+    champion_mean: float
+    delta: float
+    ci95_low: float
+    ci95_high: float
+    t_statistic: float | None  # None: zero variance (t undefined)
+    df: float | None
+    p_value: float
+
+
+class FractionComparison(BaseModel):
+    """Δ fraction of S_C above the threshold = candidate − champion."""
+
+    model_config = ConfigDict(frozen=True)
+
+    test: Literal["mcnemar_exact", "two_proportion_z"]
+    threshold: float
+    candidate_fraction: float
+    champion_fraction: float
+    delta: float
+    ci95_low: float
+    ci95_high: float
+    p_value: float
+
+
+class AccuracyComparison(BaseModel):
+    """Downstream accuracies and their Δ (candidate − champion; ``None`` when unmeasured)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    knn_candidate: float | None
+    knn_champion: float | None
+    knn_delta: float | None
+    linear_probe_candidate: float | None
+    linear_probe_champion: float | None
+    linear_probe_delta: float | None
+    worst_delta: float | None  # min of the measured deltas (None: none measured on both)
+
+
+class Judgement(BaseModel):
+    """The judgement of a candidate version against the champion (JSON-serialisable).
+
+    Attributes:
+        outcome: See :class:`JudgementOutcome`.
+        regression: ``outcome == regression`` (the alerting indicator).
+        candidate_version: The judged version.
+        champion_version: The champion it was judged against (``None``: no champion).
+        policy: The policy applied.
+        candidate_verdict: The candidate's protocol verdict.
+        champion_verdict: The champion's protocol verdict.
+        candidate_mean: Mean raw SSLMem(S_C) of the candidate (budgets apply to it).
+        candidate_fraction_above: Fraction of the candidate's S_C above ``policy.threshold``.
+        differences: Protocol fields that differ (``incomparable``), as ``field: a vs b``.
+        paired: Whether the same S_C points were scored (paired tests).
+        mean: Δ mean SSLMem(S_C) and its test (``None`` when incomparable).
+        fraction: Δ fraction above the threshold and its test (``None`` when incomparable).
+        accuracy: Downstream accuracies (``None`` when incomparable).
+        budget_exceeded: Whether an absolute budget is broken.
+        reasons: Readable sentences explaining the outcome.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    outcome: JudgementOutcome
+    regression: bool
+    candidate_version: str
+    champion_version: str | None
+    policy: JudgementPolicy
+    candidate_verdict: str
+    champion_verdict: str | None
+    candidate_mean: float
+    candidate_fraction_above: float
+    differences: list[str]
+    paired: bool | None
+    mean: MeanComparison | None
+    fraction: FractionComparison | None
+    accuracy: AccuracyComparison | None
+    budget_exceeded: bool
+    reasons: list[str]
+
+
+def _differences(a: ScoringProtocol, b: ScoringProtocol) -> list[str]:
+    out = []
+    for field in COMPARED_FIELDS:
+        va, vb = getattr(a, field), getattr(b, field)
+        if va != vb:
+            if isinstance(va, dict) and isinstance(vb, dict):
+                keys = sorted(k for k in va.keys() | vb.keys() if va.get(k) != vb.get(k))
+                detail = ", ".join(f"{k} {va.get(k)!r} vs {vb.get(k)!r}" for k in keys)
+                out.append(f"{field}: {detail}")
+            else:
+                out.append(f"{field}: {va!r} vs {vb!r}")
+    return out
+
+
+def _same_points(a: ScoredVersion, b: ScoredVersion) -> bool:
+    return a.sample_index.shape == b.sample_index.shape and bool(
+        np.array_equal(a.sample_index, b.sample_index)
+    )
+
+
+def compare_means(candidate: ScoredVersion, champion: ScoredVersion) -> MeanComparison:
+    """Δ mean SSLMem(S_C), paired t-test on the same points, else Welch's t-test (two-sided)."""
+    x, y = candidate.sslmem, champion.sslmem
+    delta = float(x.mean() - y.mean())
+    if _same_points(candidate, champion):
+        diff = x - y  # both sorted by sample index: row i is the same point
+        n = diff.size
+        se = float(diff.std(ddof=1)) / math.sqrt(n)
+        df: float | None = float(n - 1)
+        test: Literal["paired_t", "welch_t"] = "paired_t"
+    else:
+        vx, vy = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
+        se = math.sqrt(vx + vy)
+        df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)) if se > 0 else None
+        test = "welch_t"
+    if se > 0 and df is not None:
+        t = delta / se
+        p = float(2 * scipy_stats.t.sf(abs(t), df))
+        half = float(scipy_stats.t.ppf(0.975, df)) * se
+        t_stat: float | None = t
+    else:  # every difference equal: a certain shift (or none)
+        p, half, t_stat = (1.0 if delta == 0 else 0.0), 0.0, None
+    return MeanComparison(
+        test=test,
+        n_candidate=int(x.size),
+        n_champion=int(y.size),
+        candidate_mean=float(x.mean()),
+        champion_mean=float(y.mean()),
+        delta=delta,
+        ci95_low=delta - half,
+        ci95_high=delta + half,
+        t_statistic=t_stat,
+        df=df,
+        p_value=min(max(p, 0.0), 1.0),
+    )
+
+
+def compare_fractions(
+    candidate: ScoredVersion, champion: ScoredVersion, threshold: float
+) -> FractionComparison:
+    """Δ fraction of S_C above ``threshold``: McNemar exact (paired) or two-proportion z-test."""
+    a, b = candidate.sslmem > threshold, champion.sslmem > threshold
+    p1, p2 = float(a.mean()), float(b.mean())
+    delta = p1 - p2
+    if _same_points(candidate, champion):
+        n = a.size
+        up, down = int((a & ~b).sum()), int((~a & b).sum())  # discordant pairs
+        p = float(scipy_stats.binomtest(up, up + down, 0.5).pvalue) if up + down else 1.0
+        var = ((up + down) / n - delta**2) / n
+        test: Literal["mcnemar_exact", "two_proportion_z"] = "mcnemar_exact"
+    else:
+        n1, n2 = a.size, b.size
+        pooled = (a.sum() + b.sum()) / (n1 + n2)
+        se0 = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+        p = float(2 * scipy_stats.norm.sf(abs(delta) / se0)) if se0 > 0 else 1.0
+        var = p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2
+        test = "two_proportion_z"
+    half = _Z95 * math.sqrt(max(var, 0.0))
+    return FractionComparison(
+        test=test,
+        threshold=threshold,
+        candidate_fraction=p1,
+        champion_fraction=p2,
+        delta=delta,
+        ci95_low=delta - half,
+        ci95_high=delta + half,
+        p_value=min(p, 1.0),
+    )
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def compare_accuracy(candidate: ScoredVersion, champion: ScoredVersion) -> AccuracyComparison:
+    """Δ kNN and Δ linear-probe accuracy; ``worst_delta`` is the smaller measured one."""
+    knn = _delta(candidate.knn_accuracy, champion.knn_accuracy)
+    probe = _delta(candidate.linear_probe_accuracy, champion.linear_probe_accuracy)
+    measured = [d for d in (knn, probe) if d is not None]
+    return AccuracyComparison(
+        knn_candidate=candidate.knn_accuracy,
+        knn_champion=champion.knn_accuracy,
+        knn_delta=knn,
+        linear_probe_candidate=candidate.linear_probe_accuracy,
+        linear_probe_champion=champion.linear_probe_accuracy,
+        linear_probe_delta=probe,
+        worst_delta=min(measured) if measured else None,
+    )
+
+
+def _budget_reasons(candidate: ScoredVersion, policy: JudgementPolicy) -> list[str]:
+    reasons = []
+    mean = float(candidate.sslmem.mean())
+    if policy.budget_mean is not None and mean > policy.budget_mean:
+        reasons.append(
+            f"budget exceeded: mean SSLMem(S_C) {mean:+.4f} > budget_mean {policy.budget_mean:g}"
+        )
+    frac = candidate.fraction_above(policy.threshold)
+    if policy.budget_fraction is not None and frac > policy.budget_fraction:
+        reasons.append(
+            f"budget exceeded: fraction of S_C above {policy.threshold:g} is {frac:.4f} > "
+            f"budget_fraction {policy.budget_fraction:g}"
+        )
+    return reasons
+
+
+def judge(
+    candidate: ScoredVersion, champion: ScoredVersion | None, policy: JudgementPolicy
+) -> Judgement:
+    """Judge ``candidate`` against ``champion`` under ``policy`` (see the module docstring).
+
+    Args:
+        candidate: The newly scored version.
+        champion: The version holding the champion alias (``None``: there is none).
+        policy: The thresholds (:func:`policy_from_tags` for a model's own).
+
+    Returns:
+        The judgement, with every number, the tests used and the reasons.
+    """
+    budget = _budget_reasons(candidate, policy)
+    base: dict[str, Any] = {
+        "candidate_version": candidate.version,
+        "champion_version": champion.version if champion else None,
+        "policy": policy,
+        "candidate_verdict": candidate.verdict,
+        "champion_verdict": champion.verdict if champion else None,
+        "candidate_mean": float(candidate.sslmem.mean()),
+        "candidate_fraction_above": candidate.fraction_above(policy.threshold),
+        "budget_exceeded": bool(budget),
+    }
+
+    def result(outcome: JudgementOutcome, reasons: list[str], **fields: Any) -> Judgement:
+        defaults: dict[str, Any] = {
+            "differences": [],
+            "paired": None,
+            "mean": None,
+            "fraction": None,
+        }
+        fields = defaults | {"accuracy": None} | fields
+        return Judgement(
+            outcome=outcome,
+            regression=outcome is JudgementOutcome.REGRESSION,
+            reasons=reasons,
+            **base,
+            **fields,
+        )
+
+    breach = JudgementOutcome.REGRESSION if budget else None
+    if champion is None:
+        note = "no champion version to compare with"
+        return result(breach or JudgementOutcome.INCOMPARABLE, [*budget, note])
+    differences = _differences(candidate.protocol, champion.protocol)
+    if differences:
+        note = (
+            f"scored under a different protocol than champion version {champion.version} "
+            f"(raw SSLMem is comparable only on the same protocol): {'; '.join(differences)}"
+        )
+        return result(
+            breach or JudgementOutcome.INCOMPARABLE, [*budget, note], differences=differences
+        )
+
+    mean = compare_means(candidate, champion)
+    fraction = compare_fractions(candidate, champion, policy.threshold)
+    accuracy = compare_accuracy(candidate, champion)
+    paired = mean.test == "paired_t"
+    how = (
+        "paired t-test on the same S_C points"
+        if paired
+        else "Welch t-test (the versions scored different S_C points)"
+    )
+    change = (
+        f"Δ mean SSLMem(S_C) = {mean.delta:+.4f} (95% CI [{mean.ci95_low:+.4f}, "
+        f"{mean.ci95_high:+.4f}], {how}, p = {mean.p_value:.2e})"
+    )
+    significant = mean.p_value < policy.alpha
+    up = significant and mean.delta >= policy.min_delta
+    down = significant and mean.delta <= -policy.min_delta
+    gamma, worst = policy.accuracy_gain, accuracy.worst_delta
+    acc = "accuracy not measured on both" if worst is None else f"worst Δ accuracy {worst:+.4f}"
+
+    if budget:
+        outcome, reasons = JudgementOutcome.REGRESSION, [*budget, change]
+    elif up and (worst is None or worst < gamma):
+        outcome = JudgementOutcome.REGRESSION
+        reasons = [f"memorisation up: {change}, without an accuracy gain of ≥ {gamma:g} ({acc})"]
+    elif up:
+        outcome = JudgementOutcome.NEUTRAL
+        reasons = [f"memorisation up: {change}, but every accuracy gained ≥ {gamma:g} ({acc})"]
+    elif down and worst is not None and worst >= -gamma:
+        outcome = JudgementOutcome.IMPROVEMENT
+        reasons = [f"memorisation down: {change}, no accuracy lost beyond {gamma:g} ({acc})"]
+    elif down:
+        outcome = JudgementOutcome.NEUTRAL
+        why = "cannot tell the accuracy cost" if worst is None else f"an accuracy cost > {gamma:g}"
+        reasons = [f"memorisation down: {change}, but {why} ({acc})"]
+    else:
+        outcome = JudgementOutcome.NEUTRAL
+        reasons = [
+            f"no memorisation change beyond the policy (p < {policy.alpha:g} and |Δ| ≥ "
+            f"{policy.min_delta:g}): {change}"
+        ]
+    reasons.append(
+        f"Δ fraction of S_C above {fraction.threshold:g} = {fraction.delta:+.4f} "
+        f"({fraction.test}, p = {fraction.p_value:.2e})"
+    )
+    return result(outcome, reasons, paired=paired, mean=mean, fraction=fraction, accuracy=accuracy)

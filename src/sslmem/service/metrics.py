@@ -1,0 +1,475 @@
+"""The Prometheus metrics of the scoring service (``GET /metrics``), prefix ``sslmem_``.
+
+Every metric lives in one dedicated :class:`~prometheus_client.CollectorRegistry` per
+:class:`ServiceMetrics` (never the process-global one), so tests and several apps in one process
+do not collide. Labels are low-cardinality by construction:
+
+* ``model`` -- a registered model name;
+* ``version`` and ``alias`` -- only for versions that :func:`label_eligibility` selects (the
+  versions holding an alias, and the latest few), so a model contributes a bounded number of
+  series however many versions it has; a version that loses eligibility loses its series;
+* small fixed enums: ``reason`` (:class:`FailureReason`), ``outcome`` (webhook deliveries,
+  :data:`WEBHOOK_OUTCOMES`; judgements, :class:`~sslmem.memorization.judgement.JudgementOutcome`),
+  ``verdict`` (:data:`VERDICT_STATES`), ``set`` (the protocol's sets), ``quantity``
+  (:data:`DELTA_QUANTITIES`). Never a sample id, a run id or free text.
+
+Per-version gauges are produced at scrape time from a small in-memory table
+(:class:`VersionRecord` per version) by a custom collector, so a scrape sees one consistent
+state and the bound on series holds by construction. The table is rebuilt from MLflow at
+start-up by the caller (:meth:`ServiceMetrics.rebuild`): this module never talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sslmem.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    ScoringError,
+    StoreError,
+    TrackingError,
+)
+from sslmem.memorization.judgement import Judgement, JudgementOutcome, verdict_state
+from sslmem.memorization.scoring import ScoreSummary
+
+__all__ = [
+    "DELTA_QUANTITIES",
+    "SCORING_BUCKETS",
+    "VERDICT_STATES",
+    "VERSION_LABELS",
+    "WEBHOOK_OUTCOMES",
+    "FailureReason",
+    "LabelPolicy",
+    "ServiceMetrics",
+    "VersionRecord",
+    "failure_reason",
+    "label_eligibility",
+]
+
+#: How a webhook delivery ended (the values of ``sslmem.service.webhooks.DeliveryOutcome``).
+WEBHOOK_OUTCOMES = (
+    "accepted",
+    "duplicate",
+    "forged",
+    "unsigned",
+    "unconfigured",
+    "stale",
+    "malformed",
+    "oversized",
+    "ignored",
+)
+#: States of a version's protocol verdict.
+VERDICT_STATES = ("passed", "failed", "inconclusive")
+#: What ``sslmem_version_champion_delta`` reports (candidate − champion).
+DELTA_QUANTITIES = (
+    "sslmem_mean",
+    "fraction_above_threshold",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+)
+#: Labels of every per-version gauge (some add one enum label).
+VERSION_LABELS = ("model", "version", "alias")
+#: Scoring takes seconds (tiny encoders on a GPU) to hours (ImageNet-scale S_C on a CPU).
+SCORING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
+
+
+class FailureReason(str, Enum):
+    """Why scoring a version failed (the ``reason`` label; also worth a version tag)."""
+
+    MISSING_PROVENANCE = "missing_provenance"
+    """The version lacks tags needed to score it (reference, split, augmentation, ...)."""
+    UNKNOWN_MODEL = "unknown_model"
+    """The version, its model or its reference version does not exist."""
+    INVALID_CHECKPOINT = "invalid_checkpoint"
+    """Corrupt, foreign or refused (pickled) weights."""
+    DATA = "data"
+    """The dataset or split manifest is missing or does not match."""
+    CONFIG = "config"
+    """A configuration value is invalid."""
+    SCORING = "scoring"
+    """Scoring refused the inputs (incompatible encoders, non-finite representations, ...)."""
+    TRACKING = "tracking"
+    """MLflow refused or did not answer."""
+    OBJECT_STORE = "object_store"
+    """The object store refused or did not answer."""
+    INTERNAL = "internal"
+    """Anything else (a bug: see the service log)."""
+
+
+_ERROR_REASONS: tuple[tuple[type[Exception], FailureReason], ...] = (
+    (CheckpointError, FailureReason.INVALID_CHECKPOINT),
+    (DataError, FailureReason.DATA),  # includes ManifestMismatchError
+    (ConfigError, FailureReason.CONFIG),
+    (ScoringError, FailureReason.SCORING),
+    (TrackingError, FailureReason.TRACKING),
+    (StoreError, FailureReason.OBJECT_STORE),
+)
+
+
+def failure_reason(error: BaseException) -> FailureReason:
+    """The :class:`FailureReason` of an exception raised while scoring a version.
+
+    ``missing_provenance`` and ``unknown_model`` are decided by the caller, which knows it
+    checked tags or looked a version up; everything that is not an
+    :class:`~sslmem.errors.SSLMemError` of a known kind is ``internal``.
+    """
+    for kind, reason in _ERROR_REASONS:
+        if isinstance(error, kind):
+            return reason
+    return FailureReason.INTERNAL
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    """Which versions of a model get ``version``/``alias`` labels.
+
+    Attributes:
+        latest: The newest this many versions (by version number) get labels.
+        aliases: Aliases that give a version labels (``None``: any alias). Other aliases are
+            ignored, so a version holding only those is labelled only if among the latest.
+        max_aliases: At most this many alias names per model (the first in sorted order),
+            bounding series even if a team creates aliases freely.
+    """
+
+    latest: int = 3
+    aliases: frozenset[str] | None = None
+    max_aliases: int = 5
+
+    def __post_init__(self) -> None:
+        if self.latest < 0 or self.max_aliases < 0:
+            raise ConfigError(
+                f"label policy needs latest >= 0 and max_aliases >= 0, got {self.latest} and "
+                f"{self.max_aliases}",
+                "use small non-negative limits, e.g. latest=3, max_aliases=5",
+            )
+
+
+def _version_number(version: str) -> int:
+    if not version.isdigit() or int(version) < 1:
+        raise ValueError(f"model version must be a positive integer string, got {version!r}")
+    return int(version)
+
+
+def label_eligibility(
+    versions: Mapping[str, Collection[str]], policy: LabelPolicy
+) -> dict[str, tuple[str, ...]]:
+    """Which versions get labels, and their ``alias`` label values.
+
+    Args:
+        versions: Every known version of one model -> the aliases it holds.
+        policy: The limits.
+
+    Returns:
+        ``{version: alias values}`` for each labelled version: one value per kept alias it
+        holds, or ``("",)`` for an unaliased version among the latest. A version both aliased
+        and among the latest appears once per alias (not also with ``""``).
+
+    Raises:
+        ValueError: A version is not a positive integer string.
+    """
+    ordered = sorted(versions, key=_version_number)
+    held = sorted(
+        {a for v in ordered for a in versions[v] if policy.aliases is None or a in policy.aliases}
+    )
+    kept = set(held[: policy.max_aliases])
+    latest = set(ordered[-policy.latest :]) if policy.latest else set()
+    out: dict[str, tuple[str, ...]] = {}
+    for version in ordered:
+        aliases = tuple(sorted(a for a in versions[version] if a in kept))
+        if aliases:
+            out[version] = aliases
+        elif version in latest:
+            out[version] = ("",)
+    return out
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """What the per-version gauges show for one model version.
+
+    Attributes:
+        model: Registered model name.
+        version: Version number (a string, as MLflow gives it).
+        aliases: Aliases the version holds.
+        summary: Its score summary (``None``: not scored yet -- no SSLMem gauges).
+        judgement: Its judgement against the champion (``None``: not judged).
+        knn_accuracy: Downstream kNN accuracy (``None``: take it from the judgement, if any).
+        linear_probe_accuracy: Linear-probe accuracy (likewise).
+    """
+
+    model: str
+    version: str
+    aliases: tuple[str, ...] = ()
+    summary: ScoreSummary | None = None
+    judgement: Judgement | None = None
+    knn_accuracy: float | None = None
+    linear_probe_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        _version_number(self.version)
+
+
+@dataclass
+class _Family:
+    name: str
+    help: str
+    extra: tuple[str, ...] = ()
+    samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+
+    def metric(self) -> Metric:
+        family = GaugeMetricFamily(self.name, self.help, labels=[*VERSION_LABELS, *self.extra])
+        for labels, value in self.samples:
+            family.add_metric(list(labels), value)
+        return family
+
+
+def _families() -> dict[str, _Family]:
+    families = [
+        _Family("sslmem_version_sslmem_mean", "Mean raw SSLMem of a scored set.", ("set",)),
+        _Family(
+            "sslmem_version_fraction_above_threshold",
+            "Fraction of S_C with raw SSLMem above the model's policy threshold.",
+        ),
+        _Family(
+            "sslmem_version_verdict",
+            "Protocol verdict of the version: 1 for its state, 0 for the others.",
+            ("verdict",),
+        ),
+        _Family("sslmem_version_knn_accuracy", "Downstream kNN top-1 accuracy (0-1)."),
+        _Family("sslmem_version_linear_probe_accuracy", "Linear-probe top-1 accuracy (0-1)."),
+        _Family(
+            "sslmem_version_champion_delta",
+            "Candidate minus champion of a quantity (present when comparable).",
+            ("quantity",),
+        ),
+        _Family(
+            "sslmem_version_judgement",
+            "Judgement against the champion: 1 for the outcome, 0 for the others.",
+            ("outcome",),
+        ),
+        _Family(
+            "sslmem_version_regression",
+            "1 if the version is judged a regression against the champion, else 0.",
+        ),
+    ]
+    return {f.name: f for f in families}
+
+
+def _record_samples(record: VersionRecord, alias: str, families: Mapping[str, _Family]) -> None:
+    base = (record.model, record.version, alias)
+
+    def add(name: str, value: float | None, *extra: str) -> None:
+        if value is not None:
+            families[name].samples.append(((*base, *extra), float(value)))
+
+    judgement = record.judgement
+    accuracy = judgement.accuracy if judgement else None
+    if record.summary is not None:
+        for set_name, stats in record.summary.sets.items():
+            add("sslmem_version_sslmem_mean", stats.mean, set_name)
+        state = verdict_state(record.summary)
+        for verdict in VERDICT_STATES:
+            add("sslmem_version_verdict", float(verdict == state), verdict)
+    knn = record.knn_accuracy
+    probe = record.linear_probe_accuracy
+    if accuracy is not None:
+        knn = knn if knn is not None else accuracy.knn_candidate
+        probe = probe if probe is not None else accuracy.linear_probe_candidate
+    add("sslmem_version_knn_accuracy", knn)
+    add("sslmem_version_linear_probe_accuracy", probe)
+    if judgement is None:
+        return
+    add("sslmem_version_fraction_above_threshold", judgement.candidate_fraction_above)
+    deltas = {
+        "sslmem_mean": judgement.mean.delta if judgement.mean else None,
+        "fraction_above_threshold": judgement.fraction.delta if judgement.fraction else None,
+        "knn_accuracy": accuracy.knn_delta if accuracy else None,
+        "linear_probe_accuracy": accuracy.linear_probe_delta if accuracy else None,
+    }
+    for quantity in DELTA_QUANTITIES:
+        add("sslmem_version_champion_delta", deltas[quantity], quantity)
+    for outcome in JudgementOutcome:
+        add("sslmem_version_judgement", float(outcome is judgement.outcome), outcome.value)
+    add("sslmem_version_regression", float(judgement.regression))
+
+
+class _VersionCollector(Collector):
+    """Per-version gauges, computed at scrape time from the owner's table."""
+
+    def __init__(self, owner: ServiceMetrics) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterable[Metric]:
+        return [family.metric() for family in _families().values()]
+
+    def collect(self) -> Iterable[Metric]:
+        families = _families()
+        for record, alias in self._owner.labelled():
+            _record_samples(record, alias, families)
+        return [family.metric() for family in families.values()]
+
+
+class ServiceMetrics:
+    """The service's metric catalogue in its own registry.
+
+    Args:
+        registry: Where to register (default: a new :class:`CollectorRegistry`).
+        labels: Which versions get ``version``/``alias`` labels.
+
+    Raises:
+        ValueError: (from the recording methods) an outcome, reason or version outside the
+            fixed enums -- a programming error that would otherwise add unbounded series.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, labels: LabelPolicy | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.label_policy = labels or LabelPolicy()
+        self._lock = threading.Lock()
+        self._versions: dict[str, dict[str, VersionRecord]] = {}
+        r = self.registry
+        self.scoring_duration = Histogram(
+            "sslmem_scoring_duration_seconds",
+            "Wall time of scoring one model version (load, score, record).",
+            buckets=SCORING_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "sslmem_queue_depth", "Versions waiting to be scored by this replica.", registry=r
+        )
+        self.versions_scored = Counter(
+            "sslmem_versions_scored", "Versions scored by this replica.", ["model"], registry=r
+        )
+        self.versions_failed = Counter(
+            "sslmem_versions_failed",
+            "Versions whose scoring failed, by reason.",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "sslmem_webhook_deliveries",
+            "MLflow webhook deliveries received, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # every outcome exported from the start (rate() works)
+            self.webhook_deliveries.labels(outcome=outcome)
+        self.last_success = Gauge(
+            "sslmem_last_success_timestamp_seconds",
+            "Unix time of the last version this replica scored successfully (0: none yet).",
+            registry=r,
+        )
+        r.register(_VersionCollector(self))
+
+    # -- service-wide --------------------------------------------------------------------------
+
+    def observe_scoring(self, seconds: float) -> None:
+        """Record the wall time of scoring one version."""
+        self.scoring_duration.observe(seconds)
+
+    def set_queue_depth(self, depth: int) -> None:
+        """Set the number of versions waiting to be scored."""
+        self.queue_depth.set(depth)
+
+    def version_scored(self, model: str, *, now: float | None = None) -> None:
+        """Count a successfully scored version and set the last-success time."""
+        self.versions_scored.labels(model=model).inc()
+        self.last_success.set(time.time() if now is None else now)
+
+    def version_failed(self, model: str, reason: FailureReason | str) -> None:
+        """Count a failed version under one :class:`FailureReason`."""
+        value = FailureReason(reason).value  # ValueError for a reason outside the enum
+        self.versions_failed.labels(model=model, reason=value).inc()
+
+    def webhook_delivery(self, outcome: str | Enum) -> None:
+        """Count a webhook delivery under one of :data:`WEBHOOK_OUTCOMES`."""
+        value = outcome.value if isinstance(outcome, Enum) else outcome
+        if value not in WEBHOOK_OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {value!r}; one of {WEBHOOK_OUTCOMES}")
+        self.webhook_deliveries.labels(outcome=value).inc()
+
+    # -- per version ---------------------------------------------------------------------------
+
+    def set_version(
+        self,
+        model: str,
+        version: str,
+        *,
+        summary: ScoreSummary | None,
+        judgement: Judgement | None = None,
+        aliases: Iterable[str] = (),
+        knn_accuracy: float | None = None,
+        linear_probe_accuracy: float | None = None,
+    ) -> None:
+        """Set (or replace) the per-version gauges of one version from its summary + judgement.
+
+        Whether they are exported depends on :func:`label_eligibility` over the model's known
+        versions; a version pushed out (a newer one arrived, an alias moved) loses its series.
+        """
+        record = VersionRecord(
+            model=model,
+            version=str(version),
+            aliases=tuple(sorted(set(aliases))),
+            summary=summary,
+            judgement=judgement,
+            knn_accuracy=knn_accuracy,
+            linear_probe_accuracy=linear_probe_accuracy,
+        )
+        with self._lock:
+            self._versions.setdefault(model, {})[record.version] = record
+
+    def set_aliases(self, model: str, aliases: Mapping[str, str]) -> None:
+        """Record where a model's aliases point now (``{alias: version}``), e.g. after a move.
+
+        Known versions take the aliases that point at them and lose the others; an alias
+        pointing at a version not yet known here gives no series until :meth:`set_version`.
+        """
+        with self._lock:
+            known = self._versions.get(model, {})
+            for version, record in known.items():
+                held = tuple(sorted(a for a, v in aliases.items() if str(v) == version))
+                known[version] = replace(record, aliases=held)
+
+    def forget_version(self, model: str, version: str) -> None:
+        """Drop a version (deleted from the registry); its series disappear."""
+        with self._lock:
+            self._versions.get(model, {}).pop(str(version), None)
+
+    def rebuild(self, records: Iterable[VersionRecord]) -> None:
+        """Replace every per-version gauge with ``records`` (e.g. read from MLflow at start-up).
+
+        Models and versions not in ``records`` lose their series.
+        """
+        table: dict[str, dict[str, VersionRecord]] = {}
+        for record in records:
+            table.setdefault(record.model, {})[record.version] = record
+        with self._lock:
+            self._versions = table
+
+    def labelled(self) -> Iterator[tuple[VersionRecord, str]]:
+        """``(record, alias label)`` of every exported series, under the label policy."""
+        with self._lock:
+            table = {model: dict(versions) for model, versions in self._versions.items()}
+        for model in sorted(table):
+            versions = table[model]
+            eligible = label_eligibility(
+                {v: r.aliases for v, r in versions.items()}, self.label_policy
+            )
+            for version, aliases in eligible.items():
+                for alias in aliases:
+                    yield versions[version], alias
+
+    def render(self) -> bytes:
+        """The text exposition of this registry (what ``GET /metrics`` returns)."""
+        return generate_latest(self.registry)
