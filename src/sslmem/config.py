@@ -55,6 +55,37 @@ class RuntimeSettings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (``values`` win over it).
+
+        Raises:
+            ConfigError: A variable holds an invalid value; the message names the variable
+                (``SSLMEM_NUM_THREADS``), never echoing a secret's value.
+
+        """
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(
+                _format_settings_error(exc, values),
+                "correct or unset the environment variables listed above "
+                "(docs/configuration.md lists them)",
+            ) from exc
+
+
+def _format_settings_error(error: ValidationError, explicit: dict[str, Any]) -> str:
+    """One line per bad setting, named as the environment variable that set it."""
+    lines = ["invalid runtime settings:"]
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "<root>"
+        info = RuntimeSettings.model_fields.get(field)
+        secret = info is not None and "SecretStr" in str(info.annotation)
+        prefix = RuntimeSettings.model_config.get("env_prefix", "")
+        name = field if field in explicit else f"{prefix}{field.upper()}"
+        got = "" if secret else f" (got {item.get('input')!r})"
+        lines.append(f"  {name}: {item['msg']}{got}")
+    return "\n".join(lines)
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -75,7 +106,7 @@ class SplitConfig(_Section):
     independent: float = Field(0.1, gt=0, lt=1)
     extra: float = Field(0.1, gt=0, lt=1)
     pool_size: int | None = Field(None, ge=4, description="Use a seeded subset of this size.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="Seed of the split (numpy SeedSequence: >= 0).")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -202,7 +233,16 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 f"override {item!r} is not of the form key=value",
                 "write e.g. --set scoring.views=8",
             )
-        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value {raw!r} is not valid YAML ({problem})",
+                "quote the value if it is a string (--set 'key=\"...\"'), or close its "
+                "brackets, e.g. --set scoring.sets=[candidate,extra]",
+            ) from exc
+        set_dotted(tree, key.strip(), value)
     return tree
 
 
@@ -237,6 +277,17 @@ def resolve_config_path(path: Path | str) -> Path:
     file = Path(path)
     if file.is_file():
         return file
+    if not str(path).strip():
+        raise ConfigError(
+            "the config path is empty",
+            f"pass a YAML file or one of the recipes: {', '.join(shipped_recipes())}",
+        )
+    if file.is_dir():
+        raise ConfigError(
+            f"config file {file} is a directory",
+            "pass the YAML file inside it (e.g. --config DIR/recipe.yaml) or a shipped recipe: "
+            f"{', '.join(shipped_recipes())}",
+        )
     recipe = RECIPES_DIR / f"{file.name.removesuffix('.yaml')}.yaml"
     if file.parent == Path(".") and recipe.is_file():
         return recipe
@@ -262,7 +313,14 @@ def load_raw_config(
     if path is not None:
         file = resolve_config_path(path)
         try:
-            loaded = yaml.safe_load(file.read_text()) or {}
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {file} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+                "save the file as UTF-8 (YAML files are UTF-8); is it the right file?",
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):

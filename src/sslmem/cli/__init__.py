@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from sslmem import __version__
 from sslmem.config import RuntimeSettings
-from sslmem.errors import SSLMemError
+from sslmem.errors import SSLMemError, out_of_memory_error
 from sslmem.runtime import keep_freed_memory_in_heap
 
 # Modules are imported lazily so `sslmem --help` and light commands stay fast.
@@ -60,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(command: str, exc: SSLMemError) -> int:
+    print(f"sslmem {command}: error: {exc.problem}", file=sys.stderr)
+    if exc.fix:
+        print(f"  fix: {exc.fix}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslmem`` console script."""
     parser = build_parser()
@@ -73,10 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_freed_memory_in_heap()  # process-wide, so here in the adapter, not the library
         code: int = args._run(args)
     except SSLMemError as exc:
-        print(f"sslmem {args.command}: error: {exc.problem}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return exc.exit_code
+        return _report(args.command, exc)
+    except (MemoryError, RuntimeError) as exc:
+        memory = out_of_memory_error(exc, args.command)
+        if memory is None:
+            raise
+        return _report(args.command, memory)
     except KeyboardInterrupt:
         print(f"sslmem {args.command}: interrupted", file=sys.stderr)
         return 130

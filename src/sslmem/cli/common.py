@@ -1,4 +1,8 @@
-"""Argument helpers shared by subcommands (parsing only; no logic)."""
+"""Argument helpers shared by subcommands (parsing only; no logic).
+
+Output checks live in the library (:mod:`sslmem.outputs`) so pipeline steps use them too;
+every subcommand that writes calls them on its destinations *before* its work.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,25 @@ from pathlib import Path
 from sslmem.config import ExperimentConfig, load_experiment_config
 
 
+def path_arg(text: str) -> Path:
+    """Argparse ``type`` for a local path; an empty string is an argument error, not ``.``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text).expanduser()
+
+
+def uri_arg(text: str) -> str:
+    """Argparse ``type`` for a path or ``s3://`` URI; an empty string is an argument error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path or URI, got an empty string")
+    return text
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and repeatable ``--set key=value`` overrides."""
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         help="experiment YAML file, or a shipped recipe by name (bundled-cpu, fashion-mnist)",
     )
     parser.add_argument(

@@ -16,23 +16,29 @@ from pydantic import ValidationError
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.augment import AugmentationSpec
-from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
+from sslmem.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    experiment_config,
+    path_arg,
+)
 from sslmem.config import RuntimeSettings
 from sslmem.data.datasets import available_datasets, load_dataset
 from sslmem.device import resolve_device
 from sslmem.errors import CheckpointError, DataError
+from sslmem.outputs import check_output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sslmem evaluate``."""
-    parser.add_argument("--encoder", type=Path, required=True, metavar="CKPT")
+    parser.add_argument("--encoder", type=path_arg, required=True, metavar="CKPT")
     parser.add_argument(
         "--data",
         choices=available_datasets(),
         help="labelled dataset (default: the one the encoder was trained on, else data.dataset)",
     )
-    parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
-    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--data-root", type=path_arg, help="local directory of the dataset")
+    parser.add_argument("--out", type=path_arg, help="also write the JSON result to this file")
     add_config_arguments(parser)
     add_device_argument(parser)
 
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from sslmem.models.checkpoint import load_checkpoint
 
     config = experiment_config(args)
+    if args.out is not None:
+        check_output_file(args.out, what="result file")
     loaded = load_checkpoint(args.encoder)
     metadata = loaded.metadata
     dataset_ref = metadata.get("dataset")
