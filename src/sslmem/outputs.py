@@ -33,6 +33,8 @@ def _describe_os_error(exc: OSError) -> str:
         return "read-only file system"
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
+    if exc.errno == errno.ENOENT:  # e.g. /proc: the directory exists but takes no new files
+        return "it takes no new files"
     return exc.strerror or str(exc)
 
 

@@ -56,7 +56,14 @@ class JsonlMetricsLogger:
         self.path = path
 
     def on_train_begin(self, history: Sequence[Mapping[str, float]]) -> None:
-        """Replace the file with the lines of the completed epochs (atomically)."""
+        """Replace the file with the lines of the completed epochs (atomically).
+
+        A new run only removes a stale file: nothing is created before the first epoch ends,
+        so a run that fails early leaves no output behind.
+        """
+        if not history:
+            self.path.unlink(missing_ok=True)
+            return
         text = "".join(_line(epoch, metrics) for epoch, metrics in enumerate(history))
         atomic_write_bytes(self.path, text.encode())
 
