@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -54,8 +55,12 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = _create_temporary(target, suffix)
+    mode = stat.S_IMODE(os.stat(tmp_name).st_mode)
     try:
         yield Path(tmp_name)
+        # Some writers replace the file they are given (safetensors writes 0600): restore the
+        # mode the umask gave the temporary file.
+        os.chmod(tmp_name, mode)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
