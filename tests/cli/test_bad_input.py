@@ -90,7 +90,7 @@ CASES = [
     Case(
         "env-device",
         [*TRAIN[:-2], "--epochs", "1", "--out", "run"],
-        r"unknown device 'gpu'.*\n.*fix: use 'auto', 'cpu'",
+        r"SSLMEM_DEVICE: unknown device 'gpu'.*\n.*fix: use 'auto', 'cpu'",
         env={"SSLMEM_DEVICE": "gpu"},
     ),
     # --- configuration: files and --set
@@ -183,12 +183,18 @@ CASES = [
     Case("train-lr-negative", [*TRAIN, "--lr", "-1", "--out", "run"], r"training\.lr: Input should be greater than 0"),
     Case("train-lr-text", [*TRAIN, "--lr", "fast", "--out", "run"], r"--lr: invalid float value"),
     Case("train-checkpoint-every-zero", [*TRAIN, "--checkpoint-every", "0", "--out", "run"], r"training\.checkpoint_every"),
-    Case("train-device", [*TRAIN[:-2], "--device", "tpu", "--epochs", "1", "--out", "run"], r"unknown device 'tpu'"),
+    Case("train-device", [*TRAIN[:-2], "--device", "tpu", "--epochs", "1", "--out", "run"], r"--device: unknown device 'tpu'"),
+    Case("evaluate-device", ["evaluate", "--encoder", "model.pt", "--device", "gpu0"], r"--device: unknown device 'gpu0'"),
     Case("train-out-empty", [*TRAIN, "--out", ""], r"--out: expected a path, got an empty string"),
     Case("train-out-file", [*TRAIN, "--out", "afile"], r"cannot write run directory afile: it is a regular file"),
     Case("train-out-under-file", [*TRAIN, "--out", "afile/run"], r"afile is a file, not a directory"),
     Case("train-resume-nothing", [*TRAIN, "--epochs", "1", "--batch-size", "8", "--resume", "--out", "adir"], r"resume checkpoint adir/resume\.pt does not exist"),
     Case("train-resume-dir", [*TRAIN, "--epochs", "1", "--batch-size", "8", "--resume", "--out", "oddrun"], r"resume checkpoint oddrun/resume\.pt is a directory"),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [Case("train-no-cuda", [*TRAIN[:-2], "--device", "cuda", "--out", "run"], r"--device: device 'cuda' requested but CUDA is not available")]
+    ),
     # --- sslmem evaluate
     Case("evaluate-missing", ["evaluate", "--encoder", "nothere.safetensors"], r"checkpoint nothere\.safetensors does not exist"),
     Case("evaluate-dir", ["evaluate", "--encoder", "adir"], r"checkpoint adir is a directory, not a checkpoint file"),

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sslmem.config import ExperimentConfig, load_experiment_config
+from sslmem.config import ExperimentConfig, RuntimeSettings, load_experiment_config
+from sslmem.errors import ConfigError
 
 
 def path_arg(text: str) -> Path:
@@ -51,3 +52,21 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` (default from SSLMEM_DEVICE, else auto)."""
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+
+
+def device_name(args: argparse.Namespace, settings: RuntimeSettings) -> str:
+    """``--device``, else ``SSLMEM_DEVICE``; a bad value is named as the flag or the variable.
+
+    Raises:
+        ConfigError: Unknown device, or CUDA requested where there is none.
+
+    """
+    from sslmem.device import resolve_device  # imports torch: only for commands that compute
+
+    name: str = args.device if args.device is not None else settings.device
+    try:
+        resolve_device(name)
+    except ConfigError as exc:
+        source = "--device" if args.device is not None else "SSLMEM_DEVICE"
+        raise ConfigError(f"{source}: {exc.problem}", exc.fix) from exc
+    return name

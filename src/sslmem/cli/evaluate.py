@@ -19,6 +19,7 @@ from sslmem.augment import AugmentationSpec
 from sslmem.cli.common import (
     add_config_arguments,
     add_device_argument,
+    device_name,
     experiment_config,
     path_arg,
 )
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     config = experiment_config(args)
     if args.out is not None:
         check_output_file(args.out, what="result file")
+    device = resolve_device(device_name(args, RuntimeSettings()))
     loaded = load_checkpoint(args.encoder)
     metadata = loaded.metadata
     dataset_ref = metadata.get("dataset")
@@ -86,7 +88,6 @@ def run(args: argparse.Namespace) -> int:
             "evaluate on a dataset like the one the encoder was trained on (--data)",
         )
     spec, spec_source = _augmentation(metadata, config.augmentation)
-    device = resolve_device(args.device or RuntimeSettings().device)
     result = evaluate_encoder(
         encoder, train, test, config=config.evaluation, augment_spec=spec, device=device
     )

@@ -19,6 +19,7 @@ import json
 from sslmem.cli.common import (
     add_config_arguments,
     add_device_argument,
+    device_name,
     experiment_config,
     path_arg,
     uri_arg,
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     check_compatible(config.training.method, config.model.arch)
     settings = RuntimeSettings()
     check_output_dir(args.out, what="run directory")  # before an hour of training, not after
+    device = device_name(args, settings)
     if settings.num_threads is not None:
         torch.set_num_threads(settings.num_threads)
     manifest = load_manifest(args.split, settings)
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         role=args.role,
         config=config,
         out_dir=args.out,
-        device=args.device or settings.device,
+        device=device,
         callbacks=[JsonlMetricsLogger(args.out / METRICS_FILE)] if is_main else [],
         resume=args.resume,
         progress=not args.no_progress,
