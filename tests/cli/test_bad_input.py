@@ -214,6 +214,10 @@ CASES = [
     Case("compile-out-dir", ["pipeline", "compile", "-o", "adir"], r"cannot write compiled pipeline adir: it is a directory"),
     Case("compile-out-under-file", ["pipeline", "compile", "-o", "afile/p.yaml"], r"afile is a file, not a directory"),
     Case("compile-platform-missing", ["pipeline", "compile", "-o", "p.yaml", "--platform", "nothere.yaml"], r"platform file nothere\.yaml does not exist"),
+    # --- sslmem run (and demo)
+    Case("run-out-file", ["run", "--out", "afile"], r"cannot write output directory afile: it is a regular file"),
+    Case("run-out-empty", ["run", "--out", ""], r"--out: expected a path"),
+    Case("run-bad-param", ["run", "--set", "pipeline.alpha=2"], r"alpha"),
     # --- the command line itself
     Case("no-command", [], r"the following arguments are required: COMMAND"),
     Case("unknown-command", ["scroe"], r"invalid choice: 'scroe'"),
@@ -288,6 +292,7 @@ UNWRITABLE = [
         ("train", [*TRAIN, "--epochs", "1", "--out", "{dir}/run"]),
         ("evaluate", ["evaluate", "--encoder", "nothere.safetensors", "--out", "{dir}/r.json"]),
         ("compile", ["pipeline", "compile", "-o", "{dir}/p.yaml"]),
+        ("run", ["run", "--out", "{dir}/out"]),
     ]
 ]
 
