@@ -88,7 +88,8 @@ def _format_settings_error(error: ValidationError, explicit: dict[str, Any]) -> 
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf passes "> 0" checks and then diverges training an hour later: refuse it here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -242,8 +243,23 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 "quote the value if it is a string (--set 'key=\"...\"'), or close its "
                 "brackets, e.g. --set scoring.sets=[candidate,extra]",
             ) from exc
+        _check_flow_keys(item, value)
         set_dotted(tree, key.strip(), value)
     return tree
+
+
+def _check_flow_keys(item: str, value: Any) -> None:
+    """Refuse ``{a:1}``: YAML reads it as the key ``"a:1"`` without a value (needs ``a: 1``)."""
+    if not isinstance(value, dict):
+        return
+    for key, inner in value.items():
+        if isinstance(key, str) and ":" in key and inner is None:
+            name, _, rest = key.partition(":")
+            raise ConfigError(
+                f"override {item!r}: YAML reads {key!r} as a key without a value",
+                f"put a space after the colon: {{{name}: {rest}}}",
+            )
+        _check_flow_keys(item, inner)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -181,6 +181,8 @@ CASES = [
     Case("train-batch-zero", [*TRAIN, "--batch-size", "0", "--out", "run"], r"training\.batch_size"),
     Case("train-batch-too-big", [*TRAIN, "--batch-size", "4096", "--epochs", "1", "--out", "run"], r"fewer than training\.batch_size 4096"),
     Case("train-lr-negative", [*TRAIN, "--lr", "-1", "--out", "run"], r"training\.lr: Input should be greater than 0"),
+    Case("train-lr-inf", [*TRAIN, "--set", "training.lr=inf", "--out", "run"], r"training\.lr: Input should be a finite number"),
+    Case("train-kwargs-no-space", [*TRAIN, "--set", "training.method_kwargs={momentum_start:0.9}", "--out", "run"], r"YAML reads 'momentum_start:0\.9' as a key without a value\n.*\{momentum_start: 0\.9\}"),
     Case("train-lr-text", [*TRAIN, "--lr", "fast", "--out", "run"], r"--lr: invalid float value"),
     Case("train-checkpoint-every-zero", [*TRAIN, "--checkpoint-every", "0", "--out", "run"], r"training\.checkpoint_every"),
     Case("train-device", [*TRAIN[:-2], "--device", "tpu", "--epochs", "1", "--out", "run"], r"--device: unknown device 'tpu'"),
