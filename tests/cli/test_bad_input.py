@@ -380,3 +380,53 @@ def test_the_sslmem_process_exits_non_zero_without_a_traceback(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and says in done.stderr
     assert not (scratch / "m.json").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU out-of-memory path)")
+def test_running_out_of_gpu_memory_says_what_to_reduce(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        *TRAIN[:-2], "--device", "cuda", "--epochs", "1", "--batch-size", "8", "--no-progress",
+        "--set", "model.arch_kwargs={widths: [4, 8]}",
+        "--set", "augmentation.output_size=10000000",
+        "--out", "run",
+    ]  # fmt: skip
+    case = Case("cuda-oom", argv, r"error: out of GPU memory: .*\n.*--batch-size")
+    before = _listing(scratch)
+    code = _run(argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+@pytest.mark.parametrize(
+    ("exc", "command", "problem", "fix"),
+    [
+        (MemoryError(), "evaluate", r"^out of CPU memory: MemoryError$", "feature_batch_size"),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 ..."),
+            "score",
+            r"^out of GPU memory: CUDA out of memory\. Tried to allocate 20\.00 GiB",
+            "scoring.chunk_size",
+        ),
+        (
+            RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried "
+                         "to allocate 3221225472 bytes. Error code 12"),
+            "train",
+            r"^out of CPU memory: an allocation of 3\.0 GiB failed$",
+            "--batch-size",
+        ),
+        (RuntimeError("shape mismatch"), "train", None, None),
+        (ValueError("can't allocate memory"), "train", None, None),
+    ],
+)  # fmt: skip
+def test_out_of_memory_errors_are_recognised_and_name_what_to_reduce(
+    exc: BaseException, command: str, problem: str | None, fix: str | None
+) -> None:
+    from sslmem.errors import out_of_memory_error
+
+    error = out_of_memory_error(exc, command)
+    if problem is None:
+        assert error is None
+        return
+    assert error is not None and re.search(problem, error.problem)
+    assert error.fix is not None and fix is not None and fix in error.fix
