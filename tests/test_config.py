@@ -59,3 +59,38 @@ def test_runtime_settings_have_no_secret_defaults(monkeypatch: pytest.MonkeyPatc
         monkeypatch.delenv(name, raising=False)
     settings = RuntimeSettings()
     assert settings.s3_access_key is None and settings.s3_secret_key is None
+
+
+def test_a_bad_environment_variable_is_named_as_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SSLMEM_NUM_THREADS", "two")
+    monkeypatch.setenv("SSLMEM_S3_SECURE", "perhaps")
+    with pytest.raises(ConfigError) as info:
+        RuntimeSettings()
+    message = str(info.value)
+    assert "SSLMEM_NUM_THREADS" in message and "'two'" in message
+    assert "SSLMEM_S3_SECURE" in message and "'perhaps'" in message
+    assert "num_threads" not in message  # the field name means nothing to the user
+    # A value passed in code (not from the environment) is named as the field.
+    monkeypatch.delenv("SSLMEM_NUM_THREADS")
+    monkeypatch.delenv("SSLMEM_S3_SECURE")
+    with pytest.raises(ConfigError, match=r"  num_threads: .*greater than or equal to 1"):
+        RuntimeSettings(num_threads=0)
+
+
+def test_malformed_yaml_in_set_and_undecodable_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"override 'scoring\.sets=\[candidate,'.*not valid YAML"):
+        parse_overrides(["scoring.sets=[candidate,"])
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("scoring:\n  layer: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml is not UTF-8 text"):
+        load_experiment_config(latin1)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_experiment_config(tmp_path)
+
+
+def test_split_seed_must_be_non_negative() -> None:
+    with pytest.raises(ConfigError, match=r"split\.seed"):
+        load_experiment_config(None, ["split.seed=-1"])
+    assert load_experiment_config(None, ["split.seed=0"]).split.seed == 0

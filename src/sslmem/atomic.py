@@ -4,19 +4,41 @@ The one mechanism behind every file the project writes (checkpoints, resume file
 figures, evaluation JSON, the local object store): write a temporary file next to the target,
 fsync it, ``os.replace`` it into place; on any error remove the temporary file and leave the
 target untouched.
+
+Files get the mode an ordinary ``open(path, "w")`` would give (``0o666`` less the umask, so
+``0o644`` under the common umask 022): other users and pods sharing a volume can read the
+results unless the umask says otherwise. (``tempfile.mkstemp`` would make every file ``0o600``.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 #: Part of every temporary file's name, so listings can skip writes in progress.
 TMP_MARKER = ".sslmem-tmp-"
+
+
+def _create_temporary(target: Path, suffix: str) -> str:
+    """Create a new, empty, uniquely named file next to ``target``; return its name.
+
+    ``O_CREAT | O_EXCL`` with mode ``0o666``: the kernel applies the umask (and default ACLs),
+    exactly as for a file created by ``open``; the exclusive flag makes the name ours alone.
+    """
+    for _ in range(100):
+        name = str(target.parent / f".{target.name}{TMP_MARKER}{secrets.token_hex(6)}{suffix}")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits collide ~never
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(f"no free temporary name next to {target}")  # pragma: no cover
 
 
 @contextlib.contextmanager
@@ -32,12 +54,13 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}{TMP_MARKER}", suffix=suffix
-    )
-    os.close(fd)
+    tmp_name = _create_temporary(target, suffix)
+    mode = stat.S_IMODE(os.stat(tmp_name).st_mode)
     try:
         yield Path(tmp_name)
+        # Some writers replace the file they are given (safetensors writes 0600): restore the
+        # mode the umask gave the temporary file.
+        os.chmod(tmp_name, mode)
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)

@@ -64,9 +64,41 @@ class RuntimeSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    def __init__(self, **values: Any) -> None:
+        """Read the environment (``values`` win over it).
+
+        Raises:
+            ConfigError: A variable holds an invalid value; the message names the variable
+                (``SSLMEM_NUM_THREADS``), never echoing a secret's value.
+
+        """
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(
+                _format_settings_error(exc, values),
+                "correct or unset the environment variables listed above "
+                "(docs/configuration.md lists them)",
+            ) from exc
+
+
+def _format_settings_error(error: ValidationError, explicit: dict[str, Any]) -> str:
+    """One line per bad setting, named as the environment variable that set it."""
+    lines = ["invalid runtime settings:"]
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "<root>"
+        info = RuntimeSettings.model_fields.get(field)
+        secret = info is not None and "SecretStr" in str(info.annotation)
+        prefix = RuntimeSettings.model_config.get("env_prefix", "")
+        name = field if field in explicit else f"{prefix}{field.upper()}"
+        got = "" if secret else f" (got {item.get('input')!r})"
+        lines.append(f"  {name}: {item['msg']}{got}")
+    return "\n".join(lines)
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf passes "> 0" checks and then diverges training an hour later: refuse it here.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -84,7 +116,7 @@ class SplitConfig(_Section):
     independent: float = Field(0.1, gt=0, lt=1)
     extra: float = Field(0.1, gt=0, lt=1)
     pool_size: int | None = Field(None, ge=4, description="Use a seeded subset of this size.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="Seed of the split (numpy SeedSequence: >= 0).")
 
     @model_validator(mode="after")
     def _fractions_sum_to_one(self) -> SplitConfig:
@@ -211,8 +243,32 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
                 f"override {item!r} is not of the form key=value",
                 "write e.g. --set scoring.views=8",
             )
-        set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw != "" else "")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ConfigError(
+                f"override {item!r}: the value {raw!r} is not valid YAML ({problem})",
+                "quote the value if it is a string (--set 'key=\"...\"'), or close its "
+                "brackets, e.g. --set scoring.sets=[candidate,extra]",
+            ) from exc
+        _check_flow_keys(item, value)
+        set_dotted(tree, key.strip(), value)
     return tree
+
+
+def _check_flow_keys(item: str, value: Any) -> None:
+    """Refuse ``{a:1}``: YAML reads it as the key ``"a:1"`` without a value (needs ``a: 1``)."""
+    if not isinstance(value, dict):
+        return
+    for key, inner in value.items():
+        if isinstance(key, str) and ":" in key and inner is None:
+            name, _, rest = key.partition(":")
+            raise ConfigError(
+                f"override {item!r}: YAML reads {key!r} as a key without a value",
+                f"put a space after the colon: {{{name}: {rest}}}",
+            )
+        _check_flow_keys(item, inner)
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -246,6 +302,17 @@ def resolve_config_path(path: Path | str) -> Path:
     file = Path(path)
     if file.is_file():
         return file
+    if not str(path).strip():
+        raise ConfigError(
+            "the config path is empty",
+            f"pass a YAML file or one of the recipes: {', '.join(shipped_recipes())}",
+        )
+    if file.is_dir():
+        raise ConfigError(
+            f"config file {file} is a directory",
+            "pass the YAML file inside it (e.g. --config DIR/recipe.yaml) or a shipped recipe: "
+            f"{', '.join(shipped_recipes())}",
+        )
     recipe = RECIPES_DIR / f"{file.name.removesuffix('.yaml')}.yaml"
     if file.parent == Path(".") and recipe.is_file():
         return recipe
@@ -271,7 +338,14 @@ def load_raw_config(
     if path is not None:
         file = resolve_config_path(path)
         try:
-            loaded = yaml.safe_load(file.read_text()) or {}
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"config file {file} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+                "save the file as UTF-8 (YAML files are UTF-8); is it the right file?",
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc.strerror or exc}") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {file} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):

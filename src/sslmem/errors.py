@@ -6,6 +6,9 @@ Every error says what was wrong and how to fix it; adapters (CLI, components, se
 
 from __future__ import annotations
 
+import re
+import sys
+
 from sslmem.redaction import redact
 
 
@@ -58,3 +61,56 @@ class TrainingError(SSLMemError):
 
 class TrackingError(SSLMemError):
     """MLflow (tracking server or model registry) is unreachable or refused a request."""
+
+
+class OutputError(SSLMemError):
+    """An output path cannot be written (checked before the work that produces it)."""
+
+
+class ResourceError(SSLMemError):
+    """The machine ran out of a resource (memory) the computation needs."""
+
+
+#: What each command can reduce when it runs out of memory (key: the CLI subcommand).
+_MEMORY_FIXES = {
+    "train": "lower --batch-size (or raise training.grad_accum_steps to keep the batch), "
+    "augmentation.output_size or the model size",
+    "score": "lower scoring.chunk_size (points per forward) or --views",
+    "evaluate": "lower evaluation.feature_batch_size, evaluation.knn_batch_size or "
+    "evaluation.probe_batch_size",
+}
+
+
+def out_of_memory_error(exc: BaseException, command: str) -> ResourceError | None:
+    """A :class:`ResourceError` saying what to reduce, if ``exc`` means memory ran out.
+
+    Recognises Python's ``MemoryError``, ``torch.OutOfMemoryError`` (CUDA) and the
+    ``RuntimeError`` torch's CPU allocator raises. torch is not imported here: if it was never
+    imported, no torch error can have occurred.
+
+    Args:
+        exc: The exception that ended the command.
+        command: The subcommand (``"train"``, ``"score"``, ...), to name what to reduce.
+
+    Returns:
+        The error to report, or ``None`` if ``exc`` is not about memory.
+
+    """
+    torch = sys.modules.get("torch")
+    oom_type = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    cuda = oom_type is not None and isinstance(exc, oom_type)
+    cpu = isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    if not (cuda or cpu or isinstance(exc, MemoryError)):
+        return None
+    where = "GPU" if cuda else "CPU"
+    text = str(exc).strip()
+    asked = re.search(r"allocate (\d+) bytes", text)  # torch's CPU allocator
+    if asked is not None:
+        first_line = f"an allocation of {int(asked.group(1)) / 2**30:.1f} GiB failed"
+    else:
+        first_line = text.splitlines()[0] if text else type(exc).__name__
+    reduce = _MEMORY_FIXES.get(command, "reduce the batch or chunk sizes of the recipe")
+    return ResourceError(
+        f"out of {where} memory: {first_line}",
+        f"{reduce}; or run on a machine with more memory",
+    )

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from sslmem import __version__
-from sslmem.errors import SSLMemError
+from sslmem.errors import SSLMemError, out_of_memory_error
 from sslmem.redaction import redact_logging
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -86,6 +86,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _report(command: str, exc: SSLMemError) -> int:
+    print(f"sslmem {command}: error: {exc.problem}", file=sys.stderr)
+    if exc.fix:
+        print(f"  fix: {exc.fix}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslmem`` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
@@ -102,10 +109,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_process_settings()  # process-wide, so here in the adapter, not the library
         code: int = args._run(args)
     except SSLMemError as exc:
-        print(f"sslmem {args.command}: error: {exc.problem}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return exc.exit_code
+        return _report(args.command, exc)
+    except (MemoryError, RuntimeError) as exc:
+        memory = out_of_memory_error(exc, args.command)
+        if memory is None:
+            raise
+        return _report(args.command, memory)
     except KeyboardInterrupt:
         print(f"sslmem {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,6 +1,8 @@
 """Argument helpers shared by subcommands (parsing only; no logic).
 
 Standard library only at import time: parsers are built without torch, MLflow or kfp.
+Output checks live in the library (:mod:`sslmem.outputs`) so pipeline steps use them too;
+every subcommand that writes calls them on its destinations *before* its work.
 """
 
 from __future__ import annotations
@@ -9,15 +11,31 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sslmem.errors import ConfigError
+
 if TYPE_CHECKING:
-    from sslmem.config import ExperimentConfig
+    from sslmem.config import ExperimentConfig, RuntimeSettings
+
+
+def path_arg(text: str) -> Path:
+    """Argparse ``type`` for a local path; an empty string is an argument error, not ``.``."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return Path(text).expanduser()
+
+
+def uri_arg(text: str) -> str:
+    """Argparse ``type`` for a path or ``s3://`` URI; an empty string is an argument error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path or URI, got an empty string")
+    return text
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config FILE`` and repeatable ``--set key=value`` overrides."""
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         help="experiment YAML file, or a shipped recipe by name (bundled-cpu, fashion-mnist)",
     )
     parser.add_argument(
@@ -40,3 +58,21 @@ def experiment_config(args: argparse.Namespace) -> ExperimentConfig:
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` (default from SSLMEM_DEVICE, else auto)."""
     parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+
+
+def device_name(args: argparse.Namespace, settings: RuntimeSettings) -> str:
+    """``--device``, else ``SSLMEM_DEVICE``; a bad value is named as the flag or the variable.
+
+    Raises:
+        ConfigError: Unknown device, or CUDA requested where there is none.
+
+    """
+    from sslmem.device import resolve_device  # imports torch: only for commands that compute
+
+    name: str = args.device if args.device is not None else settings.device
+    try:
+        resolve_device(name)
+    except ConfigError as exc:
+        source = "--device" if args.device is not None else "SSLMEM_DEVICE"
+        raise ConfigError(f"{source}: {exc.problem}", exc.fix) from exc
+    return name

@@ -15,8 +15,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from sslmem.atomic import atomic_write_bytes
-from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
-from sslmem.errors import CheckpointError, DataError
+from sslmem.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    device_name,
+    experiment_config,
+    path_arg,
+)
+from sslmem.errors import CheckpointError, ConfigError, DataError
+from sslmem.outputs import check_output_file
 
 if TYPE_CHECKING:  # torch-importing modules load in run(), so --help stays light
     from sslmem.augment import AugmentationSpec
@@ -24,14 +31,14 @@ if TYPE_CHECKING:  # torch-importing modules load in run(), so --help stays ligh
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sslmem evaluate``."""
-    parser.add_argument("--encoder", type=Path, required=True, metavar="CKPT")
+    parser.add_argument("--encoder", type=path_arg, required=True, metavar="CKPT")
     parser.add_argument(
         "--data",
         help="labelled dataset, e.g. fashion-mnist (default: the one the encoder was trained on, "
         "else data.dataset)",
     )
-    parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
-    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
+    parser.add_argument("--data-root", type=path_arg, help="local directory of the dataset")
+    parser.add_argument("--out", type=path_arg, help="also write the JSON result to this file")
     add_config_arguments(parser)
     add_device_argument(parser)
 
@@ -60,12 +67,20 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print (and optionally write) the JSON result."""
     # Imported here so that building the parser (every sslmem command) stays light.
     from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import load_dataset
+    from sslmem.data.datasets import available_datasets, load_dataset
     from sslmem.device import resolve_device
     from sslmem.evaluation import evaluate_encoder
     from sslmem.models.checkpoint import load_checkpoint
 
+    if args.data is not None and args.data not in available_datasets():
+        raise ConfigError(
+            f"--data: unknown dataset {args.data!r}",
+            f"choose one of {', '.join(available_datasets())}",
+        )
     config = experiment_config(args)
+    if args.out is not None:
+        check_output_file(args.out, what="result file")
+    device = resolve_device(device_name(args, RuntimeSettings()))
     loaded = load_checkpoint(args.encoder)
     metadata = loaded.metadata
     dataset_ref = metadata.get("dataset")
@@ -82,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
             "evaluate on a dataset like the one the encoder was trained on (--data)",
         )
     spec, spec_source = _augmentation(metadata, config.augmentation)
-    device = resolve_device(args.device or RuntimeSettings().device)
     result = evaluate_encoder(
         encoder, train, test, config=config.evaluation, augment_spec=spec, device=device
     )

@@ -92,9 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from sslmem.outputs import check_output_file
     from sslmem.pipelines.memorization import compile_pipeline
     from sslmem.pipelines.platform import load_platform_config
 
+    check_output_file(args.output, what="compiled pipeline")
     platform = load_platform_config(args.platform)
     path = compile_pipeline(args.output, image=args.image, platform=platform)
     print(f"wrote {path} (image {args.image})")

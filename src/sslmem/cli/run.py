@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from sslmem.cli.common import add_config_arguments
+from sslmem.cli.common import add_config_arguments, path_arg
 
 DEFAULT_OUT = Path("sslmem-out")
 #: The embedded default recipe (bundled images, CPU budget; see docs/training.md).
@@ -37,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mlflow_experiment, model_name, reference_model_name)."
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT})"
+        "--out",
+        type=path_arg,
+        default=DEFAULT_OUT,
+        help=f"output directory (default ./{DEFAULT_OUT})",
     )
     parser.add_argument(
         "--device", default=None, help="device of the tasks (default SSLMEM_DEVICE, else cpu)"
@@ -57,6 +60,7 @@ def _progress(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Validate, run the pipeline locally, print the summary and how to open MLflow."""
     from sslmem.config import RECIPES_DIR
+    from sslmem.outputs import check_output_dir
     from sslmem.pipeline_params import load_run_config
     from sslmem.pipelines.local import run_locally
 
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         default = RECIPES_DIR / f"{DEFAULT_RECIPE_NAME}.yaml"
         config = default if default.is_file() else None
     params = load_run_config(config, list(args.overrides))
+    check_output_dir(args.out)  # before the pipeline starts
     device = args.device or os.environ.get("SSLMEM_DEVICE") or "cpu"
     print(f"running the memorisation pipeline locally into {args.out.resolve()} ...", flush=True)
     result = run_locally(

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from sslmem.cli.common import add_config_arguments, experiment_config
+from sslmem.cli.common import add_config_arguments, experiment_config, path_arg, uri_arg
+from sslmem.outputs import check_output_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sslmem split``."""
     add_config_arguments(parser)
     parser.add_argument("--data", help="dataset name (overrides data.dataset)")
-    parser.add_argument("--data-root", type=Path, help="local dataset directory")
+    parser.add_argument("--data-root", type=path_arg, help="local dataset directory")
     parser.add_argument("--seed", type=int, help="split seed (overrides split.seed)")
     parser.add_argument("--pool-size", type=int, help="use a seeded subset of this size")
     parser.add_argument(
-        "--out", required=True, help="manifest destination: a path or s3://bucket/key"
+        "--out", type=uri_arg, required=True, help="manifest destination: a path or s3://bucket/key"
     )
 
 
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"split.pool_size={args.pool_size}")
     args.overrides = overrides
     config = experiment_config(args)
+    check_output_uri(args.out, what="manifest")
     dataset = load_dataset(
         config.data.dataset, split="train", root=args.data_root or config.data.root
     )

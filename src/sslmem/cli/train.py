@@ -15,9 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
+from sslmem.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    device_name,
+    experiment_config,
+    path_arg,
+    uri_arg,
+)
+from sslmem.outputs import check_output_dir
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -35,7 +42,9 @@ _FLAG_FIELDS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sslmem train``."""
-    parser.add_argument("--split", required=True, help="split manifest (path or s3:// URI)")
+    parser.add_argument(
+        "--split", type=uri_arg, required=True, help="split manifest (path or s3:// URI)"
+    )
     parser.add_argument("--role", required=True, choices=["candidate", "reference"])
     parser.add_argument(
         "--method", help="SSL method: simclr, byol, simsiam, dino, mae (training.method)"
@@ -48,12 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help="base learning rate (training.lr)")
     parser.add_argument("--seed", type=int, help="training seed (training.seed)")
     parser.add_argument("--checkpoint-every", type=int, help="resume file every N epochs")
-    parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
+    parser.add_argument("--data-root", type=path_arg, help="local directory of the dataset")
     parser.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its resume file"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--out", type=path_arg, required=True, help="run directory")
     add_config_arguments(parser)
     add_device_argument(parser)
 
@@ -65,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sslmem.config import RuntimeSettings
     from sslmem.data.datasets import load_dataset
-    from sslmem.data.splits import SplitManifest
-    from sslmem.data.store import read_bytes
+    from sslmem.data.splits import load_manifest
     from sslmem.models.registry import get_backbone_spec
     from sslmem.training import JsonlMetricsLogger, train_encoder
     from sslmem.training.distributed import context_from_env
@@ -82,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
     get_backbone_spec(config.model.arch)
     check_compatible(config.training.method, config.model.arch)
     settings = RuntimeSettings()
+    check_output_dir(args.out, what="run directory")  # before an hour of training, not after
+    device = device_name(args, settings)
     if settings.num_threads is not None:
         torch.set_num_threads(settings.num_threads)
-    manifest = SplitManifest.from_json(read_bytes(args.split, settings))
+    manifest = load_manifest(args.split, settings)
     dataset = load_dataset(
         manifest.dataset.name,
         split="test" if manifest.dataset.split == "test" else "train",
@@ -97,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         role=args.role,
         config=config,
         out_dir=args.out,
-        device=args.device or settings.device,
+        device=device,
         callbacks=[JsonlMetricsLogger(args.out / METRICS_FILE)] if is_main else [],
         resume=args.resume,
         progress=not args.no_progress,

@@ -17,12 +17,12 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.config import RuntimeSettings, SplitConfig
 from sslmem.data.datasets import ImageDataset
-from sslmem.errors import ConfigError, DataError, ManifestMismatchError
+from sslmem.errors import ConfigError, DataError, ManifestMismatchError, StoreError
 
 SetName = Literal["shared", "candidate", "independent", "extra"]
 Role = Literal["candidate", "reference"]
@@ -94,6 +94,8 @@ class SplitManifest(_ManifestBody):
     """
 
     manifest_sha256: str
+    # Where the manifest was read from (a path or URI), for messages; not part of the content.
+    _source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check(self) -> SplitManifest:
@@ -103,7 +105,7 @@ class SplitManifest(_ManifestBody):
             raise ManifestMismatchError(
                 f"split manifest hash mismatch: recorded {self.manifest_sha256}, content hashes "
                 f"to {actual}; the manifest was edited or corrupted",
-                "re-create the split with make_split instead of editing the manifest",
+                _recreate_fix(None, " instead of editing it"),
             )
         _check_indices(self)
         return self
@@ -113,27 +115,45 @@ class SplitManifest(_ManifestBody):
         return _canonical_json(self.model_dump(mode="json"))
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> SplitManifest:
+    def from_json(cls, data: bytes | str, *, source: str | None = None) -> SplitManifest:
         """Parse and verify a manifest written by :meth:`to_json`.
+
+        Args:
+            data: The manifest's JSON.
+            source: Where it was read from (path or URI); named in errors and remembered for
+                later ones (:meth:`verify_against`).
 
         Raises:
             ManifestMismatchError: The hash does not match the content (tampered manifest).
             DataError: The bytes are not a valid manifest.
 
         """
+        name = _name(source)
         try:
             payload = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"split manifest is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise DataError("split manifest must be a JSON object")
-        try:
-            return cls.model_validate(payload)
-        except ValidationError as exc:
+        except UnicodeDecodeError as exc:
             raise DataError(
-                f"split manifest is malformed: {exc}",
-                "re-create it with make_split and save_manifest",
+                f"{name} is not a split manifest: it is not UTF-8 text (byte {exc.start})",
+                _recreate_fix(source, "; is it the right file?"),
             ) from exc
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{name} is not valid JSON ({exc})",
+                _recreate_fix(source, "; is it the right file?"),
+            ) from exc
+        if not isinstance(payload, dict):
+            raise DataError(f"{name} must be a JSON object", _recreate_fix(source))
+        try:
+            manifest = cls.model_validate(payload)
+        except ValidationError as exc:
+            raise DataError(f"{name} is malformed: {exc}", _recreate_fix(source)) from exc
+        except ManifestMismatchError as exc:
+            raise ManifestMismatchError(
+                exc.problem.replace("split manifest", name, 1),
+                _recreate_fix(source, " instead of editing it"),
+            ) from exc
+        manifest._source = source
+        return manifest
 
     def verify_against(self, dataset: ImageDataset) -> None:
         """Check that ``dataset`` is the one this split was made from.
@@ -146,10 +166,10 @@ class SplitManifest(_ManifestBody):
         actual = (dataset.name, dataset.split, len(dataset), dataset.content_hash)
         if actual != (expected.name, expected.split, expected.num_samples, expected.content_sha256):
             raise ManifestMismatchError(
-                "split manifest does not match the dataset: made from "
+                f"{_name(self._source)} does not match the dataset: made from "
                 f"{_describe(*_fields(expected))}, got {_describe(*actual)}",
-                "re-create the split for this dataset with make_split, or pass the dataset the "
-                "manifest was made from",
+                "pass the dataset the manifest was made from (--data-root), or re-create the split "
+                "for this dataset with `sslmem split --data NAME --out FILE`",
             )
 
     def set_indices(self, name: SetName) -> npt.NDArray[np.int64]:
@@ -310,6 +330,15 @@ def make_split(dataset: ImageDataset, *, fractions: SplitConfig | None = None) -
     return SplitManifest.model_validate({**payload, "manifest_sha256": _body_hash(payload)})
 
 
+def _name(source: str | None) -> str:
+    return f"split manifest {source}" if source else "split manifest"
+
+
+def _recreate_fix(source: str | None, extra: str = "") -> str:
+    """The fix for a bad manifest: make it again with the command that writes manifests."""
+    return f"re-create it with `sslmem split --out {source or 'FILE'}`{extra}"
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 
@@ -339,4 +368,19 @@ def load_manifest(path: Path | str, settings: RuntimeSettings | None = None) -> 
     """
     from sslmem.data.store import read_bytes  # local import: the store is optional at import
 
-    return SplitManifest.from_json(read_bytes(path, settings))
+    text = str(path)
+    if not text.strip():
+        raise StoreError("the split manifest path is empty", "pass the file `sslmem split` wrote")
+    local = None if "://" in text else Path(text).expanduser()
+    if local is not None and local.is_dir():
+        raise StoreError(
+            f"split manifest {text} is a directory, not a file",
+            f"pass the manifest file inside it (the --out file of `sslmem split`, e.g. "
+            f"{local / 'split.json'})",
+        )
+    if local is not None and not local.exists():
+        raise StoreError(
+            f"split manifest {text} does not exist",
+            f"check the path, or create it with `sslmem split --out {text}`",
+        )
+    return SplitManifest.from_json(read_bytes(path, settings), source=text)

@@ -191,7 +191,11 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         try:
             return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        except IsADirectoryError as exc:
+            raise StoreError(
+                f"{self.uri(key)} is a directory, not an object", "pass the file inside it"
+            ) from exc
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise StoreError(
                 f"object {self.uri(key)} does not exist",
                 f"check the key and the store root ({self.root})",

@@ -182,11 +182,54 @@ def save_checkpoint(
     return dest
 
 
-def _corrupt(file: Path, why: str) -> CheckpointError:
+def _corrupt(file: Path, why: str, first: bytes = b"") -> CheckpointError:
+    """The error for a file that is not valid safetensors (named for what it is, if known).
+
+    Args:
+        file: For messages.
+        why: What is wrong with the framing.
+        first: The file's first bytes, to recognise pickles and text files.
+
+    """
+    _check_not_foreign(file, first)
     return CheckpointError(
         f"{file} is not a valid safetensors file ({why})",
         "the file is truncated or corrupt; copy or re-save the checkpoint",
     )
+
+
+_PICKLE_FIX = (
+    "pass the encoder.safetensors written by `sslmem train`; to convert a state_dict you "
+    "trust, load it with torch.load(path, weights_only=True) into an encoder built by "
+    "sslmem.models.build_encoder and write it with sslmem.models.save_checkpoint"
+)
+
+
+def _check_not_foreign(file: Path, first: bytes) -> None:
+    """Name a pickle or text file for what it is instead of calling it corrupt.
+
+    Only called once the safetensors framing has failed, so a valid checkpoint whose header
+    length happens to look like a pickle opcode is never misjudged.
+
+    Args:
+        file: For messages.
+        first: The file's first (up to 8) bytes.
+
+    """
+    # torch.save writes a ZIP archive holding a pickle (legacy: a bare pickle, protocol 2+).
+    if first.startswith(b"PK\x03\x04") or (len(first) > 1 and first[0] == 0x80 and first[1] <= 5):
+        raise CheckpointError(
+            f"{file} is a PyTorch pickle (torch.save format), not a weights-only safetensors "
+            "checkpoint; pickles are refused because loading one can run arbitrary code",
+            _PICKLE_FIX,
+        )
+    if first and all(32 <= b < 127 or b in b"\t\n\r" for b in first):
+        raise CheckpointError(
+            f"{file} is a text file (it starts with {first.decode('ascii')!r}), not a "
+            "safetensors checkpoint",
+            "pass the encoder.safetensors written by `sslmem train` (a manifest or summary is "
+            "not a checkpoint)",
+        )
 
 
 def _parse_header(file: Path, prefix: bytes, file_size: int) -> CheckpointHeader:
@@ -198,15 +241,16 @@ def _parse_header(file: Path, prefix: bytes, file_size: int) -> CheckpointHeader
         file_size: Total size of the file in bytes.
 
     """
+    first = prefix[:8]
     if file_size < 8:
-        raise _corrupt(file, f"only {file_size} bytes")
-    (header_len,) = struct.unpack("<Q", prefix[:8])
+        raise _corrupt(file, f"only {file_size} bytes", first)
+    (header_len,) = struct.unpack("<Q", first)
     if header_len > _MAX_HEADER_BYTES or 8 + header_len > file_size:
-        raise _corrupt(file, "header length exceeds the file size")
+        raise _corrupt(file, "header length exceeds the file size", first)
     try:
         raw = json.loads(prefix[8 : 8 + header_len].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(file, "header is not JSON") from exc
+        raise _corrupt(file, "header is not JSON", first) from exc
     if not isinstance(raw, dict):
         raise _corrupt(file, "header is not a JSON object")
     data_end = 0
@@ -258,6 +302,14 @@ def _parse_header(file: Path, prefix: bytes, file_size: int) -> CheckpointHeader
 
 
 def _check_exists(file: Path) -> None:
+    if file.is_dir():
+        inside = sorted(p.name for p in file.glob("*.safetensors"))[:3]
+        raise CheckpointError(
+            f"checkpoint {file} is a directory, not a checkpoint file",
+            f"pass a file inside it: {', '.join(str(file / n) for n in inside)}"
+            if inside
+            else "pass the encoder.safetensors file of a training run (in its --out directory)",
+        )
     if not file.is_file():
         raise CheckpointError(
             f"checkpoint {file} does not exist", "check the path (or download it first)"
@@ -288,10 +340,10 @@ def read_checkpoint_metadata(path: str | os.PathLike[str]) -> CheckpointHeader:
             file_size = os.fstat(handle.fileno()).st_size
             first = handle.read(8)
             if len(first) < 8:
-                raise _corrupt(file, f"only {len(first)} bytes")
+                raise _corrupt(file, f"only {len(first)} bytes", first)
             (header_len,) = struct.unpack("<Q", first)
             if header_len > _MAX_HEADER_BYTES or 8 + header_len > file_size:
-                raise _corrupt(file, "header length exceeds the file size")
+                raise _corrupt(file, "header length exceeds the file size", first)
             prefix = first + handle.read(header_len)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {file}: {exc.strerror or exc}") from exc

@@ -5,7 +5,7 @@ ICLR 2024) with one of the registered methods (:mod:`sslmem.training.methods`) i
 :mod:`sslmem.training.loop` (device-side augmentation, DDP, exact resume).
 """
 
-from sslmem.training.callbacks import EpochCallback, JsonlMetricsLogger
+from sslmem.training.callbacks import EpochCallback, JsonlMetricsLogger, TrainBeginCallback
 from sslmem.training.loop import FitResult, fit, plan_steps
 from sslmem.training.methods import (
     SSLMethod,
@@ -27,6 +27,7 @@ __all__ = [
     "JsonlMetricsLogger",
     "SSLMethod",
     "StepContext",
+    "TrainBeginCallback",
     "TrainResult",
     "available_methods",
     "build_method",

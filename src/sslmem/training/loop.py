@@ -38,7 +38,7 @@ from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.config import TrainingConfig
 from sslmem.device import autocast_for
 from sslmem.errors import CheckpointError, ConfigError, TrainingError
-from sslmem.training.callbacks import EpochCallback
+from sslmem.training.callbacks import EpochCallback, TrainBeginCallback
 from sslmem.training.distributed import (
     DistContext,
     all_reduce_mean,
@@ -279,7 +279,9 @@ def fit(
         resume_state: A loaded resume file to continue from, or ``None`` to start afresh.
         run: Canonical JSON describing the run; stored in, and checked against, resume files.
         seed: Run seed.
-        callbacks: Per-epoch metric callbacks (called on rank 0).
+        callbacks: Per-epoch metric callbacks (called on rank 0); a
+            :class:`~sslmem.training.callbacks.TrainBeginCallback` first receives the history
+            so far (resumed epochs, or nothing).
         progress: Show a progress bar (only on a TTY, only on rank 0).
 
     Returns:
@@ -329,6 +331,10 @@ def fit(
     view_ids = torch.arange(method.num_views, device=device)
     last_checkpoint = start_epoch if resume_state is not None else None
 
+    if dist_ctx.is_main:
+        for callback in callbacks:
+            if isinstance(callback, TrainBeginCallback):
+                callback.on_train_begin(tuple(history))
     bar = _progress_bar(
         progress and dist_ctx.is_main,
         total_steps,

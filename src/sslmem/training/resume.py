@@ -12,6 +12,8 @@ a run never silently restarts from scratch.
 from __future__ import annotations
 
 import json
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,16 @@ def save_resume_state(path: Path, state: ResumeState) -> None:
         raise CheckpointError(f"cannot write resume checkpoint {path}: {exc}") from exc
 
 
+def _refused_global(exc: pickle.UnpicklingError) -> str | None:
+    """The object torch's weights-only unpickler refused to import, if that was the error.
+
+    Only the refused name is kept: torch's message goes on to advise loading with
+    ``weights_only=False`` or allow-listing the class, which would run the file's code.
+    """
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return found.group(1) if found else None
+
+
 def _require(payload: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
     value = payload.get(key)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
@@ -114,6 +126,11 @@ def load_resume_state(path: Path) -> ResumeState:
         CheckpointError: Missing, unreadable, corrupt or foreign file.
 
     """
+    if path.is_dir():
+        raise CheckpointError(
+            f"resume checkpoint {path} is a directory, not a resume file",
+            f"remove or rename {path}; the resume file of a run is --out/{path.name}",
+        )
     if not path.is_file():
         raise CheckpointError(
             f"resume checkpoint {path} does not exist",
@@ -121,10 +138,25 @@ def load_resume_state(path: Path) -> ResumeState:
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_global(exc)
+        if refused is None:
+            raise CheckpointError(
+                f"resume checkpoint {path} cannot be read: it is corrupt or not a resume file "
+                "(not a tensor file torch can load safely)",
+                _FIX_CORRUPT,
+            ) from exc
+        raise CheckpointError(
+            f"resume checkpoint {path} is a pickle of objects other than tensors and plain "
+            f"containers (it imports {refused}); it is refused because loading it could run "
+            "arbitrary code",
+            "resume files are written by `sslmem train` and hold only tensors; if this one was "
+            "not, delete it and train again without --resume",
+        ) from exc
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise CheckpointError(
-            f"resume checkpoint {path} cannot be read: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+            f"resume checkpoint {path} cannot be read ({type(exc).__name__}): it is truncated, "
+            "corrupt or not a resume file",
             _FIX_CORRUPT,
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != RESUME_FORMAT:

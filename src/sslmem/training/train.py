@@ -26,6 +26,7 @@ from sslmem.errors import ConfigError, TrainingError
 from sslmem.models.checkpoint import save_checkpoint
 from sslmem.models.encoder import Encoder
 from sslmem.models.registry import build_encoder
+from sslmem.outputs import check_output_dir
 from sslmem.training.callbacks import EpochCallback
 from sslmem.training.distributed import barrier, distributed_context, resolve_rank_device
 from sslmem.training.loop import fit
@@ -159,7 +160,9 @@ def train_encoder(
         config: The experiment config (``training``, ``model``, ``augmentation`` apply).
         out_dir: Run directory: ``encoder.safetensors`` (final), ``resume.pt`` (resume file).
         device: ``"auto"``/``None``, ``"cpu"``, ``"cuda"`` or a device.
-        callbacks: Per-epoch metric callbacks (rank 0).
+        callbacks: Per-epoch metric callbacks (rank 0); those with ``on_train_begin`` are
+            first given the history of the run so far (empty unless resuming), so a metrics
+            file starts clean for a new run and holds each epoch once after a resume.
         resume: ``True`` continues the run in ``out_dir`` (its resume file must exist);
             ``"auto"`` continues if a resume file exists, else starts afresh; ``False`` starts
             afresh and refuses a directory that already holds a run.
@@ -176,10 +179,12 @@ def train_encoder(
         CheckpointError: The resume file is missing (``resume=True``), corrupt or from
             another run.
         TrainingError: ``out_dir`` holds a run and ``resume`` is False, or the loss diverged.
+        OutputError: ``out_dir`` is a file or cannot be written (checked before any work).
 
     """
     if role not in ROLES:
         raise ConfigError(f"unknown encoder role {role!r}", f"use one of: {', '.join(ROLES)}")
+    check_output_dir(out_dir, what="run directory")  # before loading data and training
     training = config.training
     seed = training.seed if seed_override is None else seed_override
     method_spec = get_method_spec(training.method)

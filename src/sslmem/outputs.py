@@ -1,0 +1,137 @@
+"""Check that an output can be written *before* the work that produces it.
+
+A command that trains for an hour and then finds its ``--out`` is a regular file, or lies on a
+read-only volume, has wasted the hour. Every adapter (CLI subcommands, pipeline steps) calls
+:func:`check_output_file` or :func:`check_output_dir` on its destinations first.
+
+The check is a probe, not a permission computation: it creates and removes a temporary file in
+the deepest directory that already exists on the way to the output. That answers correctly for
+root (for whom ``os.access`` says yes to everything), read-only mounts, ACLs and pseudo file
+systems such as ``/proc``. Missing directories are not created here, so a command that fails
+later leaves nothing behind; the writers (:mod:`sslmem.atomic`) create them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sslmem.atomic import TMP_MARKER
+from sslmem.errors import OutputError
+
+# URI schemes of remote stores: their writability is the store's to report (credentials,
+# buckets), not something a local probe can tell.
+_LOCAL_SCHEMES = ("", "file")
+
+
+def _describe_os_error(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno == errno.ENOENT:  # e.g. /proc: the directory exists but takes no new files
+        return "it takes no new files"
+    return exc.strerror or str(exc)
+
+
+def _existing_ancestor(path: Path, what: str) -> Path:
+    """The deepest existing directory on the way to ``path``.
+
+    Raises:
+        OutputError: An ancestor exists but is not a directory.
+
+    """
+    for ancestor in path.parents:
+        if ancestor.is_dir():
+            return ancestor
+        if ancestor.exists():
+            raise OutputError(
+                f"cannot write {what} {path}: {ancestor} is a file, not a directory",
+                f"choose a path whose parent is a directory, or remove {ancestor}",
+            )
+    raise OutputError(f"cannot write {what} {path}: no parent directory exists")  # pragma: no cover
+
+
+def _probe(directory: Path, path: Path, what: str) -> None:
+    """Create and remove a temporary file in ``directory``."""
+    probe = directory / f".sslmem-write-check{TMP_MARKER}{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {what} {path}: {directory} is not writable ({_describe_os_error(exc)})",
+            "choose a writable location (a directory you own, on a writable volume)",
+        ) from exc
+    os.close(fd)
+    probe.unlink(missing_ok=True)
+
+
+def _empty(path: str | os.PathLike[str], what: str) -> Path:
+    text = os.fspath(path)
+    if not text.strip():
+        raise OutputError(f"the {what} path is empty", f"pass a {what} path")
+    return Path(text).expanduser()
+
+
+def check_output_file(path: str | os.PathLike[str], *, what: str = "output file") -> Path:
+    """Check that the file ``path`` can be created or replaced.
+
+    Args:
+        path: Destination file (need not exist; nor need its parent directories).
+        what: How messages name it (e.g. ``"manifest"``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path` (``~`` expanded).
+
+    Raises:
+        OutputError: ``path`` is empty or a directory, an ancestor is a file, or the deepest
+            existing directory on the way refuses a new file.
+
+    """
+    file = _empty(path, what)
+    if file.is_dir():
+        raise OutputError(
+            f"cannot write {what} {file}: it is a directory",
+            f"pass a file path, e.g. {file / 'NAME'}",
+        )
+    _probe(_existing_ancestor(file, what), file, what)
+    return file
+
+
+def check_output_dir(path: str | os.PathLike[str], *, what: str = "output directory") -> Path:
+    """Check that files can be written inside the directory ``path`` (created later if missing).
+
+    Raises:
+        OutputError: ``path`` is empty or a regular file, an ancestor is a file, or the
+            directory (or its deepest existing ancestor) refuses a new file.
+
+    """
+    directory = _empty(path, what)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(
+            f"cannot write {what} {directory}: it is a regular file, not a directory",
+            "pass a directory path (it is created if missing)",
+        )
+    target = directory if directory.is_dir() else _existing_ancestor(directory, what)
+    _probe(target, directory, what)
+    return directory
+
+
+def check_output_uri(uri: str | os.PathLike[str], *, what: str = "output file") -> None:
+    """:func:`check_output_file` for a local path or ``file://`` URI; remote URIs pass.
+
+    Raises:
+        OutputError: A local destination that cannot be written (see :func:`check_output_file`).
+
+    """
+    text = os.fspath(uri)
+    if not text.strip():
+        raise OutputError(f"the {what} path is empty", f"pass a {what} path or URI")
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in _LOCAL_SCHEMES:
+        return
+    check_output_file(unquote(urlsplit(text).path) if scheme else text, what=what)

@@ -1,0 +1,432 @@
+# ruff: noqa: E501 (one case per line reads as a table)
+"""Bad input, typed as a new user would: every case must end in a clear error.
+
+Each case runs the real CLI (``sslmem.cli.main`` in-process, in a scratch directory holding a
+regular file ``afile``, a directory ``adir``, a non-UTF-8 ``latin1.yaml``, a split manifest
+``split.json`` and more) and asserts: a non-zero exit, no traceback, a message naming the
+problem (a specific pattern), and nothing written or left behind in the directory. A few cases
+run as real subprocesses, where the exit status and stderr of the ``sslmem`` process matter.
+
+Score-specific inputs (``--sets``, ``--layer``, ``--views``, its output directory) are tested
+with the score command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslmem.cli import main
+from sslmem.config import SplitConfig
+from sslmem.data import load_dataset, make_split
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+HAS_PROC = Path("/proc/self").is_dir()
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad command line.
+
+    Attributes:
+        id: Test id.
+        argv: Arguments after ``sslmem`` (paths relative to the scratch directory).
+        says: Regex the error output must match (names the problem).
+        env: Environment variables set for the run.
+        not_says: Regex the output must not match.
+
+    """
+
+    id: str
+    argv: list[str]
+    says: str
+    env: dict[str, str] = field(default_factory=dict)
+    not_says: str | None = None
+
+
+TRAIN = ["train", "--split", "split.json", "--role", "candidate", "--device", "cpu"]
+
+CASES = [
+    # --- the environment: the message names the variable, not the settings field
+    Case(
+        "env-threads-not-int",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_NUM_THREADS: Input should be a valid integer.*'abc'",
+        env={"SSLMEM_NUM_THREADS": "abc"},
+        not_says="num_threads",
+    ),
+    Case(
+        "env-threads-zero",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_NUM_THREADS: Input should be greater than or equal to 1",
+        env={"SSLMEM_NUM_THREADS": "0"},
+    ),
+    Case(
+        "env-keep-heap",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_KEEP_HEAP: Input should be a valid boolean",
+        env={"SSLMEM_KEEP_HEAP": "maybe"},
+    ),
+    Case(
+        "env-log-level",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_LOG_LEVEL: Input should be 'DEBUG'",
+        env={"SSLMEM_LOG_LEVEL": "loud"},
+    ),
+    Case(
+        "env-store-retries",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_STORE_RETRIES: Input should be greater than or equal to 0",
+        env={"SSLMEM_STORE_RETRIES": "-1"},
+    ),
+    Case(
+        "env-device",
+        [*TRAIN[:-2], "--epochs", "1", "--out", "run"],
+        r"SSLMEM_DEVICE: unknown device 'gpu'.*\n.*fix: use 'auto', 'cpu'",
+        env={"SSLMEM_DEVICE": "gpu"},
+    ),
+    # --- configuration: files and --set
+    Case("set-bad-yaml", ["split", "--set", "scoring.views=[1,", "--out", "m.json"], r"not valid YAML"),
+    Case("set-empty", ["split", "--set", "", "--out", "m.json"], r"override '' is not of the form"),
+    Case("set-no-key", ["split", "--set", "=3", "--out", "m.json"], r"not of the form key=value"),
+    Case("set-no-value", ["split", "--set", "split.seed", "--out", "m.json"], r"key=value"),
+    Case(
+        "set-unknown-field",
+        ["split", "--set", "scoring.viewz=3", "--out", "m.json"],
+        r"scoring\.viewz: Extra inputs are not permitted",
+    ),
+    Case(
+        "set-section-scalar",
+        ["split", "--set", "split=3", "--out", "m.json"],
+        r"split: Input should be a valid dictionary",
+    ),
+    Case(
+        "set-wrong-type",
+        ["split", "--set", "split.seed=abc", "--out", "m.json"],
+        r"split\.seed: Input should be a valid integer",
+    ),
+    Case(
+        "config-not-utf8", ["split", "--config", "latin1.yaml", "--out", "m.json"], r"not UTF-8"
+    ),
+    Case("config-not-yaml", ["split", "--config", "broken.yaml", "--out", "m.json"], r"not valid YAML"),
+    Case(
+        "config-list", ["split", "--config", "list.yaml", "--out", "m.json"], r"must hold a mapping"
+    ),
+    Case("config-dir", ["split", "--config", "adir", "--out", "m.json"], r"adir is a directory"),
+    Case(
+        "config-empty-path",
+        ["split", "--config", "", "--out", "m.json"],
+        r"--config: expected a path, got an empty string",
+    ),
+    Case(
+        "config-unknown-recipe",
+        ["split", "--config", "fashion-mnits", "--out", "m.json"],
+        r"not a shipped recipe.*\n.*bundled-cpu, fashion-mnist",
+    ),
+    # --- sslmem split
+    Case("split-negative-seed", ["split", "--seed", "-1", "--out", "m.json"], r"split\.seed: Input should be greater than or equal to 0 \(got -1\)"),
+    Case("split-seed-not-int", ["split", "--seed", "x", "--out", "m.json"], r"--seed: invalid int"),
+    Case("split-pool-zero", ["split", "--pool-size", "0", "--out", "m.json"], r"split\.pool_size"),
+    Case(
+        "split-pool-too-big",
+        ["split", "--pool-size", "100000000", "--out", "m.json"],
+        r"pool_size=100000000 does not fit dataset 'bundled'",
+    ),
+    Case("split-unknown-data", ["split", "--data", "imagenet", "--out", "m.json"], r"data\.dataset"),
+    Case(
+        "split-folder-without-root",
+        ["split", "--data", "folder", "--out", "m.json"],
+        r"'folder' needs a directory",
+    ),
+    Case(
+        "split-missing-data-root",
+        ["split", "--data", "cifar10", "--data-root", "nowhere", "--out", "m.json"],
+        r"dataset 'cifar10' not found",
+    ),
+    Case("split-out-empty", ["split", "--out", ""], r"--out: expected a path or URI"),
+    Case("split-out-dir", ["split", "--out", "adir"], r"cannot write manifest adir: it is a directory"),
+    Case(
+        "split-out-under-file",
+        ["split", "--out", "afile/m.json"],
+        r"cannot write manifest afile/m\.json: afile is a file, not a directory",
+    ),
+    Case("split-out-scheme", ["split", "--out", "ftp://host/m.json"], r"unsupported store URI scheme 'ftp'"),
+    Case("split-out-s3-unconfigured", ["split", "--out", "s3://bucket/m.json"], r"no S3 endpoint"),
+    # --- sslmem train
+    Case("train-split-missing", ["train", "--split", "nothere.json", "--role", "candidate", "--out", "run"], r"split manifest nothere\.json does not exist\n.*sslmem split --out nothere\.json"),
+    Case("train-split-dir", ["train", "--split", "adir", "--role", "candidate", "--out", "run"], r"split manifest adir is a directory"),
+    Case("train-split-empty", ["train", "--split", "", "--role", "candidate", "--out", "run"], r"--split: expected a path or URI"),
+    Case("train-split-not-utf8", ["train", "--split", "latin1.yaml", "--role", "candidate", "--out", "run"], r"split manifest latin1\.yaml is not a split manifest: it is not UTF-8"),
+    Case("train-split-not-json", ["train", "--split", "afile", "--role", "candidate", "--out", "run"], r"split manifest afile is not valid JSON.*\n.*sslmem split --out afile"),
+    Case(
+        "train-split-tampered",
+        ["train", "--split", "tampered.json", "--role", "candidate", "--out", "run"],
+        r"split manifest tampered\.json hash mismatch.*\n.*sslmem split --out tampered\.json",
+        not_says=r"make_split",
+    ),
+    Case("train-role", ["train", "--split", "split.json", "--role", "teacher", "--out", "run"], r"--role: invalid choice: 'teacher'"),
+    Case("train-method", [*TRAIN, "--method", "simclr2", "--out", "run"], r"unknown SSL method 'simclr2'.*\n.*byol"),
+    Case("train-arch", [*TRAIN, "--arch", "resnet", "--out", "run"], r"unknown architecture 'resnet'.*\n.*resnet18"),
+    Case("train-method-arch", [*TRAIN, "--method", "mae", "--arch", "small_cnn", "--out", "run"], r"'mae' does not support architecture 'small_cnn'"),
+    Case("train-epochs-zero", [*TRAIN, "--epochs", "0", "--out", "run"], r"training\.epochs: Input should be greater than or equal to 1"),
+    Case("train-epochs-float", [*TRAIN, "--epochs", "1.5", "--out", "run"], r"--epochs: invalid int value"),
+    Case("train-batch-zero", [*TRAIN, "--batch-size", "0", "--out", "run"], r"training\.batch_size"),
+    Case("train-batch-too-big", [*TRAIN, "--batch-size", "4096", "--epochs", "1", "--out", "run"], r"fewer than training\.batch_size 4096"),
+    Case("train-lr-negative", [*TRAIN, "--lr", "-1", "--out", "run"], r"training\.lr: Input should be greater than 0"),
+    Case("train-lr-inf", [*TRAIN, "--set", "training.lr=inf", "--out", "run"], r"training\.lr: Input should be a finite number"),
+    Case("train-kwargs-no-space", [*TRAIN, "--set", "training.method_kwargs={momentum_start:0.9}", "--out", "run"], r"YAML reads 'momentum_start:0\.9' as a key without a value\n.*\{momentum_start: 0\.9\}"),
+    Case("train-lr-text", [*TRAIN, "--lr", "fast", "--out", "run"], r"--lr: invalid float value"),
+    Case("train-checkpoint-every-zero", [*TRAIN, "--checkpoint-every", "0", "--out", "run"], r"training\.checkpoint_every"),
+    Case("train-device", [*TRAIN[:-2], "--device", "tpu", "--epochs", "1", "--out", "run"], r"--device: unknown device 'tpu'"),
+    Case("evaluate-device", ["evaluate", "--encoder", "model.pt", "--device", "gpu0"], r"--device: unknown device 'gpu0'"),
+    Case("train-out-empty", [*TRAIN, "--out", ""], r"--out: expected a path, got an empty string"),
+    Case("train-out-file", [*TRAIN, "--out", "afile"], r"cannot write run directory afile: it is a regular file"),
+    Case("train-out-under-file", [*TRAIN, "--out", "afile/run"], r"afile is a file, not a directory"),
+    Case("train-resume-nothing", [*TRAIN, "--epochs", "1", "--batch-size", "8", "--resume", "--out", "adir"], r"resume checkpoint adir/resume\.pt does not exist"),
+    Case("train-resume-dir", [*TRAIN, "--epochs", "1", "--batch-size", "8", "--resume", "--out", "oddrun"], r"resume checkpoint oddrun/resume\.pt is a directory"),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [Case("train-no-cuda", [*TRAIN[:-2], "--device", "cuda", "--out", "run"], r"--device: device 'cuda' requested but CUDA is not available")]
+    ),
+    # --- sslmem evaluate
+    Case("evaluate-missing", ["evaluate", "--encoder", "nothere.safetensors"], r"checkpoint nothere\.safetensors does not exist"),
+    Case("evaluate-dir", ["evaluate", "--encoder", "adir"], r"checkpoint adir is a directory, not a checkpoint file"),
+    Case(
+        "evaluate-pickle",
+        ["evaluate", "--encoder", "model.pt"],
+        r"model\.pt is a PyTorch pickle.*refused because loading one can run arbitrary code\n.*fix: .*save_checkpoint",
+        not_says=r"truncated or corrupt|weights_only=False",
+    ),
+    Case("evaluate-text", ["evaluate", "--encoder", "split.json"], r"split\.json is a text file", not_says="truncated"),
+    Case("evaluate-empty", ["evaluate", "--encoder", ""], r"--encoder: expected a path"),
+    Case("evaluate-data", ["evaluate", "--encoder", "model.pt", "--data", "mnist"], r"--data: unknown dataset 'mnist'"),
+    # the output is checked before the (missing) encoder is even opened
+    Case("evaluate-out-dir", ["evaluate", "--encoder", "nothere.safetensors", "--out", "adir"], r"cannot write result file adir: it is a directory"),
+    Case("evaluate-out-under-file", ["evaluate", "--encoder", "nothere.safetensors", "--out", "afile/r.json"], r"afile is a file, not a directory"),
+    # --- sslmem pipeline compile
+    Case("compile-out-dir", ["pipeline", "compile", "-o", "adir"], r"cannot write compiled pipeline adir: it is a directory"),
+    Case("compile-out-under-file", ["pipeline", "compile", "-o", "afile/p.yaml"], r"afile is a file, not a directory"),
+    Case("compile-platform-missing", ["pipeline", "compile", "-o", "p.yaml", "--platform", "nothere.yaml"], r"platform file nothere\.yaml does not exist"),
+    # --- sslmem run (and demo)
+    Case("run-out-file", ["run", "--out", "afile"], r"cannot write output directory afile: it is a regular file"),
+    Case("run-out-empty", ["run", "--out", ""], r"--out: expected a path"),
+    Case("run-bad-param", ["run", "--set", "pipeline.alpha=2"], r"alpha"),
+    # --- the command line itself
+    Case("no-command", [], r"the following arguments are required: COMMAND"),
+    Case("unknown-command", ["scroe"], r"invalid choice: 'scroe'"),
+]  # fmt: skip
+
+# Paths that exist in the scratch directory before every case.
+_TAMPER_FROM, _TAMPER_TO = '"seed": 2', '"seed": 3'
+
+
+@pytest.fixture(scope="module")
+def manifest_bytes() -> bytes:
+    split = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=40, seed=2))
+    return split.to_json()
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, manifest_bytes: bytes, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory holding the things a new user might pass by mistake."""
+    (tmp_path / "afile").write_text("just a file\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "oddrun" / "resume.pt").mkdir(parents=True)
+    (tmp_path / "latin1.yaml").write_bytes("scoring:\n  layer: caf\xe9\n".encode("latin-1"))
+    (tmp_path / "broken.yaml").write_text("scoring: [views: 3\n")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "split.json").write_bytes(manifest_bytes)
+    tampered = manifest_bytes.decode().replace(_TAMPER_FROM, _TAMPER_TO, 1)
+    assert tampered != manifest_bytes.decode()
+    (tmp_path / "tampered.json").write_text(tampered)
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "model.pt")
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("SSLMEM_"):
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+def _listing(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse errors
+        return int(exc.code) if isinstance(exc.code, int) else 1
+
+
+def _assert_clear_error(case: Case, code: int, err: str, before: set[str], after: set[str]) -> None:
+    assert code != 0, f"{case.id}: exit status 0\n{err}"
+    assert "Traceback" not in err
+    assert re.search(case.says, err), f"{case.id}: {case.says!r} not in:\n{err}"
+    if case.not_says is not None:
+        assert not re.search(case.not_says, err), f"{case.id}: {case.not_says!r} in:\n{err}"
+    assert after == before, f"{case.id}: left behind {sorted(after - before)}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_a_clear_error_and_leaves_nothing(
+    case: Case, scratch: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in case.env.items():
+        monkeypatch.setenv(name, value)
+    before = _listing(scratch)
+    code = _run(case.argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+UNWRITABLE = [
+    pytest.param(argv, id=name)
+    for name, argv in [
+        ("split", ["split", "--out", "{dir}/m.json"]),
+        ("train", [*TRAIN, "--epochs", "1", "--out", "{dir}/run"]),
+        ("evaluate", ["evaluate", "--encoder", "nothere.safetensors", "--out", "{dir}/r.json"]),
+        ("compile", ["pipeline", "compile", "-o", "{dir}/p.yaml"]),
+        ("run", ["run", "--out", "{dir}/out"]),
+    ]
+]
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs Linux /proc (a directory that takes no files)")
+@pytest.mark.parametrize("argv", UNWRITABLE)
+def test_an_unwritable_place_is_refused_before_the_work(
+    argv: list[str], scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /proc refuses new files even to root, for whom permission bits mean nothing.
+    case = Case("unwritable", [a.replace("{dir}", "/proc") for a in argv], r"/proc is not writable")
+    before = _listing(scratch)
+    code = _run(case.argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+@pytest.fixture
+def read_only_dir(scratch: Path) -> Iterator[Path]:
+    directory = scratch / "ro"
+    directory.mkdir()
+    directory.chmod(0o555)
+    yield directory
+    directory.chmod(0o755)
+
+
+@pytest.mark.skipif(IS_ROOT, reason="root writes into read-only directories (see the /proc test)")
+@pytest.mark.parametrize("argv", UNWRITABLE)
+def test_a_read_only_directory_is_refused_before_the_work(
+    argv: list[str], scratch: Path, read_only_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = Case(
+        "read-only",
+        [a.replace("{dir}", "ro") for a in argv],
+        r"ro is not writable \(permission denied\)",
+    )
+    before = _listing(scratch)
+    code = _run(case.argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+def test_running_out_of_memory_says_what_to_reduce(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10^7-pixel views: any buffer of one view exceeds a 64-bit process's address space, so the
+    # allocation fails at once, whatever the machine's memory or overcommit policy.
+    argv = [
+        *TRAIN, "--epochs", "1", "--batch-size", "8", "--no-progress",
+        "--set", "model.arch_kwargs={widths: [4, 8]}",
+        "--set", "augmentation.output_size=10000000",
+        "--out", "run",
+    ]  # fmt: skip
+    case = Case(
+        "oom", argv, r"error: out of CPU memory: an allocation of [\d.]+ GiB failed\n.*--batch-size"
+    )
+    before = _listing(scratch)
+    code = _run(argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["split", "--out", "m.json"], {"SSLMEM_NUM_THREADS": "abc"}, "SSLMEM_NUM_THREADS"),
+        (["split", "--set", "split.seed=[", "--out", "m.json"], {}, "not valid YAML"),
+        (["split", "--config", "latin1.yaml", "--out", "m.json"], {}, "not UTF-8"),
+    ],
+    ids=["env", "yaml", "encoding"],
+)
+def test_the_sslmem_process_exits_non_zero_without_a_traceback(
+    argv: list[str], env: dict[str, str], says: str, scratch: Path
+) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSLMEM_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sslmem"), *argv],
+        env={**clean, **env},
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and says in done.stderr
+    assert not (scratch / "m.json").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (GPU out-of-memory path)")
+def test_running_out_of_gpu_memory_says_what_to_reduce(
+    scratch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        *TRAIN[:-2], "--device", "cuda", "--epochs", "1", "--batch-size", "8", "--no-progress",
+        "--set", "model.arch_kwargs={widths: [4, 8]}",
+        "--set", "augmentation.output_size=10000000",
+        "--out", "run",
+    ]  # fmt: skip
+    case = Case("cuda-oom", argv, r"error: out of GPU memory: .*\n.*--batch-size")
+    before = _listing(scratch)
+    code = _run(argv)
+    _assert_clear_error(case, code, capsys.readouterr().err, before, _listing(scratch))
+
+
+@pytest.mark.parametrize(
+    ("exc", "command", "problem", "fix"),
+    [
+        (MemoryError(), "evaluate", r"^out of CPU memory: MemoryError$", "feature_batch_size"),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 ..."),
+            "score",
+            r"^out of GPU memory: CUDA out of memory\. Tried to allocate 20\.00 GiB",
+            "scoring.chunk_size",
+        ),
+        (
+            RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: you tried "
+                         "to allocate 3221225472 bytes. Error code 12"),
+            "train",
+            r"^out of CPU memory: an allocation of 3\.0 GiB failed$",
+            "--batch-size",
+        ),
+        (RuntimeError("shape mismatch"), "train", None, None),
+        (ValueError("can't allocate memory"), "train", None, None),
+    ],
+)  # fmt: skip
+def test_out_of_memory_errors_are_recognised_and_name_what_to_reduce(
+    exc: BaseException, command: str, problem: str | None, fix: str | None
+) -> None:
+    from sslmem.errors import out_of_memory_error
+
+    error = out_of_memory_error(exc, command)
+    if problem is None:
+        assert error is None
+        return
+    assert error is not None and re.search(problem, error.problem)
+    assert error.fix is not None and fix is not None and fix in error.fix

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from sslmem.errors import OutputError
+from sslmem.outputs import check_output_dir, check_output_file, check_output_uri
+
+
+def test_a_writable_destination_passes_and_nothing_is_created(tmp_path: Path) -> None:
+    assert check_output_file(tmp_path / "a" / "b" / "out.json") == tmp_path / "a" / "b" / "out.json"
+    check_output_dir(tmp_path / "run")
+    check_output_dir(tmp_path)  # an existing directory
+    (tmp_path / "old.json").write_text("{}")
+    check_output_file(tmp_path / "old.json")  # an existing file is replaced later
+    check_output_uri(f"file://{tmp_path}/x.json")
+    check_output_uri("s3://bucket/key.json")  # remote: the store reports its own errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_files_in_the_way_are_named(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OutputError, match=r"afile is a file, not a directory"):
+        check_output_file(tmp_path / "afile" / "sub" / "out.json")
+    with pytest.raises(OutputError, match=r"it is a directory"):
+        check_output_file(tmp_path)
+    with pytest.raises(OutputError, match=r"it is a regular file, not a directory"):
+        check_output_dir(tmp_path / "afile")
+    with pytest.raises(OutputError, match=r"path is empty"):
+        check_output_file("")
+    with pytest.raises(OutputError, match=r"path is empty"):
+        check_output_uri(" ")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_a_directory_that_takes_no_files_is_refused_even_for_root() -> None:
+    with pytest.raises(OutputError, match=r"/proc is not writable") as info:
+        check_output_dir("/proc/sslmem-run")
+    assert info.value.fix
+    with pytest.raises(OutputError, match=r"/proc is not writable"):
+        check_output_uri("file:///proc/x.json")
