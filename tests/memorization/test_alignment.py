@@ -217,20 +217,25 @@ def _checkerboard(size: int) -> torch.Tensor:
 
 
 def test_clean_anchor_and_views_are_resampled_alike_and_antialiased() -> None:
-    # Shrinking a 1-pixel checkerboard 32 -> 8: an antialiased resampler gives uniform grey
-    # (0.5, i.e. 0 after normalising with mean 0.5, std 0.5); plain bilinear sampling aliases.
+    # Shrinking a 1-pixel checkerboard 24 -> 8 (factor 3): plain bilinear sampling lands on
+    # pixel centres and returns the pattern itself (values 0/1, i.e. -1/+1 after normalising
+    # with mean 0.5, std 0.5). Antialiased, each output averages 3x3 input pixels: 4/9 or 5/9,
+    # i.e. +-1/9 after normalising.
     identity = AugmentationSpec(
         output_size=8, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_prob=0.0,
         jitter_prob=0.0,
     )  # fmt: skip
-    aug, board = BatchAugmenter(identity), _checkerboard(32)
+    aug, board = BatchAugmenter(identity), _checkerboard(24)
     clean = aug.clean(board)
     assert clean.shape == (1, 1, 8, 8)
-    assert clean.abs().max() < 1e-5
+    assert torch.allclose(clean.abs(), torch.full_like(clean, 1 / 9), atol=1e-5)
     # A view whose crop is the whole image (no flip, no jitter) is the clean anchor.
-    images = random_images(3, size=32)
+    images = random_images(3, size=24)
     views = aug.views(images, torch.arange(3), torch.tensor([0]), seed=0)[:, 0]
     assert torch.allclose(views, aug.clean(images), atol=1e-6)
+    assert torch.allclose(
+        aug.views(board, torch.arange(1), torch.tensor([0]), seed=0)[:, 0], clean, atol=1e-6
+    )
     # At the input size the anchor is the image itself (no resampling at all).
     same = BatchAugmenter(AugmentationSpec()).clean(board)
     assert torch.equal(same, board.float() / 255 * 2 - 1)
