@@ -94,6 +94,12 @@ def test_score_writes_per_point_table_and_summary_with_provenance(
         summary["manifest_sha256"] == json.loads(setup["manifest"].read_text())["manifest_sha256"]
     )
     assert set(summary["welch_tests"]) == {"independent", "extra", "shared"}
+    # What `sslmem train` recorded is what was checked and is reported.
+    manifest_sha = json.loads(setup["manifest"].read_text())["manifest_sha256"]
+    assert summary["candidates"][0]["role"] == "candidate"
+    assert summary["references"][0]["role"] == "reference"
+    assert summary["references"][0]["split_manifest_sha256"] == manifest_sha
+    assert summary["precision"] == "fp32" and summary["allow_cross_split"] is False
     assert "verdict" in capsys.readouterr().out
     assert not list(out.glob(".staging-*"))
 
