@@ -142,6 +142,19 @@ def _fails(code: int, capsys: pytest.CaptureFixture[str], *needles: str) -> None
         assert needle in err, err
 
 
+def test_view_batch_bounds_memory_without_changing_the_scores(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    common = ("--views", "5", "--sets", "candidate,extra", "--no-plots", "--format", "csv")
+    assert _score(setup, tmp_path / "a", *common, "--view-batch", "2") == 0
+    assert _score(setup, tmp_path / "b", *common) == 0
+    a = json.loads((tmp_path / "a/summary.json").read_text())
+    b = json.loads((tmp_path / "b/summary.json").read_text())
+    assert a["scoring"]["view_batch"] == 2 and b["scoring"]["view_batch"] == 32
+    for name in ("candidate", "extra"):
+        assert a["sets"][name]["mean"] == pytest.approx(b["sets"][name]["mean"], abs=1e-6)
+
+
 def test_bad_views_is_a_config_error(
     setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", help="representation layer, e.g. backbone or head")
     parser.add_argument("--seed", type=int, help="view seed")
     parser.add_argument("--chunk-size", type=int, help="points per forward (bounds memory)")
+    parser.add_argument(
+        "--view-batch", type=int, help="views per point per forward (bounds memory for any K)"
+    )
     parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument(
@@ -88,6 +91,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "layer": args.layer,
         "seed": args.seed,
         "chunk_size": args.chunk_size,
+        "view_batch": args.view_batch,
     }
     overrides = [f"scoring.{k}={v}" for k, v in flags.items() if v is not None]
     if args.sets is not None:
