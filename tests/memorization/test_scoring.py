@@ -18,6 +18,7 @@ from sslmem.memorization.scoring import (
     ScoreReport,
     check_layers,
     score_split,
+    select_points,
     write_score_outputs,
 )
 from sslmem.models import build_encoder, save_checkpoint
@@ -164,6 +165,13 @@ def test_checkpoints_from_before_the_recorded_recipe_get_it_rebuilt(data: Any) -
     assert provenance.recipe == recipe and provenance.missing == []
     # The seed is not part of the recipe; the epochs are.
     assert "seed" not in recipe["training"] and recipe["training"]["epochs"] == 20
+
+
+def test_a_set_is_never_selected_twice(data: Any) -> None:
+    with pytest.raises(ScoringError, match="more than once: candidate"):
+        select_points(data[1], ["candidate", "extra", "candidate"], shared_sample=5, seed=0)
+    with pytest.raises(ValueError, match="repeated: extra"):
+        ScoringConfig(sets=("extra", "candidate", "extra"))
 
 
 def _in_memory(encoder: nn.Module, name: str, **metadata: Any) -> LoadedCheckpoint:

@@ -350,6 +350,12 @@ def select_points(
     """
     if not sets:
         raise ScoringError("no sets to score", "pass e.g. --sets candidate,independent,extra")
+    repeated = sorted({name for name in sets if list(sets).count(name) > 1})
+    if repeated:
+        # Its points would be counted twice in every statistic.
+        raise ScoringError(
+            f"sets scored more than once: {', '.join(repeated)}", "name each set once"
+        )
     index_parts, name_parts = [], []
     for name in sets:
         indices = manifest.set_indices(name)  # type: ignore[arg-type]
