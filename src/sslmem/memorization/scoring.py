@@ -2,8 +2,9 @@
 
 The one library function behind ``sslmem score``, the KFP scoring component and the scoring
 service: load nothing, decide nothing about I/O -- take loaded checkpoints, the dataset and its
-split manifest, return per-point scores, per-set statistics, the verdict and full provenance.
-:func:`write_score_report` persists a report atomically.
+split manifest, check that they may be scored together (:func:`check_compatible`: roles, split,
+recipe, augmentation, layer), return per-point scores, per-set statistics, the verdict and full
+provenance. :func:`write_score_outputs` replaces a report directory as a whole.
 """
 
 from __future__ import annotations
