@@ -13,8 +13,9 @@ point's views depend only on its key, never on batch size, chunking, order or de
 what makes scores reproducible, permutation-equivariant and comparable across model versions.
 
 Pipeline per view (SimCLR-style, Chen et al. 2020): random resized crop + horizontal flip (one
-affine ``grid_sample``), colour jitter (brightness, contrast, saturation; fixed order) with
-probability ``jitter_prob``, random grayscale, then normalisation.
+affine ``grid_sample``, supersampled when it shrinks so it does not alias), colour jitter
+(brightness, contrast, saturation; fixed order) with probability ``jitter_prob``, random
+grayscale, then normalisation.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ class BatchAugmenter:
     def clean(self, images: torch.Tensor) -> torch.Tensor:
         """The un-augmented image at the output size, normalised (clean-anchor mode).
 
+        Resampled exactly as a view whose crop is the whole image, without flip or jitter (the
+        same :meth:`_resample`, so anchor and views are filtered alike); at the input size it
+        is the image itself.
+
         Args:
             images: uint8 ``[B, C, H, W]``.
 
@@ -157,7 +162,10 @@ class BatchAugmenter:
         x = images.to(torch.float32) / 255.0
         hw = self._output_hw(images)
         if (x.shape[-2], x.shape[-1]) != hw:
-            x = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+            theta = torch.zeros(x.shape[0], 2, 3, device=x.device, dtype=x.dtype)
+            theta[:, 0, 0] = 1.0
+            theta[:, 1, 1] = 1.0
+            x = self._resample(x, theta, hw)
         return self._normalize(x)
 
     def views(
@@ -207,8 +215,24 @@ class BatchAugmenter:
         theta[:, 0, 2] = cx
         theta[:, 1, 1] = h
         theta[:, 1, 2] = cy
-        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], *out_hw], align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return self._resample(x, theta, out_hw)
+
+    @staticmethod
+    def _resample(x: torch.Tensor, theta: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+        """Bilinear affine resampling ``[N, C, H, W] -> [N, C, *out_hw]``, antialiased.
+
+        ``grid_sample`` alone aliases when it shrinks (each output pixel reads 2x2 input
+        pixels). When the output is smaller than the input, the grid is supersampled by
+        ``s = ceil(input / output)`` and box-averaged back (``s x s`` taps per output pixel):
+        ``s`` depends only on the image and output sizes, so a point's views never depend on
+        the other crops in its batch. At or above the input size (``s = 1``) this is plain
+        bilinear ``grid_sample``.
+        """
+        (h, w), (oh, ow) = x.shape[-2:], out_hw
+        s = max(1, math.ceil(max(h / oh, w / ow) - 1e-9))
+        grid = F.affine_grid(theta, [x.shape[0], x.shape[1], oh * s, ow * s], align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return F.avg_pool2d(out, s) if s > 1 else out
 
     def _color(self, x: torch.Tensor, u: torch.Tensor, channels: int) -> torch.Tensor:
         spec = self.spec

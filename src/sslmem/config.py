@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sslmem.augment import AugmentationSpec
@@ -169,17 +177,37 @@ class ScoringConfig(_Section):
     views: int = Field(8, ge=1, description="K view pairs (pair mode) or views (anchor mode).")
     mode: AlignmentMode = "pair"
     distance: DistanceName = "l2"
-    layer: str = Field("backbone", description="Named layer whose output is the representation.")
+    layer: str = Field(
+        "backbone",
+        min_length=1,
+        description="Named layer whose output is the representation (Encoder.layer_names).",
+    )
     chunk_size: int = Field(
-        64, ge=1, description="Points per forward (x 2K views); bounds memory for any N."
+        64, ge=1, description="Points per forward; peak memory ~ chunk_size x view_batch images."
+    )
+    view_batch: int = Field(
+        32,
+        ge=2,
+        description="Views per point in one forward (pairs are never split); bounds memory "
+        "for any K.",
+    )
+    autocast_bf16: bool = Field(
+        False, description="bf16 autocast on CUDA (default: fp32, TF32 off); ignored on CPU."
     )
     seed: int = 0
-    sets: tuple[Literal["candidate", "independent", "extra", "shared"], ...] = (
-        "candidate",
-        "independent",
-        "extra",
+    sets: tuple[Literal["candidate", "independent", "extra", "shared"], ...] = Field(
+        ("candidate", "independent", "extra"), min_length=1
     )
     shared_sample: int = Field(500, ge=1, description="Points of S_S scored as a control.")
+
+    @field_validator("sets")
+    @classmethod
+    def _sets_unique(cls, sets: tuple[str, ...]) -> tuple[str, ...]:
+        # A set scored twice would count its points twice in every test.
+        repeated = sorted({name for name in sets if sets.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each set may be scored once; repeated: {', '.join(repeated)}")
+        return sets
 
 
 class EvaluationConfig(_Section):

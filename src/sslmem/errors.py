@@ -63,7 +63,7 @@ class TrackingError(SSLMemError):
     """MLflow (tracking server or model registry) is unreachable or refused a request."""
 
 
-class OutputError(SSLMemError):
+class OutputError(ConfigError):
     """An output path cannot be written (checked before the work that produces it)."""
 
 

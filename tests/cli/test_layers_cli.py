@@ -32,6 +32,8 @@ def _ckpt(
         "split_manifest_sha256": manifest_sha256,
         "augmentation": AugmentationSpec().model_dump(mode="json"),
         "head_trained": head_trained,
+        # What candidate and reference share (all but seeds), as `sslmem train` records it.
+        "recipe": {"method": "simclr", "epochs": 1, "arch": "small_cnn"},
     }
     return save_checkpoint(enc, path, metadata=metadata)
 

@@ -11,8 +11,16 @@ from sslmem.data import load_dataset, make_split, save_manifest
 from sslmem.models import build_encoder, save_checkpoint
 from tests.servers import free_port
 
+TINY_MODEL = [
+    "--set", "model.arch_kwargs={widths: [8, 8, 8]}",
+    "--set", "model.head_hidden_dim=16",
+    "--set", "model.head_output_dim=16",
+]  # fmt: skip
 
-def _ckpt(path: Path, seed: int, head_dim: int = 16) -> Path:
+
+def _ckpt(
+    path: Path, seed: int, head_dim: int = 16, metadata: dict[str, object] | None = None
+) -> Path:
     torch.manual_seed(seed)
     enc = build_encoder(
         "small_cnn",
@@ -22,18 +30,29 @@ def _ckpt(path: Path, seed: int, head_dim: int = 16) -> Path:
         head_hidden_dim=16,
         head_output_dim=head_dim,
     )
-    return save_checkpoint(enc, path, metadata={"role": "test", "seed": seed})
+    return save_checkpoint(enc, path, metadata=metadata or {"seed": seed})
+
+
+def _train(manifest: Path, role: str, out: Path) -> Path:
+    """A real `sslmem train` run (1 epoch): its checkpoint records role, split and recipe."""
+    code = main(
+        ["train", "--split", str(manifest), "--role", role, "--epochs", "1",
+         "--batch-size", "16", *TINY_MODEL, "--no-progress", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    return out / "encoder.safetensors"
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("score")
     manifest = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=80, seed=1))
+    path = save_manifest(manifest, root / "split.json")
     return {
         "root": root,
-        "manifest": save_manifest(manifest, root / "split.json"),
-        "f": _ckpt(root / "f.safetensors", 0),
-        "g": _ckpt(root / "g.safetensors", 1),
+        "manifest": path,
+        "f": _train(path, "candidate", root / "f"),
+        "g": _train(path, "reference", root / "g"),
     }
 
 
@@ -75,6 +94,12 @@ def test_score_writes_per_point_table_and_summary_with_provenance(
         summary["manifest_sha256"] == json.loads(setup["manifest"].read_text())["manifest_sha256"]
     )
     assert set(summary["welch_tests"]) == {"independent", "extra", "shared"}
+    # What `sslmem train` recorded is what was checked and is reported.
+    manifest_sha = json.loads(setup["manifest"].read_text())["manifest_sha256"]
+    assert summary["candidates"][0]["role"] == "candidate"
+    assert summary["references"][0]["role"] == "reference"
+    assert summary["references"][0]["split_manifest_sha256"] == manifest_sha
+    assert summary["precision"] == "fp32" and summary["allow_cross_split"] is False
     assert "verdict" in capsys.readouterr().out
     assert not list(out.glob(".staging-*"))
 
@@ -111,9 +136,23 @@ def test_same_seed_gives_identical_scores_csv(setup: dict[str, Path], tmp_path: 
 
 def _fails(code: int, capsys: pytest.CaptureFixture[str], *needles: str) -> None:
     err = capsys.readouterr().err
-    assert code != 0
+    assert code == 2, err
+    assert "Traceback" not in err
     for needle in needles:
         assert needle in err, err
+
+
+def test_view_batch_bounds_memory_without_changing_the_scores(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    common = ("--views", "5", "--sets", "candidate,extra", "--no-plots", "--format", "csv")
+    assert _score(setup, tmp_path / "a", *common, "--view-batch", "2") == 0
+    assert _score(setup, tmp_path / "b", *common) == 0
+    a = json.loads((tmp_path / "a/summary.json").read_text())
+    b = json.loads((tmp_path / "b/summary.json").read_text())
+    assert a["scoring"]["view_batch"] == 2 and b["scoring"]["view_batch"] == 32
+    for name in ("candidate", "extra"):
+        assert a["sets"][name]["mean"] == pytest.approx(b["sets"][name]["mean"], abs=1e-6)
 
 
 def test_bad_views_is_a_config_error(
@@ -177,11 +216,12 @@ def test_nan_encoder_refused_without_output(
 ) -> None:
     from sslmem.models import load_checkpoint
 
-    enc = load_checkpoint(setup["f"]).encoder
+    loaded = load_checkpoint(setup["f"])
+    enc = loaded.encoder
     with torch.no_grad():
         for p in enc.parameters():
             p.fill_(float("nan"))
-    nan = save_checkpoint(enc, tmp_path / "nan.safetensors", metadata={})
+    nan = save_checkpoint(enc, tmp_path / "nan.safetensors", metadata=loaded.metadata)
     out = tmp_path / "o"
     _fails(_score({**setup, "f": nan}, out), capsys, "NaN")
     assert not (out / "summary.json").exists()
@@ -200,3 +240,131 @@ def test_unreachable_object_store_is_a_clear_error(
     monkeypatch.setenv("SSLMEM_STORE_RETRIES", "0")
     code = _score({**setup, "manifest": "s3://bucket/split.json"}, tmp_path / "o")  # type: ignore[dict-item]
     _fails(code, capsys, "127.0.0.1")
+
+
+def test_swapped_candidate_and_reference_fail_with_the_reason(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "o"
+    code = _score({**setup, "f": setup["g"], "g": setup["f"]}, out)
+    _fails(code, capsys, "g/encoder.safetensors was trained as a reference (on S_S ∪ S_I) but "
+           "is passed as a candidate", "fix: pass it with --reference")  # fmt: skip
+    assert not out.exists()
+
+
+def test_encoders_of_another_split_need_allow_cross_split(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=80, seed=9))
+    path = save_manifest(other, tmp_path / "other.json")
+    _fails(
+        _score({**setup, "manifest": path}, tmp_path / "o"),
+        capsys,
+        f"but the split being scored is {other.manifest_sha256}",
+        "--allow-cross-split",
+    )
+    assert _score({**setup, "manifest": path}, tmp_path / "o", "--allow-cross-split") == 0
+    assert "CROSS-SPLIT (allowed)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "o/summary.json").read_text())["allow_cross_split"] is True
+
+
+def test_checkpoints_without_provenance_need_the_explicit_flag(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    external = _ckpt(tmp_path / "ext.safetensors", 3)
+    _fails(
+        _score({**setup, "g": external}, tmp_path / "o"),
+        capsys,
+        "ext.safetensors does not record its role, split_manifest_sha256, recipe, augmentation",
+        "--allow-missing-provenance",
+    )
+    code = _score({**setup, "g": external}, tmp_path / "o", "--allow-missing-provenance")
+    assert code == 0
+    assert "UNCHECKED PROVENANCE (allowed)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ("candidate,candidate,independent", "each set may be scored once; repeated: candidate"),
+        ("", "--sets '' names an empty set"),
+        (",,", "--sets ',,' names an empty set"),
+        ("candidate,,extra", "names an empty set"),
+        ("candidate,bogus", "scoring.sets.1"),
+    ],
+)
+def test_bad_sets_are_refused_clearly(
+    setup: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sets: str,
+    message: str,
+) -> None:
+    out = tmp_path / "o"
+    _fails(_score(setup, out, "--sets", sets), capsys, message)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("layer", "messages"),
+    [
+        ("", ["scoring.layer: String should have at least 1 character"]),
+        (
+            "backbone.nope",
+            [
+                "layer 'backbone.nope' is not a representation of",
+                "fix: choose one of: backbone.blocks.0.conv,",
+            ],
+        ),
+    ],
+)
+def test_bad_layers_are_refused_listing_the_valid_ones(
+    setup: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    layer: str,
+    messages: list[str],
+) -> None:
+    out = tmp_path / "o"
+    _fails(_score(setup, out, "--layer", layer), capsys, *messages)
+    assert not out.exists()
+
+
+def test_an_unusable_out_is_refused_before_scoring(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    # A missing split would fail later; the output is checked first.
+    code = _score({**setup, "manifest": tmp_path / "missing.json"}, file)
+    _fails(code, capsys, f"output directory {file} is a file")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    _fails(_score(setup, tmp_path / "mine"), capsys, "not part of a report (notes.txt)")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_scoring_into_an_older_run_leaves_no_stale_file(
+    setup: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert _score(setup, out, "--format", "csv", "--grid-k", "2") == 0
+    assert (out / "memorised_grid.png").exists()
+    assert _score(setup, out, "--no-plots") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["scores.parquet", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_candidate_alone_is_inconclusive_and_exit_status_follows_fail_on(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _score(setup, tmp_path / "a", "--sets", "candidate", "--no-plots") == 0
+    out = capsys.readouterr().out
+    assert "verdict: INCONCLUSIVE" in out and "no control set was scored" in out
+    summary = json.loads((tmp_path / "a/summary.json").read_text())
+    assert summary["verdict"]["outcome"] == "inconclusive"
+    assert summary["verdict"]["passed"] is False
+    args = ("--sets", "candidate", "--no-plots")
+    assert _score(setup, tmp_path / "b", *args, "--fail-on", "failed") == 0
+    assert _score(setup, tmp_path / "c", *args, "--fail-on", "inconclusive") == 1
+    assert (tmp_path / "c/summary.json").exists()  # the report is written either way

@@ -268,3 +268,33 @@ def test_map_location(saved: tuple[Encoder, Path]) -> None:
     _, path = saved
     loaded = load_checkpoint(path, map_location=torch.device("cpu"))
     assert all(p.device.type == "cpu" for p in loaded.encoder.parameters())
+
+
+def test_provenance_reads_what_training_records(saved: tuple[Encoder, Path]) -> None:
+    provenance = load_checkpoint(saved[1]).provenance
+    assert provenance.role == "candidate" and provenance.seed == 3
+    assert provenance.split_manifest_sha256 == "ab" * 32
+    assert provenance.recipe == METADATA["recipe"]
+    assert provenance.missing == ["augmentation"]  # METADATA records no augmentation
+
+
+def test_provenance_values_of_the_wrong_type_count_as_not_recorded() -> None:
+    from sslmem.models.checkpoint import checkpoint_provenance
+
+    provenance = checkpoint_provenance(
+        {"role": 1, "split_manifest_sha256": ["x"], "recipe": "r", "seed": True,
+         "head_trained": "no", "augmentation": {}}
+    )  # fmt: skip
+    assert provenance.missing == ["role", "split_manifest_sha256", "recipe"]
+    assert provenance.seed is None and provenance.head_trained is None
+
+
+def test_training_recipe_leaves_out_only_the_seed_and_settings_that_change_nothing() -> None:
+    from sslmem.models.checkpoint import training_recipe
+
+    training = {"method": "simclr", "epochs": 5, "seed": 1, "checkpoint_every": 2,
+                "compile": True, "deterministic": False, "lr": 0.1}  # fmt: skip
+    assert training_recipe(training, {"arch": "small_cnn"}) == {
+        "training": {"method": "simclr", "epochs": 5, "lr": 0.1},
+        "model": {"arch": "small_cnn"},
+    }

@@ -46,6 +46,7 @@ def scored(
         manifest,
         scoring=ScoringConfig(views=2, sets=("candidate", "independent", "extra")),
         augment_spec=AugmentationSpec(),
+        allow_missing_provenance=True,
     )
     return report, dataset, manifest
 

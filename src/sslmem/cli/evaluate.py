@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.cli.common import (
@@ -22,11 +20,11 @@ from sslmem.cli.common import (
     experiment_config,
     path_arg,
 )
-from sslmem.errors import CheckpointError, ConfigError, DataError
+from sslmem.errors import ConfigError, DataError
 from sslmem.outputs import check_output_file
 
 if TYPE_CHECKING:  # torch-importing modules load in run(), so --help stays light
-    from sslmem.augment import AugmentationSpec
+    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,22 +41,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
 
 
-def _augmentation(
-    metadata: dict[str, Any], fallback: AugmentationSpec
-) -> tuple[AugmentationSpec, str]:
-    raw = metadata.get("augmentation")
-    if raw is None:
-        return fallback, "config"
-    from sslmem.augment import AugmentationSpec
-
-    try:
-        return AugmentationSpec.model_validate(raw), "checkpoint"
-    except ValidationError as exc:
-        raise CheckpointError(
-            f"the augmentation spec in the checkpoint's metadata is invalid: {exc}"
-        ) from exc
-
-
 def _write_json(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -70,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from sslmem.data.datasets import available_datasets, load_dataset
     from sslmem.device import resolve_device
     from sslmem.evaluation import evaluate_encoder
-    from sslmem.models.checkpoint import load_checkpoint
+    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
 
     if args.data is not None and args.data not in available_datasets():
         raise ConfigError(
@@ -96,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             f"{encoder.in_channels}",
             "evaluate on a dataset like the one the encoder was trained on (--data)",
         )
-    spec, spec_source = _augmentation(metadata, config.augmentation)
+    spec, spec_source = recorded_augmentation(loaded, config.augmentation)
     result = evaluate_encoder(
         encoder, train, test, config=config.evaluation, augment_spec=spec, device=device
     )

@@ -1,12 +1,20 @@
-"""``sslmem score``: SSLMem of candidate vs reference checkpoints on a split's sets."""
+"""``sslmem score``: SSLMem of candidate vs reference checkpoints on a split's sets.
+
+Exit status: 0 when a report was written, whatever the verdict, unless ``--fail-on`` asks for 1
+on a ``failed`` (or also an ``inconclusive``) verdict; 2 on an error (nothing written).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
 from sslmem.errors import ConfigError
+
+#: Exit status of a written report whose verdict ``--fail-on`` rejects (errors exit 2).
+VERDICT_EXIT = 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidate", nargs="+", required=True, metavar="CKPT")
     parser.add_argument("--reference", nargs="+", required=True, metavar="CKPT")
     parser.add_argument("--split", required=True, help="split manifest (path or s3:// URI)")
-    parser.add_argument("--sets", help="comma-separated: candidate,independent,extra,shared")
+    parser.add_argument(
+        "--sets", help="comma-separated, each once: candidate,independent,extra,shared"
+    )
     parser.add_argument("--views", type=int, help="K view pairs per point")
     parser.add_argument("--mode", choices=["pair", "anchor"], help="paper (pair) or clean anchor")
     parser.add_argument("--distance", choices=["l2", "cosine"])
@@ -27,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="view seed")
     parser.add_argument("--chunk-size", type=int, help="points per forward (bounds memory)")
+    parser.add_argument(
+        "--view-batch", type=int, help="views per point per forward (bounds memory for any K)"
+    )
     parser.add_argument("--data-root", type=Path, help="local directory of the dataset")
     parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     parser.add_argument(
@@ -41,6 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the PNGs (histogram per set, grid of the most/least memorised candidates)",
     )
     parser.add_argument("--grid-k", type=int, default=16, help="images per block of the grid")
+    parser.add_argument(
+        "--allow-cross-split",
+        action="store_true",
+        help="score encoders trained on another split (recorded in summary.json and the table)",
+    )
+    parser.add_argument(
+        "--allow-missing-provenance",
+        action="store_true",
+        help="score checkpoints that do not record role/split/recipe (recorded, unchecked)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=["failed", "inconclusive"],
+        help="exit 1 on a failed verdict ('inconclusive': on any verdict but passed); "
+        "default: exit 0 whenever the report is written",
+    )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     add_config_arguments(parser)
@@ -55,46 +84,57 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "layer": args.layer,
         "seed": args.seed,
         "chunk_size": args.chunk_size,
+        "view_batch": args.view_batch,
     }
     overrides = [f"scoring.{k}={v}" for k, v in flags.items() if v is not None]
-    if args.sets:
-        overrides.append(f"scoring.sets=[{args.sets}]")
+    if args.sets is not None:
+        overrides.append(f"scoring.sets={json.dumps(_parse_sets(args.sets))}")
     return [*args.overrides, *overrides]
 
 
+def _parse_sets(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise ConfigError(
+            f"--sets {text!r} names an empty set",
+            "pass comma-separated set names, e.g. --sets candidate,independent,extra",
+        )
+    return names
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load, score, write, print the verdict."""
+    """Check the output, load, score, write the report as a whole, print the verdict."""
     # Imported here so that building the parser (every sslmem command) stays light.
     from tqdm import tqdm
 
     from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import load_dataset
-    from sslmem.data.splits import load_manifest
+    from sslmem.data.splits import load_manifest, manifest_dataset
     from sslmem.device import resolve_device
     from sslmem.memorization.layer_scoring import score_layers, write_layer_report
     from sslmem.memorization.layers import select_layers
-    from sslmem.memorization.scoring import score_split, select_points, write_score_report
-    from sslmem.models.checkpoint import load_checkpoint
-    from sslmem.reporting import LAYERMEM_FILE, layermem_figure, write_score_figures
+    from sslmem.memorization.scoring import (
+        check_report_dir,
+        score_split,
+        select_points,
+        write_score_outputs,
+    )
+    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
+    from sslmem.reporting import LAYERMEM_FILE, layermem_figure
 
     if args.grid_k < 1:
         raise ConfigError(f"--grid-k must be >= 1, got {args.grid_k}", "pass e.g. --grid-k 16")
     args.overrides = _overrides(args)
     config = experiment_config(args)
+    check_report_dir(args.out)  # before the work, not after it
     settings = RuntimeSettings()
     device = resolve_device(args.device or settings.device)
     manifest = load_manifest(args.split, settings)
-    dataset = load_dataset(
-        manifest.dataset.name,
-        split="train" if manifest.dataset.split == "train" else "test",
-        root=args.data_root or config.data.root,
-    )
+    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
     candidates = [load_checkpoint(p) for p in args.candidate]
     references = [load_checkpoint(p) for p in args.reference]
     augment_spec = config.augmentation
-    recorded = candidates[0].metadata.get("augmentation")
-    if args.augmentation == "checkpoint" and recorded is not None:
-        augment_spec = type(augment_spec).model_validate(recorded)
+    if args.augmentation == "checkpoint":
+        augment_spec, _ = recorded_augmentation(candidates[0], config.augmentation)
     if args.layers is not None:  # resolved before any work, so a bad name fails at once
         select_layers([c.encoder for c in [*candidates, *references]], args.layers)
     total = len(
@@ -115,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
             augment_spec=augment_spec,
             device=device,
             progress=bar.update,
+            allow_cross_split=args.allow_cross_split,
+            allow_missing_provenance=args.allow_missing_provenance,
         )
     layer_report = None
     if args.layers is not None:
@@ -129,20 +171,34 @@ def run(args: argparse.Namespace) -> int:
                 layers=args.layers,
                 device=device,
                 progress=bar.update,
+                allow_cross_split=args.allow_cross_split,
+                allow_missing_provenance=args.allow_missing_provenance,
             )
-    figures: dict[str, Path] = {}
-    if not args.no_plots:
-        # Before the report: summary.json is written last, so its presence means "complete".
-        figures = write_score_figures(report.columns, args.out, dataset.images, grid_k=args.grid_k)
-        if layer_report is not None:
-            figures["layermem"] = layermem_figure(layer_report.table, args.out / LAYERMEM_FILE)
-    layer_files = (
-        [] if layer_report is None else write_layer_report(layer_report, args.out, fmt=args.format)
+
+    def write_layers(staging: Path) -> list[Path]:
+        if layer_report is None:
+            return []
+        files = write_layer_report(layer_report, staging, fmt=args.format)
+        if not args.no_plots:
+            files.append(layermem_figure(layer_report.table, staging / LAYERMEM_FILE))
+        return files
+
+    written = write_score_outputs(
+        report,
+        args.out,
+        fmt=args.format,
+        images=dataset.images,
+        plots=not args.no_plots,
+        grid_k=args.grid_k,
+        extra=write_layers,
     )
-    summary_path = write_score_report(report, args.out, fmt=args.format)
     print(report.summary.format_table())
     if layer_report is not None:
         print(layer_report.summary.format_table())
-    written = [args.out / f"scores.{args.format}", summary_path, *layer_files, *figures.values()]
     print("wrote " + ", ".join(str(path) for path in written))
+    outcome = report.summary.verdict.outcome
+    if args.fail_on == "failed" and outcome == "failed":
+        return VERDICT_EXIT
+    if args.fail_on == "inconclusive" and outcome != "passed":
+        return VERDICT_EXIT
     return 0

@@ -73,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import load_dataset
-    from sslmem.data.splits import load_manifest
+    from sslmem.data.splits import load_manifest, manifest_dataset
     from sslmem.models.registry import get_backbone_spec
     from sslmem.training import JsonlMetricsLogger, train_encoder
     from sslmem.training.distributed import context_from_env
@@ -95,11 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.num_threads is not None:
         torch.set_num_threads(settings.num_threads)
     manifest = load_manifest(args.split, settings)
-    dataset = load_dataset(
-        manifest.dataset.name,
-        split="test" if manifest.dataset.split == "test" else "train",
-        root=args.data_root or config.data.root,
-    )
+    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
     is_main = context_from_env().is_main
     result = train_encoder(
         dataset,

@@ -55,14 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import load_dataset
-    from sslmem.data.splits import load_manifest
+    from sslmem.data.splits import load_manifest, manifest_dataset
     from sslmem.device import resolve_device
     from sslmem.errors import ConfigError
     from sslmem.memorization.layers import parse_names
     from sslmem.memorization.scoring import select_points
     from sslmem.memorization.unit_scoring import score_units, write_unit_report
-    from sslmem.models.checkpoint import load_checkpoint
+    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
     from sslmem.reporting import UNITMEM_FILE, unitmem_figure
 
     sets = parse_names(args.sets, "--sets", "candidate")
@@ -85,16 +84,11 @@ def run(args: argparse.Namespace) -> int:
     settings = RuntimeSettings()
     device = resolve_device(args.device or settings.device)
     manifest = load_manifest(args.split, settings)
-    dataset = load_dataset(
-        manifest.dataset.name,
-        split="train" if manifest.dataset.split == "train" else "test",
-        root=args.data_root or config.data.root,
-    )
+    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
     checkpoint = load_checkpoint(args.encoder)
     augment_spec = config.augmentation
-    recorded = checkpoint.metadata.get("augmentation")
-    if args.augmentation == "checkpoint" and recorded is not None:
-        augment_spec = type(augment_spec).model_validate(recorded)
+    if args.augmentation == "checkpoint":
+        augment_spec, _ = recorded_augmentation(checkpoint, config.augmentation)
     scoring = config.scoring
     total = len(
         select_points(

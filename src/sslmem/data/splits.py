@@ -384,3 +384,26 @@ def load_manifest(path: Path | str, settings: RuntimeSettings | None = None) -> 
             f"check the path, or create it with `sslmem split --out {text}`",
         )
     return SplitManifest.from_json(read_bytes(path, settings), source=text)
+
+
+def manifest_dataset(manifest: SplitManifest, root: str | Path | None = None) -> ImageDataset:
+    """The dataset a split manifest was made from (its name and its train or test split).
+
+    The one place that maps a manifest to its data: the CLI, the pipeline steps and the service
+    all call it.
+
+    Args:
+        manifest: The split.
+        root: Local directory of datasets that are not bundled (``data.root``).
+
+    Raises:
+        DataError: The dataset is unknown or not found under ``root``.
+
+    """
+    from sslmem.data.datasets import load_dataset
+
+    return load_dataset(
+        manifest.dataset.name,
+        split="test" if manifest.dataset.split == "test" else "train",
+        root=root,
+    )

@@ -19,6 +19,8 @@ from sslmem.memorization.normalize import (
 )
 from sslmem.memorization.sslmem import SSLMemResult, compute_sslmem, sslmem_from_alignment
 from sslmem.memorization.stats import (
+    OUTCOMES,
+    Outcome,
     SetSummary,
     Verdict,
     WelchTest,
@@ -32,8 +34,10 @@ from sslmem.memorization.unitmem import unit_activations, unitmem_from_activatio
 __all__ = [
     "DISTANCES",
     "NORMALIZATIONS",
+    "OUTCOMES",
     "AlignmentEstimator",
     "LayerMemResult",
+    "Outcome",
     "SSLMemResult",
     "SetSummary",
     "Verdict",

@@ -5,13 +5,15 @@ Wang et al. (ICLR 2024), Eq. 1: ``L_align(h, x) = E_{x', x'' ~ Aug(x)} d(h(x'), 
 ("pair" mode, the paper's definition) or with the distance from the clean image to each of K
 views ("anchor" mode, the authors' script).
 
-All points of a chunk and all their views go through each encoder in one forward; the views are
-drawn once per chunk and shared by every encoder, as the estimator requires.
+The points of a chunk go through each encoder together, their K views in blocks of at most
+``view_batch`` per point, so memory is bounded for any N and K; each block of views is drawn once
+and shared by every encoder, as the estimator requires.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,7 +21,7 @@ import torch
 from torch import nn
 
 from sslmem.augment import BatchAugmenter
-from sslmem.device import autocast_for, to_device_layout
+from sslmem.device import to_device_layout
 from sslmem.errors import ScoringError
 from sslmem.memorization.representation import extract_layers
 
@@ -72,27 +74,50 @@ class AlignmentEstimator:
             )
 
 
-def _draw_views(
-    augmenter: BatchAugmenter,
-    images: torch.Tensor,
-    keys: torch.Tensor,
-    estimator: AlignmentEstimator,
+@contextlib.contextmanager
+def scoring_precision(device: torch.device, *, autocast_bf16: bool = False) -> Iterator[None]:
+    """The numeric precision of scoring forwards.
+
+    SSLMem is a difference of two small losses, so on CUDA it is computed in true fp32 by
+    default: TF32 (10-bit mantissa, on by default for cuDNN convolutions) is switched off for
+    the duration and restored afterwards. ``autocast_bf16`` opts in to bf16 autocast (faster,
+    noisier); on the CPU everything is fp32.
+    """
+    if device.type != "cuda":
+        yield
+    elif autocast_bf16:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _view_blocks(estimator: AlignmentEstimator, view_batch: int) -> list[torch.Tensor]:
+    """View ids per forward: pairs ``(2i, 2i+1)`` are never split; at most ``view_batch`` each."""
+    k = estimator.views
+    if estimator.mode == "pair":
+        step = max(1, view_batch // 2)
+        return [torch.arange(2 * p, 2 * min(p + step, k)) for p in range(0, k, step)]
+    step = max(1, view_batch)
+    return [torch.arange(v, min(v + step, k)) for v in range(0, k, step)]
+
+
+def pair_distance_sum(reps: torch.Tensor, distance: Distance) -> torch.Tensor:
+    """Sum over view pairs ``(2i, 2i+1)`` of their distance: ``[B, 2P, D] -> [B]``."""
+    return DISTANCES[distance](reps[:, 0::2], reps[:, 1::2]).sum(dim=1)
+
+
+def anchor_distance_sum(
+    anchor: torch.Tensor, reps: torch.Tensor, distance: Distance
 ) -> torch.Tensor:
-    """Views for a chunk: ``[B, 2K, C, S, S]`` (pair) or ``[B, 1 + K, C, S, S]`` (anchor)."""
-    if estimator.mode == "pair":
-        ids = torch.arange(2 * estimator.views, device=images.device)
-        return augmenter.views(images, keys, ids, estimator.seed)
-    ids = torch.arange(estimator.views, device=images.device)
-    views = augmenter.views(images, keys, ids, estimator.seed)
-    return torch.cat([augmenter.clean(images).unsqueeze(1), views], dim=1)
-
-
-def _loss_from_representations(reps: torch.Tensor, estimator: AlignmentEstimator) -> torch.Tensor:
-    """Per-point alignment loss from grouped representations ``[B, V, D] -> [B]``."""
-    distance = DISTANCES[estimator.distance]
-    if estimator.mode == "pair":
-        return distance(reps[:, 0::2], reps[:, 1::2]).mean(dim=1)
-    return distance(reps[:, :1], reps[:, 1:]).mean(dim=1)
+    """Sum over views of their distance to the clean anchor: ``[B, D], [B, V, D] -> [B]``."""
+    return DISTANCES[distance](anchor.unsqueeze(1), reps).sum(dim=1)
 
 
 def alignment_losses(
@@ -105,6 +130,8 @@ def alignment_losses(
     layers: Sequence[str],
     device: torch.device,
     chunk_size: int = 64,
+    view_batch: int = 32,
+    autocast_bf16: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Alignment loss of every encoder at every layer on every point.
@@ -117,7 +144,13 @@ def alignment_losses(
         estimator: K, mode, distance and seed.
         layers: L layer names; all are captured in the same forward pass.
         device: Where encoders run (they are moved there).
-        chunk_size: Points per forward; bounds memory at ``chunk_size * 2K`` images.
+        chunk_size: Points per forward.
+        view_batch: Views per point per forward (pair mode rounds down to whole pairs). Peak
+            memory is about ``chunk_size * view_batch`` images and their activations, for any
+            K and N: the K views are drawn and run in blocks, and only per-point distance sums
+            are kept. Views depend only on (seed, key, view id), so the blocking does not change
+            which views are drawn.
+        autocast_bf16: bf16 autocast on CUDA (default fp32; see :func:`scoring_precision`).
         progress: Called with the number of points finished after each chunk.
 
     Returns:
@@ -134,33 +167,54 @@ def alignment_losses(
         raise ScoringError(f"keys must have shape [{n}], got {list(keys.shape)}")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
+    if view_batch < 2:
+        raise ScoringError(f"view_batch must be >= 2, got {view_batch}", "use e.g. 32")
     if not layers:
         raise ScoringError("no layers requested", "pass at least one layer, e.g. 'backbone'")
     out = torch.empty(len(encoders), len(layers), n, dtype=torch.float32)
     dims: dict[tuple[int, str], int] = {}
+    blocks = _view_blocks(estimator, view_batch)
     was_training = [enc.training for enc in encoders]
     for enc in encoders:
         # channels_last weights make convolutions 1.4-2x faster on CPU too (benchmarks/README.md);
         # results are identical, and the layout is restored below.
         enc.eval().to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def represent(e: int, batch: torch.Tensor, b: int) -> list[torch.Tensor]:
+        flat = to_device_layout(batch.reshape(-1, *batch.shape[-3:]), device)
+        reps = extract_layers(encoders[e], flat, layers)
+        grouped = [reps[layer].float().reshape(b, -1, reps[layer].shape[-1]) for layer in layers]
+        for layer, rep in zip(layers, grouped, strict=True):
+            _check_representation(rep, e, layer, dims)
+        return grouped
+
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), scoring_precision(device, autocast_bf16=autocast_bf16):
             for start in range(0, n, chunk_size):
                 stop = min(start + chunk_size, n)
                 chunk = images[start:stop].to(device, non_blocking=True)
                 chunk_keys = keys[start:stop].to(device)
-                views = _draw_views(augmenter, chunk, chunk_keys, estimator)
-                b, v = views.shape[:2]
-                flat = to_device_layout(views.reshape(b * v, *views.shape[2:]), device)
-                for e, enc in enumerate(encoders):
-                    with autocast_for(device):
-                        reps = extract_layers(enc, flat, layers)
-                    for li, layer in enumerate(layers):
-                        rep = reps[layer].reshape(b, v, -1)
-                        _check_representation(rep, e, layer, dims)
-                        out[e, li, start:stop] = _loss_from_representations(rep, estimator).cpu()
+                b = stop - start
+                sums = torch.zeros(len(encoders), len(layers), b, device=device)
+                anchors: list[list[torch.Tensor]] = []
+                if estimator.mode == "anchor":
+                    clean = augmenter.clean(chunk).unsqueeze(1)  # [B, 1, C, S, S]
+                    anchors = [
+                        [rep[:, 0] for rep in represent(e, clean, b)] for e in range(len(encoders))
+                    ]
+                for ids in blocks:
+                    views = augmenter.views(chunk, chunk_keys, ids.to(device), estimator.seed)
+                    for e in range(len(encoders)):
+                        for li, rep in enumerate(represent(e, views, b)):
+                            if estimator.mode == "pair":
+                                sums[e, li] += pair_distance_sum(rep, estimator.distance)
+                            else:
+                                sums[e, li] += anchor_distance_sum(
+                                    anchors[e][li], rep, estimator.distance
+                                )
+                out[:, :, start:stop] = (sums / estimator.views).cpu()
                 if progress is not None:
-                    progress(stop - start)
+                    progress(b)
     finally:
         for enc, mode in zip(encoders, was_training, strict=True):
             enc.train(mode).to(memory_format=torch.contiguous_format)

@@ -51,6 +51,19 @@ LAYER_TABLE_FILE = "layers"  # + .parquet / .csv
 LAYER_POINTS_FILE = "layer_scores"  # + .parquet / .csv
 LAYER_SUMMARY_FILE = "layers.json"
 
+
+def layer_report_file_names() -> tuple[str, ...]:
+    """Every file a per-layer report adds to a score report directory (tables, JSON, figure)."""
+    from sslmem.reporting.plots import LAYERMEM_FILE
+
+    tables = [
+        f"{name}.{fmt}"
+        for name in (LAYER_TABLE_FILE, LAYER_POINTS_FILE)
+        for fmt in ("parquet", "csv")
+    ]
+    return (*tables, LAYER_SUMMARY_FILE, LAYERMEM_FILE)
+
+
 _NORMALIZATION = (
     "LayerMem: per scored set, raw per-layer SSLMem min-max normalised to [0, 1] with the min and "
     "max over all layers and that set's points (one common scale), then averaged over the points; "
@@ -116,6 +129,8 @@ def score_layers(
     layers: str | Sequence[str] = "stages",
     device: torch.device | None = None,
     progress: Callable[[int], object] | None = None,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
 ) -> LayerScoreReport:
     """Per-layer SSLMem, LayerMem and ΔLayerMem on the manifest's sets, with provenance.
 
@@ -137,6 +152,9 @@ def score_layers(
             scored in forward order.
         device: Compute device (default CPU).
         progress: Called with the number of points finished after each chunk.
+        allow_cross_split: Score checkpoints trained on another split (see
+            :func:`~sslmem.memorization.scoring.check_compatible`).
+        allow_missing_provenance: Score checkpoints that record no provenance.
 
     Returns:
         ``table`` (one row per layer and set: :data:`LAYER_COLUMNS`), ``points`` (one row per
@@ -148,10 +166,18 @@ def score_layers(
         ManifestMismatchError: The manifest does not match the dataset.
     """
     manifest.verify_against(dataset)
-    check_compatible(candidates, references, dataset)
     everyone = [*candidates, *references]
     head_trained = all(bool(c.metadata.get("head_trained", True)) for c in everyone)
     names = select_layers([c.encoder for c in everyone], layers, include_head=head_trained)
+    check_compatible(
+        candidates,
+        references,
+        dataset,
+        manifest=manifest,
+        layers=names,
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
+    )
     device = device or torch.device("cpu")
     indices, set_names = select_points(
         manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
@@ -169,6 +195,8 @@ def score_layers(
         ),
         device=device,
         chunk_size=scoring.chunk_size,
+        view_batch=scoring.view_batch,
+        autocast_bf16=scoring.autocast_bf16,
         progress=progress,
     )
     seconds = time.perf_counter() - started

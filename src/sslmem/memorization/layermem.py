@@ -69,6 +69,8 @@ def compute_layermem(
     estimator: AlignmentEstimator,
     device: torch.device | None = None,
     chunk_size: int = 64,
+    view_batch: int = 32,
+    autocast_bf16: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> LayerMemResult:
     """LayerMem and ΔLayerMem for ``layers`` (all captured in one pass per view batch).
@@ -83,6 +85,9 @@ def compute_layermem(
         estimator: K, mode, distance, seed.
         device: Compute device.
         chunk_size: Points per forward.
+        view_batch: Views per point per forward (bounds memory for any K; see
+            :func:`~sslmem.memorization.alignment.alignment_losses`).
+        autocast_bf16: Run the encoders in bf16 on CUDA (default fp32).
         progress: Progress callback (points finished).
 
     Returns:
@@ -99,6 +104,8 @@ def compute_layermem(
         layers=layers,
         device=device or torch.device("cpu"),
         chunk_size=chunk_size,
+        view_batch=view_batch,
+        autocast_bf16=autocast_bf16,
         progress=progress,
     )  # [E, L, N]
     m = len(candidates)

@@ -2,17 +2,15 @@
 
 The one library function behind ``sslmem score``, the KFP scoring component and the scoring
 service: load nothing, decide nothing about I/O -- take loaded checkpoints, the dataset and its
-split manifest, return per-point scores, per-set statistics, the verdict and full provenance.
-:func:`write_score_report` persists a report atomically.
+split manifest, check that they may be scored together (:func:`check_compatible`: roles, split,
+recipe, augmentation, layer), return per-point scores, per-set statistics, the verdict and full
+provenance. :func:`write_score_outputs` replaces a report directory as a whole.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +44,7 @@ SCORE_COLUMNS = (
 
 
 class CheckpointRef(BaseModel):
-    """Provenance of one encoder."""
+    """Provenance of one encoder (as its checkpoint records it; ``None``: not recorded)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -54,6 +52,11 @@ class CheckpointRef(BaseModel):
     sha256: str
     arch: str
     representation: dict[str, Any]
+    role: str | None = None
+    split_manifest_sha256: str | None = None
+    method: str | None = None
+    seed: int | None = None
+    missing_provenance: list[str] = []
 
 
 class ScoreSummary(BaseModel):
@@ -76,18 +79,42 @@ class ScoreSummary(BaseModel):
     device: str
     seconds: float
     points_per_second: float
+    precision: str = "fp32"
+    allow_cross_split: bool = False
+    allow_missing_provenance: bool = False
 
     def format_table(self) -> str:
-        """A compact text table of the per-set statistics and the verdict."""
-        lines = [f"{'set':<12} {'n':>6} {'mean':>9} {'95% CI':>21} {'p(S_C > set)':>13}"]
-        for name, s in self.sets.items():
+        """A compact text table of the per-set statistics, the verdict and what was waived."""
+        s = self.scoring
+        lines = [
+            f"layer {s.layer}, K = {s.views} ({s.mode}), {s.distance}, {self.precision} "
+            f"on {self.device}",
+            f"{'set':<12} {'n':>6} {'mean':>9} {'95% CI':>21} {'p(S_C > set)':>13}",
+        ]
+        for name, stats in self.sets.items():
             test = self.welch_tests.get(name)
             p = f"{test.p_value:.2e}" if test else "-"
-            ci = f"[{s.ci95_low:+.4f}, {s.ci95_high:+.4f}]"
-            lines.append(f"{name:<12} {s.n:>6} {s.mean:>+9.4f} {ci:>21} {p:>13}")
+            ci = f"[{stats.ci95_low:+.4f}, {stats.ci95_high:+.4f}]"
+            lines.append(f"{name:<12} {stats.n:>6} {stats.mean:>+9.4f} {ci:>21} {p:>13}")
         verdict = self.verdict
-        lines.append(f"verdict: {'PASS' if verdict.passed else 'FAIL'} (alpha {verdict.alpha})")
+        lines.append(f"verdict: {verdict.outcome.upper()} (alpha {verdict.alpha})")
+        if verdict.reason:
+            lines.append(f"  {verdict.reason}")
         lines += [f"  [{'x' if c.passed else ' '}] {c.name}: {c.detail}" for c in verdict.checks]
+        if self.allow_cross_split:
+            trained = sorted(
+                {c.split_manifest_sha256 or "?" for c in [*self.candidates, *self.references]}
+            )
+            lines.append(
+                f"CROSS-SPLIT (allowed): encoders trained on split {', '.join(trained)}; "
+                f"scored split {self.manifest_sha256}"
+            )
+        unchecked = [c for c in [*self.candidates, *self.references] if c.missing_provenance]
+        for ref in unchecked:
+            lines.append(
+                f"UNCHECKED PROVENANCE (allowed): {ref.path} records no "
+                f"{', '.join(ref.missing_provenance)}"
+            )
         return "\n".join(lines)
 
 
@@ -106,26 +133,186 @@ class ScoreReport(BaseModel):
 
 
 def _ref(checkpoint: LoadedCheckpoint) -> CheckpointRef:
+    prov = checkpoint.provenance
     return CheckpointRef(
         path=str(checkpoint.path),
         sha256=checkpoint.sha256,
         arch=checkpoint.header.arch,
         representation=dict(checkpoint.header.representation),
+        role=prov.role,
+        split_manifest_sha256=prov.split_manifest_sha256,
+        method=prov.method,
+        seed=prov.seed,
+        missing_provenance=prov.missing,
     )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """``"key: a-value vs b-value"`` for every leaf that differs (at most 5 shown)."""
+    fa, fb = _flatten(a), _flatten(b)
+    keys = sorted(k for k in fa.keys() | fb.keys() if fa.get(k, "<unset>") != fb.get(k, "<unset>"))
+    shown = [f"{k}: {fa.get(k, '<unset>')!r} vs {fb.get(k, '<unset>')!r}" for k in keys[:5]]
+    return shown + ([f"... {len(keys) - 5} more"] if len(keys) > 5 else [])
+
+
+_TRAINED_ON = {"candidate": "S_S ∪ S_C", "reference": "S_S ∪ S_I"}
+
+
+def check_provenance(
+    candidates: Sequence[LoadedCheckpoint],
+    references: Sequence[LoadedCheckpoint],
+    manifest: SplitManifest,
+    *,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
+) -> None:
+    """Refuse scores that would be mislabelled: roles, split, recipe and augmentation.
+
+    Every candidate must have been trained as a ``candidate`` and every reference as a
+    ``reference`` (swapped arguments are caught here); every checkpoint on ``manifest``; all on
+    the same recipe (everything but seeds, :func:`~sslmem.models.checkpoint.training_recipe`)
+    and augmentation. Checkpoints that do not record a field (trained outside sslmem, or by an
+    older version) are refused unless ``allow_missing_provenance``; the fields they do record
+    are still checked.
+
+    Args:
+        candidates: Loaded candidate checkpoints.
+        references: Loaded reference checkpoints.
+        manifest: The split being scored.
+        allow_cross_split: Accept encoders trained on another split (a deliberate
+            cross-split experiment; recorded in the summary).
+        allow_missing_provenance: Accept checkpoints that do not record their provenance.
+
+    Raises:
+        ScoringError: A mismatch (the message names both values) or missing provenance.
+    """
+    labelled = [(c, "candidate") for c in candidates] + [(r, "reference") for r in references]
+    for ckpt, expected in labelled:
+        prov = ckpt.provenance
+        if prov.missing and not allow_missing_provenance:
+            raise ScoringError(
+                f"{ckpt.path} does not record its {', '.join(prov.missing)} (trained outside "
+                "sslmem or by an older version), so its scores could be mislabelled",
+                "retrain it with `sslmem train`, or pass --allow-missing-provenance "
+                "(allow_missing_provenance=True) to score it unchecked; the waiver is recorded "
+                "in summary.json",
+            )
+        if prov.role is not None and prov.role != expected:
+            if prov.role in _TRAINED_ON:
+                problem = (
+                    f"{ckpt.path} was trained as a {prov.role} (on {_TRAINED_ON[prov.role]}) "
+                    f"but is passed as a {expected} (trained on {_TRAINED_ON[expected]})"
+                )
+                fix = f"pass it with --{prov.role} (were --candidate and --reference swapped?)"
+            else:
+                problem = f"{ckpt.path} has role {prov.role!r}, but is passed as a {expected}"
+                fix = "score encoders trained by `sslmem train --role candidate|reference`"
+            raise ScoringError(problem, fix)
+        split = prov.split_manifest_sha256
+        if split is not None and split != manifest.manifest_sha256 and not allow_cross_split:
+            raise ScoringError(
+                f"{ckpt.path} was trained on split manifest {split}, but the split being "
+                f"scored is {manifest.manifest_sha256}",
+                "score with the manifest the encoders were trained on, or pass "
+                "--allow-cross-split (allow_cross_split=True) for a deliberate cross-split "
+                "experiment",
+            )
+    for field, fix in (
+        ("recipe", "train candidate and reference with the same recipe (only seeds may differ)"),
+        ("augmentation", "train candidate and reference with the same augmentation"),
+    ):
+        known = [(c, getattr(c.provenance, field)) for c, _ in labelled]
+        known = [(c, value) for c, value in known if value is not None]
+        if not known:
+            continue
+        base_ckpt, base = known[0]
+        for ckpt, value in known[1:]:
+            if value != base:
+                raise ScoringError(
+                    f"{ckpt.path} and {base_ckpt.path} were trained with different {field}s: "
+                    + "; ".join(_differences(value, base)),
+                    fix,
+                )
+
+
+def check_layers(checkpoints: Sequence[LoadedCheckpoint], layers: Sequence[str]) -> None:
+    """Refuse layers that are not a representation of every encoder, or an untrained head.
+
+    A valid layer fires exactly once per forward with one tensor
+    (:meth:`~sslmem.models.Encoder.layer_names`). A layer in the projection head of an encoder
+    whose head was not trained (``head_trained: false``, e.g. MAE) is refused: its output is a
+    random projection, not what the encoder learned.
+
+    Raises:
+        ScoringError: Unknown or unusable layer (the message lists the valid names) or an
+            untrained head.
+    """
+    if not layers:
+        raise ScoringError("no layer to score", "pass a layer, e.g. --layer backbone")
+    for ckpt in checkpoints:
+        valid = ckpt.encoder.layer_names()
+        for layer in layers:
+            if layer not in valid:
+                raise ScoringError(
+                    f"layer {layer!r} is not a representation of {ckpt.path} "
+                    "(unknown, never run, or run more than once per forward)",
+                    f"choose one of: {', '.join(valid[:60])}{' ...' if len(valid) > 60 else ''}",
+                )
+            in_head = layer == "head" or layer.startswith("head.")
+            if in_head and ckpt.provenance.head_trained is False:
+                raise ScoringError(
+                    f"layer {layer!r} is in the projection head of {ckpt.path}, which was not "
+                    f"trained (method {ckpt.provenance.method or 'unknown'})",
+                    "score a backbone layer, e.g. --layer backbone",
+                )
 
 
 def check_compatible(
     candidates: Sequence[LoadedCheckpoint],
     references: Sequence[LoadedCheckpoint],
     dataset: ImageDataset,
+    *,
+    manifest: SplitManifest,
+    layers: Sequence[str] | None = None,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
 ) -> None:
-    """Refuse encoders whose representation specs differ or do not fit the data."""
+    """Everything checked before encoders are scored together on a split.
+
+    Representation specs must agree and fit the data; the manifest must be of ``dataset``;
+    provenance must match (:func:`check_provenance`); each of ``layers`` must be a usable
+    representation of every encoder (:func:`check_layers`). Every scorer (``score_split``, the
+    CLI, the pipeline, LayerMem/UnitMem) calls this before any forward pass.
+
+    Args:
+        candidates: Loaded candidate checkpoints.
+        references: Loaded reference checkpoints.
+        dataset: The data to score.
+        manifest: The split being scored.
+        layers: Layers that will be scored (``None``: not checked here).
+        allow_cross_split: See :func:`check_provenance`.
+        allow_missing_provenance: See :func:`check_provenance`.
+
+    Raises:
+        ScoringError: Incompatible encoders, provenance or layers.
+        ManifestMismatchError: The manifest was not made from ``dataset``.
+    """
     if not candidates or not references:
         raise ScoringError(
             f"need at least one candidate and one reference checkpoint, got {len(candidates)} "
             f"and {len(references)}",
             "pass --candidate CKPT ... and --reference CKPT ...",
         )
+    manifest.verify_against(dataset)
     first = candidates[0]
     expected = dict(first.header.representation)
     for ckpt in [*candidates, *references]:
@@ -143,6 +330,15 @@ def check_compatible(
             f"{dataset.num_channels}",
             "score the dataset the encoders were trained on",
         )
+    check_provenance(
+        candidates,
+        references,
+        manifest,
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
+    )
+    if layers is not None:
+        check_layers([*candidates, *references], layers)
 
 
 def select_points(
@@ -155,6 +351,12 @@ def select_points(
     """
     if not sets:
         raise ScoringError("no sets to score", "pass e.g. --sets candidate,independent,extra")
+    repeated = sorted({name for name in sets if list(sets).count(name) > 1})
+    if repeated:
+        # Its points would be counted twice in every statistic.
+        raise ScoringError(
+            f"sets scored more than once: {', '.join(repeated)}", "name each set once"
+        )
     index_parts, name_parts = [], []
     for name in sets:
         indices = manifest.set_indices(name)  # type: ignore[arg-type]
@@ -179,27 +381,49 @@ def score_split(
     device: torch.device | None = None,
     alpha: float = 0.01,
     progress: Callable[[int], object] | None = None,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
 ) -> ScoreReport:
     """SSLMem on the manifest's sets, with statistics, verdict and provenance.
 
+    Nothing is computed before :func:`check_compatible` has accepted the encoders, their
+    provenance, the layer and the manifest.
+
     Args:
-        candidates: m loaded candidate checkpoints (trained on S_S ∪ S_C).
-        references: n loaded reference checkpoints (trained on S_S ∪ S_I).
+        candidates: m loaded candidate checkpoints (trained on S_S ∪ S_C, role ``candidate``).
+        references: n loaded reference checkpoints (trained on S_S ∪ S_I, role ``reference``).
         dataset: The data the manifest was made from (verified).
-        manifest: The split.
-        scoring: K, mode, distance, layer, chunk size, seed, sets, S_S sample size.
+        manifest: The split; every checkpoint must have been trained on it.
+        scoring: K, mode, distance, layer, chunk size, view batch, precision, seed, sets, S_S
+            sample size.
         augment_spec: The augmentation distribution of the views.
-        device: Compute device (default CPU).
+        device: Compute device (default CPU). On CUDA scores are fp32 (TF32 off) unless
+            ``scoring.autocast_bf16``.
         alpha: Significance level of the verdict.
         progress: Called with the number of points finished after each chunk.
+        allow_cross_split: Score encoders trained on another split (recorded in the summary).
+        allow_missing_provenance: Score checkpoints that do not record their provenance
+            (recorded in the summary).
 
     Returns:
         Per-point columns (sample index, set, raw and normalised SSLMem, mean alignment losses)
         and the summary.
+
+    Raises:
+        ScoringError: See :func:`check_compatible`; non-finite representations.
+        ManifestMismatchError: The manifest was not made from ``dataset``.
     """
-    manifest.verify_against(dataset)
-    check_compatible(candidates, references, dataset)
+    check_compatible(
+        candidates,
+        references,
+        dataset,
+        manifest=manifest,
+        layers=[scoring.layer],
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
+    )
     device = device or torch.device("cpu")
+    bf16 = scoring.autocast_bf16 and device.type == "cuda"
     indices, set_names = select_points(
         manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
     )
@@ -216,6 +440,8 @@ def score_split(
         layer=scoring.layer,
         device=device,
         chunk_size=scoring.chunk_size,
+        view_batch=scoring.view_batch,
+        autocast_bf16=bf16,
         progress=progress,
     )
     seconds = time.perf_counter() - started
@@ -255,11 +481,36 @@ def score_split(
         device=f"{device} ({platform.processor() or platform.machine()})",
         seconds=seconds,
         points_per_second=len(indices) / seconds if seconds > 0 else float("inf"),
+        precision="bf16 autocast" if bf16 else "fp32",
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
     )
     return ScoreReport(columns=columns, summary=summary)
 
 
 ScoreFormat = Literal["parquet", "csv"]
+TABLE_FILES = ("scores.parquet", "scores.csv")
+SUMMARY_FILE = "summary.json"
+
+
+def report_file_names() -> tuple[str, ...]:
+    """Every file a score report directory may hold (tables, summary, figures)."""
+    from sslmem.memorization.layer_scoring import layer_report_file_names
+    from sslmem.reporting.plots import GRID_FILE, HISTOGRAM_FILE
+
+    return (*TABLE_FILES, SUMMARY_FILE, HISTOGRAM_FILE, GRID_FILE, *layer_report_file_names())
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Refuse an output directory that cannot take a report, before any work is done.
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, holds files that are not a score report, or
+            neither it nor its parent is writable.
+    """
+    from sslmem.reporting.outdir import check_replaceable_dir
+
+    check_replaceable_dir(out_dir, owned=report_file_names())
 
 
 def _write_table(columns: dict[str, Any], path: Path, fmt: ScoreFormat) -> None:
@@ -276,29 +527,67 @@ def _write_table(columns: dict[str, Any], path: Path, fmt: ScoreFormat) -> None:
         pacsv.write_csv(table, path)
 
 
-def write_score_report(report: ScoreReport, out_dir: Path, *, fmt: ScoreFormat = "parquet") -> Path:
-    """Write ``scores.<fmt>`` and ``summary.json`` into ``out_dir`` atomically.
+def write_score_outputs(
+    report: ScoreReport,
+    out_dir: Path,
+    *,
+    fmt: ScoreFormat = "parquet",
+    images: torch.Tensor | None = None,
+    plots: bool = False,
+    grid_k: int = 16,
+    extra: Callable[[Path], Sequence[Path]] | None = None,
+) -> list[Path]:
+    """Replace ``out_dir`` with this run's report as a whole: table, summary and figures.
 
-    Both files are written to a staging folder first and moved into place, the summary last, so
-    a reader that sees ``summary.json`` sees a complete report and a failure leaves no file that
-    looks complete.
+    Everything is written into a sibling staging directory, then swapped in (see
+    :func:`sslmem.reporting.outdir.replaced_dir`): a reader never sees new figures beside an
+    old summary, and no file of an older run survives. A directory holding anything but a
+    score report is refused, never overwritten.
+
+    Args:
+        report: The report.
+        out_dir: The report directory (created; an older report in it is replaced).
+        fmt: Table format.
+        images: The dataset's uint8 images ``[M, C, H, W]`` for the grid of most/least memorised
+            candidates (``None``: no grid).
+        plots: Draw the figures (:func:`sslmem.reporting.write_score_figures`).
+        grid_k: Images per block of the grid.
+        extra: Writes further outputs of the same run into the staging directory it is given
+            and returns their paths (e.g. the per-layer report of ``sslmem score --layers``), so
+            they are swapped in together with the rest.
+
+    Returns:
+        The paths written, in ``out_dir``: table, summary, figures, extra outputs.
+
+    Raises:
+        ConfigError: See :func:`check_report_dir`.
+    """
+    from sslmem.reporting.outdir import replaced_dir
+
+    summary_json = report.summary.model_dump_json(indent=2)
+    json.loads(summary_json)  # fail here, not in a reader, if it is not valid JSON
+    with replaced_dir(out_dir, owned=report_file_names()) as staging:
+        table_name = f"scores.{fmt}"
+        _write_table(report.columns, staging / table_name, fmt)
+        (staging / SUMMARY_FILE).write_text(summary_json + "\n")
+        names = [table_name, SUMMARY_FILE]
+        if plots:
+            from sslmem.reporting.plots import write_score_figures
+
+            figures = write_score_figures(report.columns, staging, images, grid_k=grid_k)
+            names += [path.name for path in figures.values()]
+        if extra is not None:
+            names += [path.name for path in extra(staging)]
+    return [out_dir / name for name in names]
+
+
+def write_score_report(report: ScoreReport, out_dir: Path, *, fmt: ScoreFormat = "parquet") -> Path:
+    """Replace ``out_dir`` with ``scores.<fmt>`` and ``summary.json`` (no figures).
+
+    See :func:`write_score_outputs`.
 
     Returns:
         The summary's path.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
-    try:
-        table_name = f"scores.{fmt}"
-        _write_table(report.columns, staging / table_name, fmt)
-        summary_json = report.summary.model_dump_json(indent=2)
-        json.loads(summary_json)  # fail here, not in a reader, if it is not valid JSON
-        (staging / "summary.json").write_text(summary_json + "\n")
-        stale = out_dir / "summary.json"
-        if stale.exists():
-            stale.unlink()  # never leave an old summary beside a new table
-        os.replace(staging / table_name, out_dir / table_name)
-        os.replace(staging / "summary.json", out_dir / "summary.json")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out_dir / "summary.json"
+    write_score_outputs(report, out_dir, fmt=fmt)
+    return out_dir / SUMMARY_FILE

@@ -68,6 +68,8 @@ def compute_sslmem(
     layer: str = "backbone",
     device: torch.device | None = None,
     chunk_size: int = 64,
+    view_batch: int = 32,
+    autocast_bf16: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> SSLMemResult:
     """SSLMem of every point for m candidate and n reference encoders.
@@ -81,7 +83,10 @@ def compute_sslmem(
         estimator: K, mode ("pair" = paper, "anchor" = authors' script), distance and seed.
         layer: Named layer whose output is the representation.
         device: Compute device (default CPU).
-        chunk_size: Points per forward; bounds memory for any N.
+        chunk_size: Points per forward.
+        view_batch: Views per point per forward; with ``chunk_size`` bounds memory for any N
+            and K.
+        autocast_bf16: bf16 autocast on CUDA (default: fp32, TF32 off).
         progress: Called with the number of points finished after each chunk.
 
     Returns:
@@ -102,6 +107,8 @@ def compute_sslmem(
         layers=[layer],
         device=device or torch.device("cpu"),
         chunk_size=chunk_size,
+        view_batch=view_batch,
+        autocast_bf16=autocast_bf16,
         progress=progress,
     )[:, 0]
     cand, ref = losses[: len(candidates)], losses[len(candidates) :]

@@ -3,17 +3,18 @@
 Wang et al. (ICLR 2024) check every run with the same signs: candidates S_C clearly positive,
 the shared set S_S and extra set S_E about zero, the independent set S_I (seen only by the
 reference) negative; differences are tested with Welch t-tests. Because independently seeded f
-and g differ by an offset, S_C is judged against the control sets, not only against zero.
+and g differ by an offset, S_C is judged against the control sets, not only against zero -- so a
+run without a control that could refute it is ``inconclusive``, never ``passed``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from scipy import stats as scipy_stats
 
 from sslmem.errors import ScoringError
@@ -22,6 +23,9 @@ SET_NAMES = ("candidate", "independent", "extra", "shared")
 CONTROL_SETS = ("independent", "extra", "shared")
 DEFAULT_THRESHOLDS = (0.0, 0.05, 0.1, 0.2)
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+Outcome = Literal["passed", "failed", "inconclusive"]
+OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "inconclusive")
 
 
 class SetSummary(BaseModel):
@@ -63,13 +67,40 @@ class Check(BaseModel):
 
 
 class Verdict(BaseModel):
-    """Whether the run shows the signature of memorisation the protocol expects."""
+    """Whether the run shows the signature of memorisation the protocol expects.
+
+    Attributes:
+        outcome: ``passed`` (every required check holds against at least one control),
+            ``failed`` (a required check fails against a control that was scored) or
+            ``inconclusive`` (no control set that could refute S_C was scored, or S_C itself
+            was not scored).
+        passed: ``outcome == "passed"`` (kept for readers of older summaries).
+        alpha: Significance level of the Welch tests.
+        checks: Every check, required or informative.
+        reason: Why the outcome is ``inconclusive`` (empty otherwise).
+    """
 
     model_config = ConfigDict(frozen=True)
 
+    outcome: Outcome
     passed: bool
     alpha: float
     checks: list[Check]
+    reason: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_of_older_summaries(cls, data: Any) -> Any:
+        # summary.json files written before the three-state verdict hold only `passed`.
+        if isinstance(data, dict) and "outcome" not in data and "passed" in data:
+            return {**data, "outcome": "passed" if data["passed"] else "failed"}
+        return data
+
+    @model_validator(mode="after")
+    def _passed_means_outcome_passed(self) -> Verdict:
+        if self.passed != (self.outcome == "passed"):
+            raise ValueError(f"passed={self.passed} contradicts outcome {self.outcome!r}")
+        return self
 
 
 def summarize_set(
@@ -133,9 +164,19 @@ def protocol_verdict(
     Required: mean S_C > 0, and S_C significantly above every scored control (Welch,
     one-sided, p < alpha). Informative: S_I < 0; |mean S_E| and |mean S_S| below half of
     mean S_C ("about zero" relative to the effect, since f and g differ by a seed offset).
+
+    A verdict needs a control: S_C > 0 alone cannot tell memorisation from the offset between
+    f and g, so without a Welch test with a finite p-value (a control with some spread) the
+    outcome is ``inconclusive``, whatever S_C's sign. Without S_C there is nothing to judge.
     """
     if "candidate" not in summaries:
-        raise ScoringError("the verdict needs the candidate set", "score the 'candidate' set")
+        return Verdict(
+            outcome="inconclusive",
+            passed=False,
+            alpha=alpha,
+            checks=[],
+            reason="the candidate set S_C was not scored",
+        )
     cand = summaries["candidate"]
     checks = [
         Check(
@@ -146,11 +187,13 @@ def protocol_verdict(
         )
     ]
     for control, test in tests.items():
+        # A control without a defined p-value (no spread in either set) cannot refute S_C.
+        usable = math.isfinite(test.p_value)
         checks.append(
             Check(
                 name=f"candidate_above_{control}",
-                passed=test.p_value < alpha and test.mean_difference > 0,
-                required=True,
+                passed=usable and test.p_value < alpha and test.mean_difference > 0,
+                required=usable,
                 detail=f"Welch t = {test.t_statistic:.2f}, p = {test.p_value:.2e}",
             )
         )
@@ -175,8 +218,22 @@ def protocol_verdict(
                     detail=f"mean = {value:+.4f} vs half of S_C's {0.5 * abs(cand.mean):.4f}",
                 )
             )
-    passed = all(c.passed for c in checks if c.required)
-    return Verdict(passed=passed, alpha=alpha, checks=checks)
+    refuting = [name for name, test in tests.items() if math.isfinite(test.p_value)]
+    if not refuting:
+        reason = (
+            "no control set was scored"
+            if not tests
+            else f"no control has a usable Welch test ({', '.join(tests)}: p-value undefined)"
+        )
+        return Verdict(
+            outcome="inconclusive",
+            passed=False,
+            alpha=alpha,
+            checks=checks,
+            reason=f"{reason}; score S_C with independent, extra or shared",
+        )
+    outcome: Outcome = "passed" if all(c.passed for c in checks if c.required) else "failed"
+    return Verdict(outcome=outcome, passed=outcome == "passed", alpha=alpha, checks=checks)
 
 
 def summarize_scores(

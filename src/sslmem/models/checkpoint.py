@@ -10,6 +10,11 @@ header stored in the safetensors metadata under the key ``"sslmem"``::
      "representation": {"feature_dim", "head_dim", "in_channels", "image_size"},
      "metadata": {... caller's JSON: recipe, augmentation spec, split hash, role, seed ...}}
 
+Training records the provenance scoring checks (:func:`checkpoint_provenance`): ``role``
+(``candidate`` | ``reference``), ``split_manifest_sha256``, ``recipe`` (everything that shapes the
+weights except the seed: see :func:`training_recipe`), ``augmentation``, ``head_trained`` and
+``seed``.
+
 Loading never unpickles and never executes code from the file: the header is parsed as JSON,
 tensors are read by safetensors, and the encoder is rebuilt from the registry by name.
 """
@@ -20,9 +25,10 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
@@ -30,6 +36,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save_file as st_save_file
 
 from sslmem.atomic import atomic_path
+from sslmem.augment import AugmentationSpec
 from sslmem.errors import CheckpointError, ConfigError
 from sslmem.models.encoder import Encoder
 from sslmem.models.registry import build_encoder_from_config
@@ -60,6 +67,84 @@ class CheckpointHeader:
     metadata: dict[str, Any]
 
 
+#: Training-config fields left out of a recipe: the seed (candidate and reference may differ in
+#: it), and settings that do not change what a run learns (checkpoint cadence, compilation,
+#: deterministic kernels).
+NON_RECIPE_TRAINING_KEYS = ("seed", "checkpoint_every", "compile", "deterministic")
+#: Provenance fields a checkpoint must record to be scored without ``allow_missing_provenance``.
+PROVENANCE_FIELDS = ("role", "split_manifest_sha256", "recipe", "augmentation")
+
+
+def training_recipe(training: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe of a training run: what candidate and reference must share (all but seeds).
+
+    Args:
+        training: The training config as JSON (``TrainingConfig.model_dump(mode="json")``).
+        model: The model config as JSON.
+
+    Returns:
+        ``{"training": training without NON_RECIPE_TRAINING_KEYS, "model": model}``.
+    """
+    kept = {k: v for k, v in training.items() if k not in NON_RECIPE_TRAINING_KEYS}
+    return {"training": kept, "model": dict(model)}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a checkpoint records about how it was made (``None``: not recorded).
+
+    Attributes:
+        role: ``"candidate"`` (trained on S_S ∪ S_C) or ``"reference"`` (S_S ∪ S_I).
+        split_manifest_sha256: Hash of the split manifest it was trained on.
+        recipe: :func:`training_recipe` of its run.
+        augmentation: Its training augmentation spec (JSON).
+        head_trained: Whether its projection head was trained (``False`` for MAE).
+        method: SSL method name.
+        seed: Training seed.
+    """
+
+    role: str | None
+    split_manifest_sha256: str | None
+    recipe: dict[str, Any] | None
+    augmentation: dict[str, Any] | None
+    head_trained: bool | None
+    method: str | None
+    seed: int | None
+
+    @property
+    def missing(self) -> list[str]:
+        """The :data:`PROVENANCE_FIELDS` this checkpoint does not record."""
+        return [name for name in PROVENANCE_FIELDS if getattr(self, name) is None]
+
+
+def checkpoint_provenance(metadata: Mapping[str, Any]) -> Provenance:
+    """Read the provenance from a checkpoint's metadata.
+
+    Checkpoints written before ``recipe`` was recorded get it rebuilt from their ``training``
+    and ``model`` entries, so earlier sslmem checkpoints remain scoreable. Values of the wrong
+    type count as not recorded.
+    """
+
+    def typed(key: str, kind: type) -> Any:
+        value = metadata.get(key)
+        return value if isinstance(value, kind) else None
+
+    recipe = typed("recipe", dict)
+    training, model = typed("training", dict), typed("model", dict)
+    if recipe is None and training is not None and model is not None:
+        recipe = training_recipe(training, model)
+    seed = metadata.get("seed")
+    return Provenance(
+        role=typed("role", str),
+        split_manifest_sha256=typed("split_manifest_sha256", str),
+        recipe=recipe,
+        augmentation=typed("augmentation", dict),
+        head_trained=typed("head_trained", bool),
+        method=typed("method", str),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+    )
+
+
 @dataclass(frozen=True)
 class LoadedCheckpoint:
     """An encoder loaded from a checkpoint.
@@ -81,6 +166,11 @@ class LoadedCheckpoint:
     def metadata(self) -> dict[str, Any]:
         """The caller's metadata as saved (``header.metadata``)."""
         return self.header.metadata
+
+    @property
+    def provenance(self) -> Provenance:
+        """Role, split hash, recipe, augmentation ... (:func:`checkpoint_provenance`)."""
+        return checkpoint_provenance(self.header.metadata)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -420,3 +510,31 @@ def load_checkpoint(
     encoder.to(map_location)
     encoder.eval()
     return LoadedCheckpoint(encoder=encoder, header=header, sha256=sha256, path=file)
+
+
+def recorded_augmentation(
+    checkpoint: LoadedCheckpoint, fallback: AugmentationSpec
+) -> tuple[AugmentationSpec, Literal["checkpoint", "config"]]:
+    """The augmentation an encoder was trained with (its metadata), else ``fallback``.
+
+    The one place that reads it: scoring draws views with it, evaluation preprocesses with it.
+
+    Returns:
+        ``(spec, source)``: ``source`` says whether it came from the checkpoint or the fallback.
+
+    Raises:
+        CheckpointError: The recorded spec is invalid.
+
+    """
+    from pydantic import ValidationError
+
+    raw = checkpoint.metadata.get("augmentation")
+    if raw is None:
+        return fallback, "config"
+    try:
+        return AugmentationSpec.model_validate(raw), "checkpoint"
+    except ValidationError as exc:
+        raise CheckpointError(
+            f"the augmentation spec in {checkpoint.path}'s metadata is invalid: {exc}",
+            "re-train the encoder, or score with the config's augmentation (--augmentation config)",
+        ) from exc

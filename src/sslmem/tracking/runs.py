@@ -426,7 +426,7 @@ def log_score_report(
         )
     tags = {
         "sslmem.split_manifest_sha256": summary.manifest_sha256,
-        "sslmem.verdict": "passed" if summary.verdict.passed else "failed",
+        "sslmem.verdict": summary.verdict.outcome,
         "sslmem.candidate_sha256": ",".join(c.sha256 for c in summary.candidates),
         "sslmem.reference_sha256": ",".join(r.sha256 for r in summary.references),
     }

@@ -18,7 +18,7 @@ the SSLMem and downstream-accuracy summaries the service compares with the champ
     sslmem.sslmem_mean.<set>           per scored set, e.g. sslmem.sslmem_mean.candidate
     sslmem.sslmem_ci95_low.<set>       ... and sslmem.sslmem_ci95_high.<set>, sslmem.sslmem_n.<set>
     sslmem.welch_p.<control>           one-sided Welch p-value of S_C > control
-    sslmem.verdict                     passed | failed
+    sslmem.verdict                     passed | failed | inconclusive
     sslmem.knn_accuracy                downstream kNN top-1
     sslmem.linear_probe_accuracy       downstream linear-probe top-1
 
@@ -212,7 +212,7 @@ def summarize_for_tags(
         tags[f"{PREFIX}sslmem_n.{name}"] = stats.n
     for control, test in summary.welch_tests.items():
         tags[welch_p_key(control)] = test.p_value
-    tags[VERDICT] = "passed" if summary.verdict.passed else "failed"
+    tags[VERDICT] = summary.verdict.outcome
     tags[SPLIT_MANIFEST_SHA256] = summary.manifest_sha256
     tags[LAYER] = summary.scoring.layer
     tags[f"{PREFIX}scoring_views"] = summary.scoring.views

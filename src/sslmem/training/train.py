@@ -23,7 +23,7 @@ from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import Role, SplitManifest
 from sslmem.device import resolve_device
 from sslmem.errors import ConfigError, TrainingError
-from sslmem.models.checkpoint import save_checkpoint
+from sslmem.models.checkpoint import save_checkpoint, training_recipe
 from sslmem.models.encoder import Encoder
 from sslmem.models.registry import build_encoder
 from sslmem.outputs import check_output_dir
@@ -245,6 +245,10 @@ def train_encoder(
             "training": training.model_dump(mode="json"),
             "augmentation": config.augmentation.model_dump(mode="json"),
             "model": config.model.model_dump(mode="json"),
+            # What the scorer requires candidate and reference to share (all but the seed).
+            "recipe": training_recipe(
+                training.model_dump(mode="json"), config.model.model_dump(mode="json")
+            ),
             "split_manifest_sha256": manifest.manifest_sha256,
             "dataset": manifest.dataset.model_dump(mode="json"),
             "training_sets": ["shared", "candidate" if role == "candidate" else "independent"],

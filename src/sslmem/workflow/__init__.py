@@ -28,9 +28,9 @@ One module per step (``resolve``, ``split``, ``train``, ``evaluate``, ``register
 here, so adapters write ``from sslmem import workflow`` and ``workflow.score_pair(...)``.
 """
 
+from sslmem.data.splits import manifest_dataset
 from sslmem.workflow._common import (
     checkpoint_augmentation,
-    dataset_for_manifest,
     loaded_checkpoint,
 )
 from sslmem.workflow.evaluate import evaluate_role
@@ -61,11 +61,11 @@ __all__ = [
     "VersionInfo",
     "checkpoint_augmentation",
     "collect_encoders",
-    "dataset_for_manifest",
     "evaluate_role",
     "finalize_pipeline_run",
     "finite_score_metrics",
     "loaded_checkpoint",
+    "manifest_dataset",
     "prepare_split",
     "read_run_result",
     "register_candidate",

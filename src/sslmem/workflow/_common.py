@@ -9,14 +9,10 @@ from pathlib import Path
 from sslmem.atomic import atomic_path
 from sslmem.augment import AugmentationSpec
 from sslmem.config import RuntimeSettings
-from sslmem.data.datasets import ImageDataset, load_dataset
-from sslmem.data.splits import SplitManifest
-from sslmem.errors import (
-    CheckpointError,
-)
 from sslmem.models.checkpoint import (
     LoadedCheckpoint,
     load_checkpoint,
+    recorded_augmentation,
 )
 
 logger = logging.getLogger(__name__)
@@ -29,21 +25,6 @@ def process_settings(settings: RuntimeSettings | None) -> RuntimeSettings:
     components, service) apply them with :func:`sslmem.runtime.apply_process_settings`.
     """
     return settings if settings is not None else RuntimeSettings()
-
-
-def dataset_for_manifest(manifest: SplitManifest, root: Path | str | None) -> ImageDataset:
-    """The dataset a split manifest was made from (its name and train/test split).
-
-    Args:
-        manifest: The split.
-        root: Local directory of datasets that are not bundled (``config.data.root``).
-
-    """
-    return load_dataset(
-        manifest.dataset.name,
-        split="test" if manifest.dataset.split == "test" else "train",
-        root=root,
-    )
 
 
 def configure_tracking(settings: RuntimeSettings) -> None:
@@ -61,22 +42,11 @@ def configure_tracking(settings: RuntimeSettings) -> None:
 def checkpoint_augmentation(
     checkpoint: LoadedCheckpoint, fallback: AugmentationSpec
 ) -> AugmentationSpec:
-    """The augmentation spec an encoder was trained with (its metadata), else ``fallback``.
+    """The augmentation an encoder was trained with, else ``fallback``.
 
-    Raises:
-        CheckpointError: The recorded spec is invalid.
-
+    See :func:`sslmem.models.checkpoint.recorded_augmentation`.
     """
-    raw = checkpoint.metadata.get("augmentation")
-    if raw is None:
-        return fallback
-    try:
-        return AugmentationSpec.model_validate(raw)
-    except ValueError as exc:
-        raise CheckpointError(
-            f"the augmentation spec in {checkpoint.path}'s metadata is invalid: {exc}",
-            "re-train the encoder, or score with the config's augmentation",
-        ) from exc
+    return recorded_augmentation(checkpoint, fallback)[0]
 
 
 def loaded_checkpoint(item: Path | str | LoadedCheckpoint) -> LoadedCheckpoint:

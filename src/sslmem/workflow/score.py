@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.data.datasets import ImageDataset
-from sslmem.data.splits import SplitManifest, load_manifest
+from sslmem.data.splits import SplitManifest, load_manifest, manifest_dataset
 from sslmem.errors import (
     ConfigError,
     ManifestMismatchError,
@@ -24,7 +24,6 @@ from sslmem.tracking import tags as T
 from sslmem.workflow._common import (
     checkpoint_augmentation,
     configure_tracking,
-    dataset_for_manifest,
     loaded_checkpoint,
     process_settings,
 )
@@ -112,7 +111,7 @@ def score_pair(
     if candidate is not None and (experiment is None or pipeline_run_id is None):
         raise ConfigError("scoring a registered version needs experiment and pipeline_run_id")
     manifest = load_manifest(manifest_path, settings)
-    dataset = dataset_for_manifest(manifest, config.data.root)
+    dataset = manifest_dataset(manifest, config.data.root)
     candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
     references = [loaded_checkpoint(item) for item in reference_checkpoints]
     if candidate is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
-from sslmem.data.splits import Role, load_manifest
+from sslmem.data.splits import Role, load_manifest, manifest_dataset
 from sslmem.errors import (
     ManifestMismatchError,
 )
@@ -22,7 +22,6 @@ from sslmem.tracking import tags as T
 from sslmem.workflow._common import (
     configure_tracking,
     copy_atomic,
-    dataset_for_manifest,
     process_settings,
 )
 
@@ -100,7 +99,7 @@ def train_role(
             f"{expected_manifest_sha256}",
             "pass the manifest the pipeline's split step produced",
         )
-    dataset = dataset_for_manifest(manifest, config.data.root)
+    dataset = manifest_dataset(manifest, config.data.root)
     run_id: str | None = None
     with tempfile.TemporaryDirectory(prefix=f"sslmem-train-{role}-") as tmp:
         if experiment is None:
