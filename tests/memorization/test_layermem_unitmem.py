@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from sslmem.augment import AugmentationSpec
+from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.errors import ScoringError
 from sslmem.memorization import (
     AlignmentEstimator,
@@ -12,6 +12,7 @@ from sslmem.memorization import (
     unitmem_from_activations,
 )
 from sslmem.memorization.layers import select_layers
+from sslmem.memorization.representation import capture_layers
 from sslmem.memorization.unitmem import unit_activations_by_layer, unitmem_per_unit
 from sslmem.models import build_encoder
 from sslmem.models.encoder import Encoder
@@ -160,3 +161,23 @@ def test_select_layers_refuses_a_module_that_runs_several_times() -> None:
     with pytest.raises(ScoringError, match="fires exactly once"):
         select_layers([enc], "backbone.layer1.0.relu")
     assert select_layers([enc], "stages")[:4] == tuple(f"backbone.layer{i}" for i in range(1, 5))
+
+
+def test_unit_activations_in_view_blocks_equal_a_plain_mean_over_all_views() -> None:
+    # Memory is bounded by processing views in blocks; the result must be the plain mean over
+    # all K views, computed here view by view with one forward per view (an independent path).
+    enc = tiny_encoder().eval()
+    images = random_images(5, seed=3)
+    keys = torch.arange(5)
+    spec = AugmentationSpec()
+    blocked = unit_activations_by_layer(
+        enc, images, keys, layers=["backbone"], augment_spec=spec, views=7, view_batch=3
+    )["backbone"]
+    augmenter = BatchAugmenter(spec)
+    per_view = []
+    with torch.inference_mode():
+        for v in range(7):
+            view = augmenter.views(images, keys, torch.tensor([v]), 0)[:, 0]
+            per_view.append(capture_layers(enc, view, ["backbone"])["backbone"].flatten(1))
+    expected = torch.stack(per_view).mean(dim=0)
+    torch.testing.assert_close(blocked, expected, rtol=1e-5, atol=1e-6)

@@ -199,6 +199,8 @@ def score_units(
         seed=scoring.seed,
         device=device,
         chunk_size=scoring.chunk_size,
+        view_batch=scoring.view_batch,
+        autocast_bf16=scoring.autocast_bf16,
         progress=progress,
     )
     seconds = time.perf_counter() - started

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from sslmem.augment import AugmentationSpec, BatchAugmenter
-from sslmem.device import autocast_for, to_device_layout
+from sslmem.device import to_device_layout
 from sslmem.errors import ScoringError
+from sslmem.memorization.alignment import scoring_precision
 from sslmem.memorization.representation import capture_layers
 
 Reduction = Literal["mean", "median"]
@@ -100,6 +101,8 @@ def unit_activations_by_layer(
     seed: int = 0,
     device: torch.device | None = None,
     chunk_size: int = 64,
+    view_batch: int = 32,
+    autocast_bf16: bool = False,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Mean activation of each unit of every layer on each point over K augmented views.
@@ -115,7 +118,11 @@ def unit_activations_by_layer(
         views: K.
         seed: View seed.
         device: Compute device.
-        chunk_size: Points per forward (``chunk_size * K`` images).
+        chunk_size: Points per forward.
+        view_batch: Views per point per forward: a forward holds at most
+            ``chunk_size * view_batch`` images, so memory stays bounded for any K.
+        autocast_bf16: bf16 autocast on CUDA (default fp32, as scoring: see
+            :func:`~sslmem.memorization.alignment.scoring_precision`).
         progress: Progress callback (points finished).
 
     Returns:
@@ -125,6 +132,8 @@ def unit_activations_by_layer(
         raise ScoringError(f"views must be >= 1, got {views}", "use e.g. --views 8")
     if chunk_size < 1:
         raise ScoringError(f"chunk_size must be >= 1, got {chunk_size}")
+    if view_batch < 1:
+        raise ScoringError(f"view_batch must be >= 1, got {view_batch}", "use e.g. --view-batch 32")
     if not layers:
         raise ScoringError("no layers requested", "pass at least one layer, e.g. 'backbone'")
     if images.shape[0] == 0:
@@ -137,20 +146,23 @@ def unit_activations_by_layer(
     encoder.eval().to(device)
     parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), scoring_precision(device, autocast_bf16=autocast_bf16):
             for start in range(0, images.shape[0], chunk_size):
                 chunk = images[start : start + chunk_size].to(device)
-                ids = torch.arange(views, device=device)
-                batch = augmenter.views(
-                    chunk, keys[start : start + chunk_size].to(device), ids, seed
-                )
-                b, k = batch.shape[:2]
-                flat = to_device_layout(batch.reshape(b * k, *batch.shape[2:]), device)
-                with autocast_for(device):
+                chunk_keys = keys[start : start + chunk_size].to(device)
+                b = chunk.shape[0]
+                sums: dict[str, torch.Tensor] = {}
+                for first in range(0, views, view_batch):
+                    ids = torch.arange(first, min(first + view_batch, views), device=device)
+                    batch = augmenter.views(chunk, chunk_keys, ids, seed)
+                    k = batch.shape[1]
+                    flat = to_device_layout(batch.reshape(b * k, *batch.shape[2:]), device)
                     outs = capture_layers(encoder, flat, layers)
+                    for layer in layers:
+                        block = _per_unit(outs[layer]).float().reshape(b, k, -1).sum(dim=1)
+                        sums[layer] = block if layer not in sums else sums[layer] + block
                 for layer in layers:
-                    units = _per_unit(outs[layer])
-                    parts[layer].append(units.reshape(b, k, -1).mean(dim=1).cpu())
+                    parts[layer].append((sums[layer] / views).cpu())
                 if progress is not None:
                     progress(b)
     finally:
