@@ -152,7 +152,7 @@ def _assert_ui_model(client: Any, tags: dict[str, str], provenance: dict[str, An
 
     # Metrics are linked to each version's logged model; models are named by role.
     version = client.get_model_version(MODEL, "1")
-    model = client.get_logged_model(version.model_id)
+    model = client.get_logged_model(_model_id(version))
     assert model.name == "candidate-encoder"
     metrics = {m.key: m.value for m in model.metrics}
     expected = {
@@ -166,6 +166,7 @@ def _assert_ui_model(client: Any, tags: dict[str, str], provenance: dict[str, An
         "verdict_passed",
     }
     assert expected <= set(metrics), sorted(expected - set(metrics))
+    assert not [k for k in metrics if k.startswith(("candidate/", "reference/"))]
     assert metrics["sslmem_mean/candidate"] == pytest.approx(
         float(tags[T.sslmem_mean_key("candidate")]), rel=1e-9
     )
@@ -174,7 +175,7 @@ def _assert_ui_model(client: Any, tags: dict[str, str], provenance: dict[str, An
     # The version's source run holds them too: *Compare* on versions shows memorisation.
     source_run = client.get_run(version.run_id)
     assert expected <= set(source_run.data.metrics)
-    reference = client.get_logged_model(client.get_model_version(REFERENCE, "1").model_id)
+    reference = client.get_logged_model(_model_id(client.get_model_version(REFERENCE, "1")))
     assert reference.name == "reference-encoder"
     assert {"knn_accuracy", "linear_probe_accuracy"} <= {m.key for m in reference.metrics}
     listed = client.search_logged_models(experiment_ids=[eid])
@@ -190,3 +191,9 @@ def test_run_rejects_invalid_config_before_running(
     assert main(["run", "--out", str(out), "--set", "pipeline.candidate_seeds=[1, 1]"]) == 2
     assert "pipeline.candidate_seeds" in capsys.readouterr().err
     assert not (out / "mlflow.db").exists()
+
+
+def _model_id(version: Any) -> str:
+    """The logged model a version was registered from (its source is ``models:/<model id>``)."""
+    assert version.source.startswith("models:/m-")
+    return str(version.source.removeprefix("models:/"))

@@ -75,13 +75,27 @@ class ModelVersionRef:
         return f"models:/{self.name}/{self.version}"
 
 
+def _logged_model_id(version: Any) -> str | None:
+    """The logged model behind a version: its ``model_id``, else its ``models:/m-...`` source.
+
+    The SQL registry leaves ``ModelVersion.model_id`` empty; the source names the model.
+    """
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(version.source or "")
+    body = source.removeprefix("models:/")
+    if body != source and body.startswith("m-") and "/" not in body:
+        return body
+    return None
+
+
 def _ref(version: Any) -> ModelVersionRef:
     return ModelVersionRef(
         name=str(version.name),
         version=str(version.version),
         run_id=str(version.run_id) if version.run_id else None,
         source=str(version.source),
-        model_id=str(version.model_id) if getattr(version, "model_id", None) else None,
+        model_id=_logged_model_id(version),
     )
 
 

@@ -262,7 +262,6 @@ def register_candidate(
             log_config(config, run_id=rid)
             log_split_input(manifest, manifest_uri, run_id=rid)
             log_split_manifest(manifest, run_id=rid)
-            log_metrics(_evaluation_metrics(role, group), run_id=rid)
             provenance: dict[str, Any] = {
                 **common_provenance,
                 T.REGISTER_RUN: rid,
@@ -321,6 +320,9 @@ def register_candidate(
                     manifest=manifest,
                     manifest_uri=manifest_uri,
                 )
+            # Per-role and per-seed accuracies stay run metrics: logged after the model, as
+            # MLflow links a run's earlier metrics to a model logged in it.
+            log_metrics(_evaluation_metrics(role, group), run_id=rid)
             refs[role] = ref
     candidate_ref, reference_ref = refs["candidate"], refs["reference"]
     run_id = candidate_ref.run_id or ""
