@@ -20,6 +20,9 @@ again). Takes ~6 minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -49,6 +52,10 @@ scoring: {{views: 4}}
 evaluation: {{probe_epochs: 5, knn_k: 5}}
 pipeline: {{model_name: {MODEL}, mlflow_experiment: {EXPERIMENT}}}
 """
+#: Viewport per picture (the model table is wide: every metric is a column).
+SIZES = {"mlflow-models.png": (2500, 560), "mlflow-compare.png": (1900, 1300)}
+#: Query parameter that opens a page in the UI's model-training (not GenAI) view.
+ML = "workflowType=machine_learning"
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
@@ -128,22 +135,171 @@ def _ids(url: str) -> dict[str, str]:
     }
 
 
-def _shot(chromium: str, url: str, out: Path, size: str = "1500,1000") -> None:
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+#: MLflow UI settings (browser localStorage, key ``<name>_v<version>``): open experiments in
+#: the model-training view and keep the assistant panel closed.
+UI_SETTINGS = {
+    "mlflow.workflowType_v1": "machine_learning",
+    "mlflow.assistant.panelOpen_v1": False,
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+}
+#: Expands every parent run of the runs table (the "+" in front of a run name).
+EXPAND_RUNS = """
+(() => {
+  const buttons = [...document.querySelectorAll(
+    'button[data-component-id*="runnamecellrenderer"]')];
+  buttons.forEach(b => b.click());
+  return buttons.length;
+})()
+"""
+#: Scrolls the logged-model table right until "Registered models" follows the pinned model
+#: names, so the version links and the metric columns are in view.
+SCROLL_TO_METRICS = """
+(() => {
+  const header = [...document.querySelectorAll('.ag-header-cell')].find(
+    h => h.textContent.trim() === 'Registered models');
+  const bar = document.querySelector('.ag-body-horizontal-scroll-viewport');
+  if (!header || !bar) return -1;
+  bar.scrollLeft = header.offsetLeft;
+  bar.dispatchEvent(new Event('scroll'));
+  return header.offsetLeft;
+})()
+"""
+#: Scrolls the version comparison down to its metrics.
+SCROLL_TO_COMPARED_METRICS = """
+(() => {
+  const title = [...document.querySelectorAll('h1, h2, h3, h4, span, div, button')].find(
+    e => e.children.length === 0 && e.textContent.trim() === 'Metrics');
+  if (title) title.scrollIntoView({block: 'start'});
+  return Boolean(title);
+})()
+"""
+#: Scrolls the version's tag table to its last rows (status, verdict, S_C mean).
+SCROLL_TO_LAST_TAGS = """
+(() => {
+  const cell = [...document.querySelectorAll('td, [role=cell]')].find(
+    e => e.textContent.trim() === 'sslmem.verdict');
+  if (cell) cell.scrollIntoView({block: 'center'});
+  return Boolean(cell);
+})()
+"""
+#: Closes the assistant panel, which MLflow opens on a first visit from localhost.
+CLOSE_ASSISTANT = """
+(() => {
+  const close = document.querySelector(
+    'button[data-component-id="mlflow.assistant.chat_panel.close"]');
+  if (close) close.click();
+  return Boolean(close);
+})()
+"""
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (no extra packages).
+
+    ``--remote-debugging-pipe`` makes Chromium read commands from fd 3 and write replies to
+    fd 4, one JSON message per NUL-terminated record.
+    """
+
+    def __init__(self, chromium: str, width: int = 1500, height: int = 1000) -> None:
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def wire_fds() -> None:
+            # Copies above 4 first, so that neither end overwrites the other on the way.
+            read_end = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+            write_end = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(read_end, 3, inheritable=True)
+            os.dup2(write_end, 4, inheritable=True)
+
         args = [
             chromium,
             "--headless=new",
             "--no-sandbox",
             "--disable-gpu",
-            f"--user-data-dir={profile}",
             "--hide-scrollbars",
-            f"--window-size={size}",
-            "--virtual-time-budget=20000",
-            f"--screenshot={out}",
-            url,
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile.name}",
+            f"--window-size={width},{height}",
+            "about:blank",
         ]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    print("wrote", out, flush=True)
+        self._proc = subprocess.Popen(
+            args,
+            close_fds=False,  # close_fds would run after preexec_fn and close fds 3 and 4
+            preexec_fn=wire_fds,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buffer = b""
+        self._next_id = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+            session=True,
+        )
+        self.call("Page.enable", session=True)
+
+    def call(self, method: str, session: bool = False, **params: object) -> dict[str, object]:
+        self._next_id += 1
+        message: dict[str, object] = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self._session
+        os.write(self._to_child, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from_child, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the DevTools pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply.get("result", {}))
+
+    def resize(self, width: int, height: int) -> None:
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+            session=True,
+        )
+
+    def open(self, url: str, settle_s: float = 8.0) -> None:
+        self.call("Page.navigate", url=url, session=True)
+        time.sleep(settle_s)
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, session=True)
+        return dict(result.get("result", {})).get("value")  # type: ignore[call-overload]
+
+    def screenshot(self, out: Path) -> None:
+        data = self.call("Page.captureScreenshot", format="png", session=True)["data"]
+        out.write_bytes(base64.b64decode(str(data)))
+        print("wrote", out, flush=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close")
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        os.close(self._to_child)
+        os.close(self._from_child)
+        self._profile.cleanup()
 
 
 def main() -> int:
@@ -169,13 +325,37 @@ def main() -> int:
         compare = "/compare-model-versions?name=" + urllib.parse.quote(json.dumps(MODEL))
         compare += "&runs=" + urllib.parse.quote(runs)
         pages = {
-            "mlflow-runs.png": f"/#/experiments/{eid}/runs",
-            "mlflow-models.png": f"/#/experiments/{eid}/models",
-            "mlflow-version.png": f"/#/models/{MODEL}/versions/{ids['v2']}",
-            "mlflow-compare.png": f"/#{compare}",
+            "mlflow-runs.png": f"/#/experiments/{eid}/runs?{ML}",
+            "mlflow-models.png": f"/#/experiments/{eid}/models?{ML}",
+            "mlflow-version.png": f"/#/models/{MODEL}/versions/{ids['v2']}?{ML}",
+            "mlflow-compare.png": f"/#{compare}&{ML}",
         }
-        for name, page in pages.items():
-            _shot(chromium, url + page, args.img / name)
+        browser = Browser(chromium, width=1900, height=800)
+        try:
+            browser.open(url + "/")
+            for key, value in UI_SETTINGS.items():
+                browser.evaluate(
+                    f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(value))})"
+                )
+            for name, page in pages.items():
+                browser.resize(*SIZES.get(name, (1900, 800)))
+                browser.open(url + page, settle_s=10)
+                browser.evaluate(CLOSE_ASSISTANT)
+                if name == "mlflow-runs.png":
+                    print("expanded", browser.evaluate(EXPAND_RUNS), "parent runs", flush=True)
+                    time.sleep(4)
+                if name == "mlflow-version.png":
+                    print("tags", browser.evaluate(SCROLL_TO_LAST_TAGS), flush=True)
+                    time.sleep(2)
+                if name == "mlflow-compare.png":
+                    print("metrics", browser.evaluate(SCROLL_TO_COMPARED_METRICS), flush=True)
+                    time.sleep(2)
+                if name == "mlflow-models.png":
+                    print("scrolled", browser.evaluate(SCROLL_TO_METRICS), "px", flush=True)
+                    time.sleep(3)
+                browser.screenshot(args.img / name)
+        finally:
+            browser.close()
     return 0
 
 

@@ -73,6 +73,8 @@ def test_run_end_to_end_then_a_failing_run(
     assert provenance["layer"] == "backbone" and provenance["seed"] == 0
     assert AugmentationSpec.model_validate(provenance["augmentation"]).output_size == 16
     assert provenance["candidate_seeds"] == [0] and provenance["reference_seeds"] == [0]
+    assert provenance["pipeline_run_id"] == tags[T.PIPELINE_RUN]
+    assert not [key for key in provenance if key.startswith("sslmem.")]
     assert T.missing_provenance(tags) == []
 
     score_run = client.get_run(provenance["score_run_id"])

@@ -30,8 +30,9 @@ Metrics of a registered version's *logged model* (:func:`version_metrics`, logge
 ``model_id`` so MLflow links them to the model: the experiment's model table and the version
 page show them as sortable columns)::
 
-    knn_accuracy  linear_probe_accuracy  sslmem_mean/<set>  sslmem_ci95_low/<set>
-    sslmem_ci95_high/<set>  welch_p/<control>  verdict_passed
+    knn_accuracy  linear_probe_accuracy  sslmem_mean/<set>  welch_p/<control>  verdict_passed
+
+(CIs and the other statistics stay on the score run: a table of every version stays readable.)
 """
 
 from __future__ import annotations
@@ -581,7 +582,7 @@ def version_metrics(
     """The metrics of a registered version's logged model (names in the module docstring).
 
     Args:
-        report: The version's score report (SSLMem and CI per set, p-values, verdict).
+        report: The version's score report (mean SSLMem per set, p-values, verdict).
         evaluation: Its downstream evaluation (:meth:`EvaluationResult.to_dict` or the
             metrics of one), for ``knn_accuracy`` and ``linear_probe_accuracy``.
 
@@ -594,8 +595,6 @@ def version_metrics(
         summary = report.summary
         for name, stats in summary.sets.items():
             metrics[f"sslmem_mean/{name}"] = stats.mean
-            metrics[f"sslmem_ci95_low/{name}"] = stats.ci95_low
-            metrics[f"sslmem_ci95_high/{name}"] = stats.ci95_high
         for control, test in summary.welch_tests.items():
             metrics[f"welch_p/{control}"] = test.p_value
         metrics["verdict_passed"] = 1.0 if summary.verdict.passed else 0.0

@@ -29,9 +29,10 @@ Short tags (values are strings; floats with 10 significant digits)::
      "seed": 0, "candidate_seeds": [0, 1], "reference_seeds": [0],
      "candidate_checkpoints_sha256": [...], "reference_checkpoints_sha256": [...],
      "code_version": "0.4.0", "pipeline_run_id": "...", "parent_run_id": "...",
-     "train_run_id": "...", "register_run_id": "...", "logged_model_id": "m-...",
-     "score_run_id": "..." (once scored), "scoring": {"layer", "views", "sslmem_version",
-     "manifest_sha256"} (once scored), "scored_with": "models:/m/3" (references)}
+     "train_run_id": "...", "register_run_id": "...",
+     "score_run_id": "..." (once scored),
+     "scoring": {"layer", "views", "sslmem_version", "manifest_sha256", "sets"} (once scored),
+     "scored_with": "models:/m/3" (references)}
 
 A candidate can be scored again from its version alone: :data:`REQUIRED_PROVENANCE` tags
 (reference version, split URI and hash, the provenance JSON) and the JSON's
@@ -85,7 +86,7 @@ TRAIN_RUN = "train_run_id"
 REGISTER_RUN = "register_run_id"
 SCORE_RUN = "score_run_id"
 PARENT_RUN = "parent_run_id"
-LOGGED_MODEL = "logged_model_id"
+PIPELINE_RUN_FIELD = "pipeline_run_id"
 SCORED_WITH = "scored_with"
 SCORING = "scoring"
 

@@ -244,7 +244,7 @@ def register_candidate(
         T.CANDIDATE_CHECKPOINTS: checkpoint_hashes["candidate"],
         T.REFERENCE_CHECKPOINTS: checkpoint_hashes["reference"],
         "code_version": __version__,
-        T.PIPELINE_RUN: pipeline_run_id,
+        T.PIPELINE_RUN_FIELD: pipeline_run_id,
         T.PARENT_RUN: parent,
     }
     common_tags = {
