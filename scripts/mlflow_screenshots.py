@@ -53,7 +53,7 @@ evaluation: {{probe_epochs: 5, knn_k: 5}}
 pipeline: {{model_name: {MODEL}, mlflow_experiment: {EXPERIMENT}}}
 """
 #: Viewport per picture (the model table is wide: every metric is a column).
-SIZES = {"mlflow-models.png": (2500, 560), "mlflow-compare.png": (1900, 1300)}
+SIZES = {"mlflow-models.png": (2800, 560), "mlflow-compare.png": (1900, 1150)}
 #: Query parameter that opens a page in the UI's model-training (not GenAI) view.
 ML = "workflowType=machine_learning"
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -164,13 +164,18 @@ SCROLL_TO_METRICS = """
   return header.offsetLeft;
 })()
 """
-#: Scrolls the version comparison down to its metrics.
+#: Scrolls the comparison's metric table (a scroll box) to the rows every version shares:
+#: accuracies, SSLMem per set, verdict, p-values (per-seed run metrics come first).
 SCROLL_TO_COMPARED_METRICS = """
 (() => {
-  const title = [...document.querySelectorAll('h1, h2, h3, h4, span, div, button')].find(
-    e => e.children.length === 0 && e.textContent.trim() === 'Metrics');
-  if (title) title.scrollIntoView({block: 'start'});
-  return Boolean(title);
+  const cell = [...document.querySelectorAll('td, th, [role=cell], a, span')].find(
+    e => e.children.length === 0 && e.textContent.trim() === 'knn_accuracy');
+  let box = cell;
+  while (box && !(box.scrollHeight > box.clientHeight + 5 &&
+                  /auto|scroll/.test(getComputedStyle(box).overflowY))) box = box.parentElement;
+  if (!cell || !box) return false;
+  box.scrollTop += cell.getBoundingClientRect().top - box.getBoundingClientRect().top - 40;
+  return true;
 })()
 """
 #: Scrolls the version's tag table to its last rows (status, verdict, S_C mean).

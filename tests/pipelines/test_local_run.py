@@ -84,9 +84,12 @@ def test_run_end_to_end_then_a_failing_run(
     artifacts = {a.path for a in client.list_artifacts(score_run.info.run_id, "scoring")}
     assert {"scoring/scores.parquet", "scoring/summary.json"} <= artifacts
     register_run = client.get_run(provenance["register_run_id"])
-    assert "candidate/knn_accuracy" in register_run.data.metrics
+    assert register_run.data.metrics["knn_accuracy"] == pytest.approx(float(tags[T.KNN_ACCURACY]))
+    assert not [k for k in register_run.data.metrics if k.startswith("candidate/")]
     train_run = client.get_run(provenance["train_run_id"])
-    assert "candidate/loss" in train_run.data.metrics
+    assert (
+        "candidate/loss" in train_run.data.metrics and "eval/knn_accuracy" in train_run.data.metrics
+    )
     assert train_run.data.params["model.arch"] == "small_cnn"
     _assert_ui_model(client, tags, provenance)
     first_run_id = tags[T.PIPELINE_RUN]

@@ -133,26 +133,6 @@ def collect_encoders(
     return sorted(artifacts, key=lambda a: position[a.seed])
 
 
-def _mean_accuracies(artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in ("knn_accuracy", "linear_probe_accuracy"):
-        values = [
-            float(a.evaluation[key]) for a in artifacts if a.evaluation and key in a.evaluation
-        ]
-        if values:
-            out[key] = sum(values) / len(values)
-    return out
-
-
-def _evaluation_metrics(role: str, artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
-    metrics = {f"{role}/{key}": value for key, value in _mean_accuracies(artifacts).items()}
-    for artifact in artifacts:
-        for key in ("knn_accuracy", "linear_probe_accuracy"):
-            if artifact.evaluation and key in artifact.evaluation:
-                metrics[f"{role}/seed{artifact.seed}/{key}"] = float(artifact.evaluation[key])
-    return metrics
-
-
 def _accuracy_tags(artifact: EncoderArtifact) -> dict[str, Any]:
     evaluation = artifact.evaluation or {}
     tags: dict[str, Any] = {}
@@ -198,7 +178,6 @@ def register_candidate(
     from sslmem.tracking import (
         dump_provenance,
         log_config,
-        log_metrics,
         log_model_metrics,
         log_split_input,
         log_split_manifest,
@@ -254,10 +233,10 @@ def register_candidate(
     }
     primary, reference = candidates[0], references[0]
     refs: dict[str, ModelVersionRef] = {}
-    for role, artifact, group in (
-        ("reference", reference, references),
-        ("candidate", primary, candidates),
-    ):
+    # Per-seed accuracies are metrics of each seed's training run (nested under the parent);
+    # the registration runs hold the registered encoder's metrics only, so that *Compare* on
+    # versions lists the same short set for every version.
+    for role, artifact in (("reference", reference), ("candidate", primary)):
         with pipeline_run(pipeline_run_id, step=f"register-{role}", experiment=experiment) as rid:
             log_config(config, run_id=rid)
             log_split_input(manifest, manifest_uri, run_id=rid)
@@ -320,9 +299,6 @@ def register_candidate(
                     manifest=manifest,
                     manifest_uri=manifest_uri,
                 )
-            # Per-role and per-seed accuracies stay run metrics: logged after the model, as
-            # MLflow links a run's earlier metrics to a model logged in it.
-            log_metrics(_evaluation_metrics(role, group), run_id=rid)
             refs[role] = ref
     candidate_ref, reference_ref = refs["candidate"], refs["reference"]
     run_id = candidate_ref.run_id or ""
