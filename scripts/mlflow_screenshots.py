@@ -164,20 +164,6 @@ SCROLL_TO_METRICS = """
   return header.offsetLeft;
 })()
 """
-#: Scrolls the comparison's metric table (a scroll box) to the rows every version shares:
-#: accuracies, SSLMem per set, verdict, p-values (per-seed run metrics come first).
-SCROLL_TO_COMPARED_METRICS = """
-(() => {
-  const cell = [...document.querySelectorAll('td, th, [role=cell], a, span')].find(
-    e => e.children.length === 0 && e.textContent.trim() === 'knn_accuracy');
-  let box = cell;
-  while (box && !(box.scrollHeight > box.clientHeight + 5 &&
-                  /auto|scroll/.test(getComputedStyle(box).overflowY))) box = box.parentElement;
-  if (!cell || !box) return false;
-  box.scrollTop += cell.getBoundingClientRect().top - box.getBoundingClientRect().top - 40;
-  return true;
-})()
-"""
 #: Scrolls the version's tag table to its last rows (status, verdict, S_C mean).
 SCROLL_TO_LAST_TAGS = """
 (() => {
@@ -351,9 +337,6 @@ def main() -> int:
                     time.sleep(4)
                 if name == "mlflow-version.png":
                     print("tags", browser.evaluate(SCROLL_TO_LAST_TAGS), flush=True)
-                    time.sleep(2)
-                if name == "mlflow-compare.png":
-                    print("metrics", browser.evaluate(SCROLL_TO_COMPARED_METRICS), flush=True)
                     time.sleep(2)
                 if name == "mlflow-models.png":
                     print("scrolled", browser.evaluate(SCROLL_TO_METRICS), "px", flush=True)
