@@ -108,6 +108,8 @@ def test_run_end_to_end_then_a_failing_run(
     run_id = failed[T.PIPELINE_RUN]
     of_failed_run = client.search_model_versions(f"tags.`sslmem.pipeline_run_id` = '{run_id}'")
     assert of_failed_run and all(v.tags[T.STATUS] != "scored" for v in of_failed_run)
+    failed_parent = T.parse_provenance(failed)["parent_run_id"]
+    assert client.get_run(failed_parent).info.status == "FAILED"  # ended by the exit handler
     # The earlier version is untouched: re-running is safe.
     assert _version_tags(out, MODEL, "1")[T.STATUS] == "scored"
     # The result of a pipeline run is that run's version, not the newest one.
