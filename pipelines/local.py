@@ -7,7 +7,7 @@ directory::
     OUT/mlflow.db     MLflow tracking and registry store (SQLite)
     OUT/artifacts/    MLflow artifacts (models, score reports, plots)
     OUT/store/        object store (split manifests, content-addressed)
-    OUT/kfp/          pipeline root (every task's output artifacts)
+    OUT/kfp/RUN/      pipeline root of one run (every task's output artifacts)
     OUT/kfp-cache/    KFP local cache (prepare, train and evaluate are cacheable)
     OUT/logs/         one log file per run (all task output)
 
@@ -17,6 +17,7 @@ the split and recipe match; nothing is overwritten in place.
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from sslmem.errors import SSLMemError
+from sslmem.errors import SSLMemError, TrackingError
 from sslmem.pipeline_params import PipelineParams
 from sslmem.redaction import RedactingFilter, redact
 from sslmem.workflow import RunResult, read_run_result
@@ -47,6 +48,8 @@ class LocalRun:
             registering a version).
         error: Why the run failed (``None`` on success).
         seconds: Wall time.
+        pipeline_run_id: The pipeline run id its versions and MLflow runs are tagged with
+            (``None`` if it failed before registering a version).
 
     """
 
@@ -56,6 +59,7 @@ class LocalRun:
     result: RunResult | None
     error: str | None
     seconds: float
+    pipeline_run_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -175,6 +179,34 @@ def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Ite
             file_handler.close()
 
 
+#: The task whose output names the candidate version this run registered.
+_REGISTER_TASK = "register-model"
+
+
+def registered_pipeline_run_id(pipeline_root: Path, model_name: str) -> str | None:
+    """The pipeline run id of the one run under ``pipeline_root`` (``None``: nothing registered).
+
+    KFP's local runner draws the run id at random and does not return it; the register task's
+    executor output (under this run's own pipeline root) names the candidate version, whose
+    ``sslmem.pipeline_run_id`` tag holds it.
+
+    Raises:
+        TrackingError: The version cannot be read from MLflow.
+
+    """
+    from sslmem.tracking import get_version_tags
+    from sslmem.tracking import tags as T
+
+    outputs = sorted(pipeline_root.glob(f"*/{_REGISTER_TASK}/executor_output.json"))
+    if not outputs:
+        return None
+    values = json.loads(outputs[-1].read_text()).get("parameterValues", {})
+    version = values.get("candidate_version")
+    if version in (None, ""):
+        return None
+    return get_version_tags(model_name, str(version)).get(T.PIPELINE_RUN)
+
+
 def run_locally(
     params: PipelineParams,
     out_dir: Path | str,
@@ -212,9 +244,10 @@ def run_locally(
     env = local_environment(out, device)
     tracking_uri = env["SSLMEM_MLFLOW_TRACKING_URI"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    log_file = out / "logs" / f"run-{stamp}-{os.getpid()}.log"
+    run_key = f"run-{stamp}-{os.getpid()}"
+    log_file = out / "logs" / f"{run_key}.log"
+    pipeline_root = out / "kfp" / run_key
     started = time.time()
-    since_ms = int(started * 1000)
     error: str | None = None
     with _patched_environ(env):
         # Create the store's tables and the experiment once, before parallel tasks race for it.
@@ -223,7 +256,7 @@ def run_locally(
         get_or_create_experiment(params.mlflow_experiment)
         local.init(
             runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(out / "kfp"),
+            pipeline_root=str(pipeline_root),
             raise_on_error=True,
             enable_caching=cache,
             cache_root=str(out / "kfp-cache"),
@@ -234,13 +267,20 @@ def run_locally(
                 pipeline(**params.arguments())
             except RuntimeError as exc:
                 error = _ANSI.sub("", str(exc))
-        result: RunResult | None
+        result: RunResult | None = None
+        pipeline_run_id: str | None = None
         try:
-            result = read_run_result(params.model_name, since_ms=since_ms)
+            pipeline_run_id = registered_pipeline_run_id(pipeline_root, params.model_name)
+            if pipeline_run_id is not None:
+                result = read_run_result(params.model_name, pipeline_run_id=pipeline_run_id)
         except SSLMemError:
             if error is None:
                 raise
-            result = None
+        if result is None and error is None:
+            raise TrackingError(
+                f"the pipeline succeeded but registered no version of {params.model_name!r}",
+                f"see the task logs in {log_file}",
+            )
     return LocalRun(
         out_dir=out,
         tracking_uri=tracking_uri,
@@ -248,4 +288,5 @@ def run_locally(
         result=result,
         error=error,
         seconds=time.time() - started,
+        pipeline_run_id=pipeline_run_id,
     )

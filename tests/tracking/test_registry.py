@@ -290,7 +290,7 @@ def _report() -> ScoreReport:
     return ScoreReport(columns={}, summary=summary)
 
 
-def test_summarize_for_tags() -> None:
+def test_summarize_for_tags_is_short() -> None:
     report = _report()
     evaluation = EvaluationResult(
         knn_accuracy=0.71,
@@ -305,23 +305,76 @@ def test_summarize_for_tags() -> None:
     )
     tags = summarize_for_tags(report, evaluation)
     summary = report.summary
+    assert set(tags) == {
+        "sslmem.status",
+        "sslmem.verdict",
+        "sslmem.sslmem_mean.candidate",
+        "sslmem.split_manifest_sha256",
+        "sslmem.knn_accuracy",
+        "sslmem.linear_probe_accuracy",
+    }
     assert tags[T.STATUS] == "scored"
     assert tags[T.VERDICT] == ("passed" if summary.verdict.passed else "failed") == "passed"
     assert float(tags[T.sslmem_mean_key("candidate")]) == pytest.approx(
         summary.sets["candidate"].mean, rel=1e-9
     )
-    assert float(tags[T.welch_p_key("independent")]) == pytest.approx(
-        summary.welch_tests["independent"].p_value, rel=1e-9
-    )
-    assert tags["sslmem.sslmem_n.extra"] == "30"
     assert tags[T.KNN_ACCURACY] == "0.71" and tags[T.LINEAR_PROBE_ACCURACY] == "0.74"
-    assert tags[T.SPLIT_MANIFEST_SHA256] == SHA and tags[T.LAYER] == "backbone.stage2"
+    assert tags[T.SPLIT_MANIFEST_SHA256] == SHA
     assert T.KNN_ACCURACY not in summarize_for_tags(report)
     assert all(isinstance(v, str) for v in tags.values())
+    assert T.scoring_provenance(report)["scoring"]["layer"] == "backbone.stage2"
 
 
 def test_provenance_tags_round_trip() -> None:
-    tags = _provenance(reference_version=4)
-    assert tags[T.REFERENCE_VERSION] == "4" and tags[T.SEED] == "3"
-    assert AugmentationSpec.model_validate_json(tags[T.AUGMENTATION]) == AugmentationSpec()
+    tags = provenance_tags(
+        reference_version=4,
+        split_manifest_uri="s3://bucket/splits/split.json",
+        split_manifest_sha256=SHA,
+        augmentation=AugmentationSpec(output_size=16),
+        layer="backbone",
+        seed=3,
+        extra={"candidate_checkpoints_sha256": [SHA, SHA], "code_version": "9.9"},
+    )
+    assert set(tags) == {
+        "sslmem.role",
+        "sslmem.reference_version",
+        "sslmem.split_manifest_uri",
+        "sslmem.split_manifest_sha256",
+        "sslmem.provenance",
+        "sslmem.status",
+    }
+    assert tags[T.REFERENCE_VERSION] == "4"
+    provenance = json.loads(tags[T.PROVENANCE])  # plain JSON, readable by any client
+    assert provenance["schema"] == 1 and provenance["seed"] == 3
+    assert provenance["layer"] == "backbone" and provenance["code_version"] == "9.9"
+    assert provenance["candidate_checkpoints_sha256"] == [SHA, SHA]
+    assert T.provenance_augmentation(tags) == AugmentationSpec(output_size=16)
+    assert T.parse_provenance(tags) == provenance
+    assert missing_provenance(tags) == []
+
+
+def test_missing_provenance_names_what_is_absent() -> None:
     assert missing_provenance({T.STATUS: "training"}) == list(T.REQUIRED_PROVENANCE)
+    tags = _provenance()
+    no_layer = json.loads(tags[T.PROVENANCE])
+    del no_layer["layer"]
+    broken = {**tags, T.PROVENANCE: json.dumps(no_layer)}
+    assert missing_provenance(broken) == ["sslmem.provenance.layer"]
+    assert missing_provenance({**tags, T.PROVENANCE: "{not json"}) == ["sslmem.provenance"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("{not json", "not valid JSON"), ("[1]", "JSON object"), ('{"schema": 2}', "schema 2")],
+)
+def test_bad_provenance_is_a_clear_error(value: str, message: str) -> None:
+    with pytest.raises(TrackingError, match=message):
+        T.parse_provenance({T.PROVENANCE: value})
+    with pytest.raises(TrackingError, match=message):
+        T.validate_version_tags({T.PROVENANCE: value})
+
+
+def test_merge_provenance_adds_keys() -> None:
+    tags = _provenance()
+    merged = json.loads(T.merge_provenance(tags, {"score_run_id": "r1"}))
+    assert merged["score_run_id"] == "r1" and merged["seed"] == 3 and merged["schema"] == 1

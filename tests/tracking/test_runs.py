@@ -18,11 +18,17 @@ from sslmem.tracking import (
     TrackingTarget,
     find_or_create_run,
     flatten_config,
+    get_or_create_experiment,
     log_config,
     log_evaluation,
+    log_model_metrics,
     log_score_report,
+    log_split_input,
     log_split_manifest,
+    nest_run,
+    parent_run_id,
     pipeline_run,
+    version_metrics,
 )
 from sslmem.tracking.connection import client
 from tests.tracking.conftest import tiny_registry_encoder
@@ -102,9 +108,132 @@ def test_pipeline_run_is_resumed_per_step(local_mlflow: TrackingTarget) -> None:
     assert run.info.status == "FINISHED"
     assert run.data.tags["sslmem.pipeline_run_id"] == "kfp-123"
     assert run.data.tags["sslmem.step"] == "train"
-    assert run.info.run_name == "kfp-123/train"
+    assert run.info.run_name == "train"
     assert local_mlflow.artifact_root is not None
     assert run.info.artifact_uri.startswith(local_mlflow.artifact_root.as_uri())
+
+
+def test_steps_are_nested_under_one_parent_run_per_pipeline_run(
+    local_mlflow: TrackingTarget,
+) -> None:
+    train = find_or_create_run("kfp-7", step="train")
+    score = find_or_create_run("kfp-7", step="score")
+    other = find_or_create_run("kfp-8", step="train")
+    parents = client().search_runs(
+        [client().get_experiment_by_name("sslmem").experiment_id],
+        filter_string="tags.`sslmem.step` = 'pipeline'",
+    )
+    by_pipeline = {r.data.tags["sslmem.pipeline_run_id"]: r for r in parents}
+    assert sorted(by_pipeline) == ["kfp-7", "kfp-8"]  # one parent per pipeline run
+    assert by_pipeline["kfp-7"].info.run_name == "kfp-7"
+    for child, pipeline in ((train, "kfp-7"), (score, "kfp-7"), (other, "kfp-8")):
+        tags = client().get_run(child).data.tags
+        assert tags["mlflow.parentRunId"] == by_pipeline[pipeline].info.run_id
+    assert "mlflow.parentRunId" not in by_pipeline["kfp-7"].data.tags
+    assert parent_run_id("kfp-7") == by_pipeline["kfp-7"].info.run_id
+
+
+def test_nest_run_keeps_an_existing_parent(local_mlflow: TrackingTarget) -> None:
+    first, second = parent_run_id("a"), parent_run_id("b")
+    experiment_id = client().get_experiment_by_name("sslmem").experiment_id
+    loose = str(client().create_run(experiment_id).info.run_id)
+    assert nest_run(loose, first) is True
+    assert nest_run(loose, second) is False  # a cached run stays under the run that made it
+    assert client().get_run(loose).data.tags["mlflow.parentRunId"] == first
+
+
+def test_experiment_is_a_model_training_experiment(local_mlflow: TrackingTarget) -> None:
+    experiment_id = get_or_create_experiment("fresh")
+    kind = client().get_experiment(experiment_id).tags["mlflow.experimentKind"]
+    assert kind == "custom_model_development"
+    # An existing experiment without a kind gets one; a kind chosen in the UI is kept.
+    bare = client().create_experiment("bare")
+    get_or_create_experiment("bare")
+    assert client().get_experiment(bare).tags["mlflow.experimentKind"] == (
+        "custom_model_development"
+    )
+    client().set_experiment_tag(bare, "mlflow.experimentKind", "finetuning")
+    get_or_create_experiment("bare")
+    assert client().get_experiment(bare).tags["mlflow.experimentKind"] == "finetuning"
+
+
+def test_a_retried_step_finds_its_run_after_the_claim_is_gone(
+    local_mlflow: TrackingTarget,
+) -> None:
+    first = find_or_create_run("gc", step="score")
+    # `mlflow gc` purges the deleted claim experiments: the existing run is claimed again.
+    experiment_id = client().get_experiment_by_name("sslmem").experiment_id
+    from sslmem.tracking.connection import current_target
+
+    for step in ("score", "pipeline"):
+        claim = client().get_experiment_by_name(f".sslmem-claim/{experiment_id}/gc/{step}")
+        assert claim is not None and claim.lifecycle_stage == "deleted"  # hidden from the UI
+        _purge_experiment(current_target().tracking_uri, claim.experiment_id)
+    assert find_or_create_run("gc", step="score") == first
+
+
+def _purge_experiment(tracking_uri: str, experiment_id: str) -> None:
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(tracking_uri, "/nonexistent")
+    store._hard_delete_experiment(experiment_id)
+
+
+def test_split_is_the_runs_dataset_input(
+    local_mlflow: TrackingTarget, scored: tuple[ScoreReport, ImageDataset, SplitManifest]
+) -> None:
+    _, _, manifest = scored
+    uri = "file:///store/splits/x.json"
+    run_id = find_or_create_run("ds", step="train")
+    log_split_input(manifest, uri, run_id=run_id)
+    log_split_input(manifest, uri, run_id=run_id)  # idempotent
+    inputs = client().get_run(run_id).inputs.dataset_inputs
+    assert len(inputs) == 1
+    dataset = inputs[0].dataset
+    assert dataset.name == "bundled-split"
+    assert dataset.digest == manifest.manifest_sha256[:16]
+    assert uri in dataset.source
+    assert json.loads(dataset.profile)["manifest_sha256"] == manifest.manifest_sha256
+    assert json.loads(dataset.profile)["candidate"] == len(manifest.indices.candidate)
+    assert {t.key: t.value for t in inputs[0].tags}["mlflow.data.context"] == "train"
+
+
+def test_version_metrics_are_linked_to_the_logged_model(
+    local_mlflow: TrackingTarget,
+    scored: tuple[ScoreReport, ImageDataset, SplitManifest],
+    checkpoint: tuple[Any, Path],
+) -> None:
+    from sslmem.tracking import register_encoder
+
+    report, _, manifest = scored
+    uri = "file:///store/splits/x.json"
+    with pipeline_run("lm", step="register-candidate") as run_id:
+        log_split_input(manifest, uri, run_id=run_id)
+        ref = register_encoder(checkpoint[1], model_name="enc", logged_model_name="cand")
+    assert ref.model_id is not None
+    evaluation = {"knn_accuracy": 0.5, "linear_probe_accuracy": 0.625, "num_train": 10}
+    metrics = version_metrics(report, evaluation)
+    log_model_metrics(ref.model_id, metrics, run_id=run_id, manifest=manifest, manifest_uri=uri)
+    model = client().get_logged_model(ref.model_id)
+    assert model.name == "cand"
+    linked = {m.key: m.value for m in model.metrics}
+    summary = report.summary
+    assert linked["knn_accuracy"] == 0.5 and linked["linear_probe_accuracy"] == 0.625
+    assert linked["sslmem_mean/candidate"] == pytest.approx(summary.sets["candidate"].mean)
+    assert linked["sslmem_mean/extra"] == pytest.approx(summary.sets["extra"].mean)
+    assert not [k for k in linked if "ci95" in k]  # CIs stay on the score run
+    assert linked["welch_p/independent"] == pytest.approx(
+        summary.welch_tests["independent"].p_value
+    )
+    assert linked["verdict_passed"] == float(summary.verdict.passed)
+    assert "num_train" not in linked
+    assert {m.dataset_digest for m in model.metrics} == {manifest.manifest_sha256[:16]}
+    # The version's source run holds them too (the registry's *Compare* reads the run).
+    assert set(linked) <= set(client().get_run(run_id).data.metrics)
+    found = client().search_logged_models(
+        experiment_ids=[model.experiment_id], order_by=[{"field_name": "metrics.knn_accuracy"}]
+    )
+    assert [m.model_id for m in found] == [ref.model_id]
 
 
 def test_pipeline_run_marks_failures(local_mlflow: TrackingTarget) -> None:

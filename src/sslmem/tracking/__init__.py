@@ -4,11 +4,12 @@ The library functions every adapter (KFP components, CLI, scoring service) calls
 
 * :mod:`~sslmem.tracking.connection` -- :func:`configure_mlflow` (local SQLite default or a
   server), bounded HTTP retries, :class:`~sslmem.errors.TrackingError` on failures.
-* :mod:`~sslmem.tracking.runs` -- one run per pipeline step, config as dotted params, epoch
-  metrics, evaluation and score reports (metrics, per-point table, manifest, plots).
+* :mod:`~sslmem.tracking.runs` -- one run per pipeline step (created exactly once, nested
+  under the pipeline run's parent run), the split as dataset input, config as dotted params,
+  epoch metrics, evaluation and score reports, metrics of a version's logged model.
 * :mod:`~sslmem.tracking.registry` -- register encoders without pickling, load them weights-only,
   tags and explicit aliases.
-* :mod:`~sslmem.tracking.tags` -- the version tag schema.
+* :mod:`~sslmem.tracking.tags` -- the version tag schema (short tags + provenance JSON).
 
 MLflow's telemetry is disabled as soon as this package is imported.
 """
@@ -51,13 +52,23 @@ from sslmem.tracking.runs import (
     log_config,
     log_evaluation,
     log_metrics,
+    log_model_metrics,
     log_score_report,
+    log_split_input,
     log_split_manifest,
+    nest_run,
+    parent_run_id,
     pipeline_run,
     score_metrics,
+    set_run_status,
+    split_dataset,
+    version_metrics,
 )
 from sslmem.tracking.tags import (
+    dump_provenance,
+    merge_provenance,
     missing_provenance,
+    parse_provenance,
     provenance_tags,
     summarize_for_tags,
     validate_version_tags,
@@ -74,6 +85,7 @@ __all__ = [
     "configure_from_settings",
     "configure_mlflow",
     "current_target",
+    "dump_provenance",
     "encoder_signature",
     "find_or_create_run",
     "flatten_config",
@@ -84,19 +96,28 @@ __all__ = [
     "log_config",
     "log_evaluation",
     "log_metrics",
+    "log_model_metrics",
     "log_score_report",
+    "log_split_input",
     "log_split_manifest",
     "mark_version_failed",
+    "merge_provenance",
     "missing_provenance",
+    "nest_run",
+    "parent_run_id",
     "parse_model_uri",
+    "parse_provenance",
     "pipeline_run",
     "provenance_tags",
     "register_encoder",
     "resolve_alias",
     "score_metrics",
     "set_alias",
+    "set_run_status",
     "set_version_tags",
+    "split_dataset",
     "summarize_for_tags",
     "tracking_errors",
     "validate_version_tags",
+    "version_metrics",
 ]

@@ -75,28 +75,6 @@ def find_versions_by_tag(name: str, key: str, value: str) -> list[tuple[str, dic
     return sorted(versions, key=lambda item: int(item[0]))
 
 
-def latest_versions(name: str, *, since_ms: int = 0) -> list[tuple[str, dict[str, str], int]]:
-    """Versions of ``name`` created at or after ``since_ms`` (epoch milliseconds), newest first.
-
-    Returns:
-        ``[(version, tags, creation timestamp ms)]``; empty if the model does not exist.
-
-    Raises:
-        TrackingError: A quote in the name, or MLflow is unreachable.
-
-    """
-    if any(c in name for c in "'\"`\\"):
-        raise TrackingError(f"model name must not contain quotes or backslashes, got {name!r}")
-    with tracking_errors(f"list versions of model {name!r}"):
-        found = client().search_model_versions(f"name = '{name}'")
-    items = [
-        (str(v.version), dict(v.tags), int(v.creation_timestamp or 0))
-        for v in found
-        if int(v.creation_timestamp or 0) >= since_ms
-    ]
-    return sorted(items, key=lambda item: int(item[0]), reverse=True)
-
-
 def download_run_json(run_id: str, artifact_path: str) -> Any:
     """Download and parse a JSON artifact of a run.
 

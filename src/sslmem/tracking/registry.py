@@ -59,6 +59,7 @@ class ModelVersionRef:
         version: Version number (as MLflow returns it, a string of digits).
         run_id: The run the model was logged from (``None`` if unknown).
         source: The version's source URI (``models:/m-...`` for a logged model).
+        model_id: The MLflow 3 logged model behind the version (``m-...``; ``None`` if unknown).
 
     """
 
@@ -66,11 +67,26 @@ class ModelVersionRef:
     version: str
     run_id: str | None
     source: str
+    model_id: str | None = None
 
     @property
     def uri(self) -> str:
         """``models:/<name>/<version>``."""
         return f"models:/{self.name}/{self.version}"
+
+
+def _logged_model_id(version: Any) -> str | None:
+    """The logged model behind a version: its ``model_id``, else its ``models:/m-...`` source.
+
+    The SQL registry leaves ``ModelVersion.model_id`` empty; the source names the model.
+    """
+    if getattr(version, "model_id", None):
+        return str(version.model_id)
+    source = str(version.source or "")
+    body = source.removeprefix("models:/")
+    if body != source and body.startswith("m-") and "/" not in body:
+        return body
+    return None
 
 
 def _ref(version: Any) -> ModelVersionRef:
@@ -79,6 +95,7 @@ def _ref(version: Any) -> ModelVersionRef:
         version=str(version.version),
         run_id=str(version.run_id) if version.run_id else None,
         source=str(version.source),
+        model_id=_logged_model_id(version),
     )
 
 
@@ -167,6 +184,8 @@ def register_encoder(
     tags: Mapping[str, Any] | None = None,
     augmentation: AugmentationSpec | None = None,
     await_registration_s: int = 300,
+    logged_model_name: str = MODEL_ARTIFACT_NAME,
+    logged_model_params: Mapping[str, str] | None = None,
 ) -> ModelVersionRef:
     """Register an encoder checkpoint as a new version of ``model_name``, without pickling.
 
@@ -184,6 +203,9 @@ def register_encoder(
             :func:`~sslmem.tracking.tags.provenance_tags`).
         augmentation: The preprocessing spec, shipped as JSON for pyfunc serving.
         await_registration_s: Seconds to wait for the version to become READY.
+        logged_model_name: Name of the MLflow 3 logged model (the experiment's model table
+            lists logged models by this name, e.g. ``candidate-encoder``).
+        logged_model_params: Params of the logged model (shown on its page).
 
     Returns:
         The new version.
@@ -219,7 +241,9 @@ def register_encoder(
             # No input example on purpose: logging one would run the model at registration.
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
             info = mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT_NAME,
+                name=logged_model_name,
+                params=dict(logged_model_params or {}),
+                model_type="sslmem-encoder",
                 python_model=str(ENCODER_PYFUNC_PATH),
                 artifacts=artifacts,
                 signature=encoder_signature(header.representation),
@@ -233,8 +257,10 @@ def register_encoder(
                 tags=version_tags,
             )
             ref = _ref(version)
-            if ref.run_id is None:
-                ref = ModelVersionRef(ref.name, ref.version, rid, ref.source)
+            if ref.run_id is None or ref.model_id is None:
+                ref = ModelVersionRef(
+                    ref.name, ref.version, ref.run_id or rid, ref.source, info.model_id
+                )
     return ref
 
 

@@ -1,7 +1,19 @@
-"""MLflow runs of a pipeline: config as params, epoch metrics, evaluation and score reports.
+"""MLflow runs of a pipeline: nesting, split input, config, epoch metrics, score reports.
 
-One MLflow run per ``(pipeline run id, step)``: :func:`pipeline_run` starts it, or resumes it
-when the step is retried, so a retried KFP task or a restarted service writes into the same run.
+The experiment is tagged ``mlflow.experimentKind = custom_model_development`` so the MLflow UI
+opens it as a model-training experiment (runs, models), not as a GenAI one. Each pipeline run
+has one *parent* run (step ``pipeline``, named after the pipeline run id); each step's run is
+nested under it with MLflow's ``mlflow.parentRunId`` tag. :func:`find_or_create_run` finds or
+creates the run of ``(pipeline run id, step)`` exactly once, even when several processes ask at
+the same moment: the run is *claimed* by creating an MLflow experiment with a deterministic
+name (experiment names are unique in the tracking store, so exactly one creation succeeds) that
+records the winner's run id; losers delete the run they created and use the winner's. The claim
+experiment is deleted right away (hidden from the UI; MLflow keeps deleted experiments' names
+and tags until ``mlflow gc``; after a gc the oldest run with the step's tags is claimed).
+
+The split is logged as each run's dataset input (:func:`log_split_input`): an MLflow dataset
+named after the split's dataset with the manifest hash as digest and the manifest URI as source.
+
 Every logging helper takes an explicit ``run_id`` (default: the active run) and talks to MLflow
 through an ``MlflowClient`` -- no hidden global state beyond the active-run stack, which MLflow
 keeps per thread.
@@ -13,6 +25,14 @@ Metric names (``/`` separates the statistic from the set, as MLflow's UI groups 
     welch_p/<control>  welch_t/<control>  welch_mean_diff/<control>
     verdict_passed (0/1)  scoring_seconds  scoring_points_per_second
     <prefix>/<metric> (epoch metrics, step = epoch)  <prefix>/knn_accuracy ...
+
+Metrics of a registered version's *logged model* (:func:`version_metrics`, logged with
+``model_id`` so MLflow links them to the model: the experiment's model table and the version
+page show them as sortable columns)::
+
+    knn_accuracy  linear_probe_accuracy  sslmem_mean/<set>  welch_p/<control>  verdict_passed
+
+(CIs and the other statistics stay on the score run: a table of every version stays readable.)
 """
 
 from __future__ import annotations
@@ -23,6 +43,7 @@ import logging
 import math
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +67,19 @@ PIPELINE_RUN_TAG = T.PIPELINE_RUN
 STEP_TAG = T.STEP
 CODE_VERSION_TAG = T.CODE_VERSION
 SCORING_ARTIFACT_DIR = "scoring"
+#: The step name of a pipeline run's parent run.
+PARENT_STEP = "pipeline"
+#: MLflow's run tag that nests a run under another in the UI.
+PARENT_RUN_TAG = "mlflow.parentRunId"
+#: MLflow's experiment tag that selects the UI's view of an experiment.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+#: The kind of sslmem experiments: model training (not GenAI).
+EXPERIMENT_KIND = "custom_model_development"
+#: Name prefix of the (deleted) experiments that claim a run (:func:`find_or_create_run`).
+CLAIM_PREFIX = ".sslmem-claim/"
+CLAIMED_RUN_TAG = "sslmem.claimed_run_id"
+#: Characters of the manifest hash used as the MLflow dataset digest (MLflow allows 36).
+DATASET_DIGEST_CHARS = 16
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
 
 
@@ -58,11 +92,17 @@ def _safe_dir_name(name: str) -> str:
     return cleaned or "experiment"
 
 
+def _error_code(exc: BaseException) -> str:
+    return str(getattr(exc, "error_code", ""))
+
+
 def get_or_create_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
-    """The id of experiment ``name``, creating it if needed.
+    """The id of experiment ``name``, creating it if needed, tagged as model training.
 
     With a local SQLite store the experiment's artifacts go under the configured local artifact
-    root (``<root>/<name>``); with a server, the server decides.
+    root (``<root>/<name>``); with a server, the server decides. An experiment without an
+    ``mlflow.experimentKind`` tag gets ``custom_model_development`` (a kind chosen in the UI is
+    kept).
 
     Raises:
         TrackingError: MLflow is unreachable or refused.
@@ -72,19 +112,71 @@ def get_or_create_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     mlflow_client = client()
     with tracking_errors(f"get or create experiment {name!r}"):
         experiment = mlflow_client.get_experiment_by_name(name)
-        if experiment is not None:
-            return str(experiment.experiment_id)
-        location = None
-        if target.artifact_root is not None:
-            location = (target.artifact_root / _safe_dir_name(name)).as_uri()
-        try:
-            return str(mlflow_client.create_experiment(name, artifact_location=location))
-        except Exception:
-            # Lost a creation race with another process: the experiment exists now.
-            experiment = mlflow_client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return str(experiment.experiment_id)
+        if experiment is None:
+            location = None
+            if target.artifact_root is not None:
+                location = (target.artifact_root / _safe_dir_name(name)).as_uri()
+            try:
+                experiment_id = str(
+                    mlflow_client.create_experiment(
+                        name,
+                        artifact_location=location,
+                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                    )
+                )
+                return experiment_id
+            except Exception:
+                # Lost a creation race with another process: the experiment exists now.
+                experiment = mlflow_client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if not experiment.tags.get(EXPERIMENT_KIND_TAG):
+            mlflow_client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
+        return str(experiment.experiment_id)
+
+
+def _check_ids(**values: str) -> None:
+    for what, value in values.items():
+        if not value.strip() or any(c in value for c in "'\"\\`"):
+            raise TrackingError(
+                f"{what} must be non-empty and free of quotes and backslashes, got {value!r}"
+            )
+
+
+def _claim_name(experiment_id: str, pipeline_run_id: str, step: str) -> str:
+    return f"{CLAIM_PREFIX}{experiment_id}/{pipeline_run_id}/{step}"
+
+
+def _claimed_run(mlflow_client: Any, claim: str) -> str | None:
+    """The run id a claim records (``None``: not claimed)."""
+    found = mlflow_client.get_experiment_by_name(claim)
+    if found is None:
+        return None
+    run_id = found.tags.get(CLAIMED_RUN_TAG)
+    if not run_id:
+        raise TrackingError(f"the claim experiment {claim!r} records no run id")
+    return str(run_id)
+
+
+def _claim(mlflow_client: Any, claim: str, run_id: str, location: str | None) -> str:
+    """Claim ``claim`` for ``run_id``; the winner's run id (``run_id`` if this call won)."""
+    try:
+        created = mlflow_client.create_experiment(
+            claim, artifact_location=location, tags={CLAIMED_RUN_TAG: run_id}
+        )
+    except Exception as exc:
+        if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        winner = _claimed_run(mlflow_client, claim)
+        if winner is None:
+            raise
+        return winner
+    with contextlib.suppress(Exception):
+        # Only hides the claim from the UI: a claim that stays visible is still correct.
+        mlflow_client.delete_experiment(created)
+    return run_id
 
 
 def find_or_create_run(
@@ -94,11 +186,16 @@ def find_or_create_run(
     experiment: str = DEFAULT_EXPERIMENT,
     tags: Mapping[str, str] | None = None,
 ) -> str:
-    """The id of the MLflow run of ``(pipeline_run_id, step)``, created if it does not exist.
+    """The id of the MLflow run of ``(pipeline_run_id, step)``, created exactly once.
+
+    Safe under concurrency: however many processes ask at once, all get the same run and at
+    most one run with these tags stays (see the module docstring: a claim by a uniquely named
+    experiment). Every step's run is nested under the pipeline run's parent run (step
+    ``pipeline``, created the same way).
 
     Args:
         pipeline_run_id: The pipeline (KFP) run id, or any id grouping the steps of one job.
-        step: The step within the pipeline (``"train-candidate"``, ``"score"``, ...).
+        step: The step within the pipeline (``"register"``, ``"score"``, ...).
         experiment: Experiment name (created if needed).
         tags: Extra run tags (set on creation only).
 
@@ -109,30 +206,90 @@ def find_or_create_run(
         TrackingError: An empty id or one with quotes, or MLflow is unreachable or refused.
 
     """
-    for what, value in (("pipeline_run_id", pipeline_run_id), ("step", step)):
-        if not value.strip() or any(c in value for c in "'\"\\`"):
-            raise TrackingError(
-                f"{what} must be non-empty and free of quotes and backslashes, got {value!r}"
-            )
+    _check_ids(pipeline_run_id=pipeline_run_id, step=step)
     experiment_id = get_or_create_experiment(experiment)
+    parent = None
+    if step != PARENT_STEP:
+        parent = find_or_create_run(pipeline_run_id, step=PARENT_STEP, experiment=experiment)
     mlflow_client = client()
+    claim = _claim_name(experiment_id, pipeline_run_id, step)
     query = f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' AND tags.`{STEP_TAG}` = '{step}'"
     with tracking_errors(f"find the run of pipeline run {pipeline_run_id!r} step {step!r}"):
+        claimed = _claimed_run(mlflow_client, claim)
+        if claimed is not None:
+            return claimed
+        # Not claimed (new, or the claim was garbage-collected): claim the oldest existing run
+        # with these tags, else a new one.
         found = mlflow_client.search_runs(
-            [experiment_id], filter_string=query, max_results=1, order_by=["start_time ASC"]
+            [experiment_id],
+            filter_string=query,
+            max_results=1,
+            order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
         )
+        created = None
         if found:
-            return str(found[0].info.run_id)
-        run_tags = {
-            PIPELINE_RUN_TAG: pipeline_run_id,
-            STEP_TAG: step,
-            CODE_VERSION_TAG: __version__,
-            **(tags or {}),
-        }
-        run = mlflow_client.create_run(
-            experiment_id, tags=run_tags, run_name=f"{pipeline_run_id}/{step}"
-        )
-        return str(run.info.run_id)
+            candidate = str(found[0].info.run_id)
+        else:
+            run_tags = {
+                PIPELINE_RUN_TAG: pipeline_run_id,
+                STEP_TAG: step,
+                CODE_VERSION_TAG: __version__,
+                **({PARENT_RUN_TAG: parent} if parent else {}),
+                **(tags or {}),
+            }
+            run_name = pipeline_run_id if step == PARENT_STEP else step
+            run = mlflow_client.create_run(experiment_id, tags=run_tags, run_name=run_name)
+            candidate = created = str(run.info.run_id)
+        location = mlflow_client.get_experiment(experiment_id).artifact_location
+        winner = _claim(mlflow_client, claim, candidate, location)
+        if created is not None and winner != created:
+            mlflow_client.delete_run(created)  # lost the race: nobody else ever saw this run
+            logger.info(
+                "run %s of %s/%s lost its claim to %s", created, pipeline_run_id, step, winner
+            )
+        return winner
+
+
+def parent_run_id(pipeline_run_id: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """The parent run of a pipeline run (created once, like every step's run).
+
+    Raises:
+        TrackingError: A bad id, or MLflow is unreachable or refused.
+
+    """
+    return find_or_create_run(pipeline_run_id, step=PARENT_STEP, experiment=experiment)
+
+
+def nest_run(run_id: str, parent: str) -> bool:
+    """Nest ``run_id`` under ``parent`` in the UI unless it already has a parent.
+
+    Used for runs created before the pipeline run id is known (training, whose cached runs
+    stay under the pipeline run that trained them).
+
+    Returns:
+        Whether the run was nested now.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    with tracking_errors(f"nest run {run_id} under {parent}"):
+        mlflow_client = client()
+        if mlflow_client.get_run(run_id).data.tags.get(PARENT_RUN_TAG):
+            return False
+        mlflow_client.set_tag(run_id, PARENT_RUN_TAG, parent)
+    return True
+
+
+def set_run_status(run_id: str, status: str) -> None:
+    """End a run ``FINISHED``/``FAILED``/``KILLED`` (e.g. the parent, by the exit handler).
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    with tracking_errors(f"end run {run_id} as {status}"):
+        client().set_terminated(run_id, status)
 
 
 @contextlib.contextmanager
@@ -145,8 +302,8 @@ def pipeline_run(
 ) -> Iterator[str]:
     """Start (or resume) the run of ``(pipeline_run_id, step)`` as the active run.
 
-    The run ends ``FINISHED`` when the block completes and ``FAILED`` when it raises. Nested
-    use (inside another active run) is allowed.
+    The run is nested under the pipeline run's parent run. It ends ``FINISHED`` when the block
+    completes and ``FAILED`` when it raises. Nested use (inside another active run) is allowed.
 
     Yields:
         The MLflow run id.
@@ -167,6 +324,64 @@ def pipeline_run(
     finally:
         with tracking_errors(f"end run {run_id}"):
             mlflow.end_run(status)
+
+
+def split_dataset(manifest: SplitManifest, manifest_uri: str) -> Any:
+    """The split as an MLflow dataset entity: name, digest (manifest hash prefix), source URI.
+
+    The full manifest hash and the set sizes are the dataset's profile.
+    """
+    from mlflow.entities import Dataset
+
+    indices = manifest.indices
+    profile = {
+        "manifest_sha256": manifest.manifest_sha256,
+        "dataset": manifest.dataset.name,
+        "dataset_split": manifest.dataset.split,
+        "split_seed": manifest.seed,
+        "shared": len(indices.shared),
+        "candidate": len(indices.candidate),
+        "independent": len(indices.independent),
+        "extra": len(indices.extra),
+    }
+    source_type, source = "http", json.dumps({"url": manifest_uri})
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        # MLflow's own source for the URI scheme (s3, local file, ...), rendered by the UI; a
+        # file URI matches two equivalent local sources, which MLflow warns about.
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+        warnings.simplefilter("ignore", UserWarning)
+        resolved = resolve_dataset_source(manifest_uri)
+        source_type, source = resolved._get_source_type(), resolved.to_json()
+    return Dataset(
+        name=f"{manifest.dataset.name}-split",
+        digest=manifest.manifest_sha256[:DATASET_DIGEST_CHARS],
+        source_type=source_type,
+        source=source,
+        profile=json.dumps(profile, sort_keys=True),
+    )
+
+
+def log_split_input(
+    manifest: SplitManifest, manifest_uri: str, *, run_id: str | None = None, context: str = "train"
+) -> None:
+    """Log the split as the run's dataset input (``mlflow.data.context`` = ``context``).
+
+    Logging the same split again is a no-op (MLflow deduplicates inputs).
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    rid = active_run_id(run_id)
+    dataset = split_dataset(manifest, manifest_uri)
+    with tracking_errors(f"log the split as the input of run {rid}"):
+        client().log_inputs(
+            rid, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])]
+        )
 
 
 def active_run_id(run_id: str | None = None) -> str:
@@ -359,6 +574,82 @@ def score_metrics(report: ScoreReport) -> dict[str, float]:
     metrics["scoring_seconds"] = summary.seconds
     metrics["scoring_points_per_second"] = summary.points_per_second
     return metrics
+
+
+def version_metrics(
+    report: ScoreReport | None = None, evaluation: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """The metrics of a registered version's logged model (names in the module docstring).
+
+    Args:
+        report: The version's score report (mean SSLMem per set, p-values, verdict).
+        evaluation: Its downstream evaluation (:meth:`EvaluationResult.to_dict` or the
+            metrics of one), for ``knn_accuracy`` and ``linear_probe_accuracy``.
+
+    """
+    metrics: dict[str, float] = {}
+    for key in ("knn_accuracy", "linear_probe_accuracy"):
+        if evaluation is not None and key in evaluation:
+            metrics[key] = float(evaluation[key])
+    if report is not None:
+        summary = report.summary
+        for name, stats in summary.sets.items():
+            metrics[f"sslmem_mean/{name}"] = stats.mean
+        for control, test in summary.welch_tests.items():
+            metrics[f"welch_p/{control}"] = test.p_value
+        metrics["verdict_passed"] = 1.0 if summary.verdict.passed else 0.0
+    return metrics
+
+
+def log_model_metrics(
+    model_id: str,
+    metrics: Mapping[str, float],
+    *,
+    run_id: str,
+    manifest: SplitManifest | None = None,
+    manifest_uri: str | None = None,
+) -> dict[str, float]:
+    """Log metrics to ``run_id`` linked to the logged model ``model_id`` (MLflow 3).
+
+    MLflow stores a metric logged with a ``model_id`` both in the run and in the logged model's
+    metrics, so the experiment's model table and the model version page show it. With the
+    split, the metrics are also linked to the split's dataset (the ``dataset`` column).
+    Non-finite values are skipped.
+
+    Returns:
+        The metrics logged.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    from mlflow.entities import Metric
+
+    finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    if not finite:
+        return finite
+    dataset_name = dataset_digest = None
+    if manifest is not None and manifest_uri is not None:
+        dataset = split_dataset(manifest, manifest_uri)
+        dataset_name, dataset_digest = dataset.name, dataset.digest
+    stamp = int(time.time() * 1000)
+    entities = [
+        Metric(
+            k,
+            v,
+            stamp,
+            0,
+            model_id=model_id,
+            dataset_name=dataset_name,
+            dataset_digest=dataset_digest,
+        )
+        for k, v in sorted(finite.items())
+    ]
+    with tracking_errors(f"log metrics of logged model {model_id} to run {run_id}"):
+        mlflow_client = client()
+        for start in range(0, len(entities), 1000):
+            mlflow_client.log_batch(run_id, metrics=entities[start : start + 1000])
+    return finite
 
 
 def log_split_manifest(

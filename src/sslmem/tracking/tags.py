@@ -1,32 +1,48 @@
-"""The tag schema of sslmem model versions: provenance, status and score summaries.
+"""The tag schema of sslmem model versions: a short readable set plus one provenance JSON.
 
-Every candidate version carries what is needed to score it again, exactly -- the resolved
-reference version (a number, never a bare alias), the split manifest's URI and hash, the
-augmentation spec, the representation layer and the seed -- plus its status and, once scored,
-the SSLMem and downstream-accuracy summaries the service compares with the champion::
+The registry UI shows version tags in one cell, so a version carries only what a user reads
+and what a service filters on; everything else that is needed to score the version again sits
+in one JSON tag, ``sslmem.provenance`` (parse it with :func:`parse_provenance`). Numbers a user
+compares across versions (SSLMem per set, p-values, accuracies) are metrics of the version's
+logged model as well (see :func:`sslmem.tracking.runs.version_metrics`).
 
-    sslmem.status                      training | scored | failed
-    sslmem.failure_reason              why (status failed)
-    sslmem.reference_model             registered model of the reference (default: same name)
-    sslmem.reference_version           "7"
-    sslmem.split_manifest_uri          s3://bucket/splits/split.json
-    sslmem.split_manifest_sha256       64 hex digits
-    sslmem.augmentation                AugmentationSpec as compact JSON
-    sslmem.layer                       backbone
-    sslmem.seed                        0
-    sslmem.checkpoint_sha256           SHA-256 of the registered checkpoint (set on register)
-    sslmem.sslmem_mean.<set>           per scored set, e.g. sslmem.sslmem_mean.candidate
-    sslmem.sslmem_ci95_low.<set>       ... and sslmem.sslmem_ci95_high.<set>, sslmem.sslmem_n.<set>
-    sslmem.welch_p.<control>           one-sided Welch p-value of S_C > control
-    sslmem.verdict                     passed | failed | inconclusive
-    sslmem.knn_accuracy                downstream kNN top-1
-    sslmem.linear_probe_accuracy       downstream linear-probe top-1
+Short tags (values are strings; floats with 10 significant digits)::
 
-Values are strings (MLflow tags); floats are written with 10 significant digits.
+    sslmem.status                 training | scored | failed
+    sslmem.role                   candidate | reference
+    sslmem.verdict                passed | failed | inconclusive (once scored)
+    sslmem.sslmem_mean.candidate  mean SSLMem of S_C (once scored)
+    sslmem.knn_accuracy           downstream kNN top-1 (when evaluated)
+    sslmem.linear_probe_accuracy  downstream linear-probe top-1 (when evaluated)
+    sslmem.reference_model        registered model of the reference (candidates)
+    sslmem.reference_version      "7": resolved number, never an alias (candidates)
+    sslmem.split_manifest_sha256  64 hex digits
+    sslmem.split_manifest_uri     s3://bucket/splits/<sha256>.json
+    sslmem.checkpoint_sha256      SHA-256 of the registered checkpoint (set on register)
+    sslmem.pipeline_run_id        the pipeline run that registered the version
+    sslmem.failure_reason         why (status failed only)
+    sslmem.provenance             JSON, see below
+
+``sslmem.provenance`` (compact JSON, keys sorted; ``schema`` 1)::
+
+    {"schema": 1, "role": "candidate", "augmentation": {AugmentationSpec}, "layer": "backbone",
+     "seed": 0, "candidate_seeds": [0, 1], "reference_seeds": [0],
+     "candidate_checkpoints_sha256": [...], "reference_checkpoints_sha256": [...],
+     "code_version": "0.4.0", "pipeline_run_id": "...", "parent_run_id": "...",
+     "train_run_id": "...", "register_run_id": "...",
+     "score_run_id": "..." (once scored),
+     "scoring": {"layer", "views", "sslmem_version", "manifest_sha256", "sets"} (once scored),
+     "scored_with": "models:/m/3" (references)}
+
+A candidate can be scored again from its version alone: :data:`REQUIRED_PROVENANCE` tags
+(reference version, split URI and hash, the provenance JSON) and the JSON's
+:data:`REQUIRED_PROVENANCE_FIELDS` (augmentation, layer, seed) -- :func:`missing_provenance`
+lists what is absent.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -43,40 +59,63 @@ REFERENCE_MODEL = "sslmem.reference_model"
 REFERENCE_VERSION = "sslmem.reference_version"
 SPLIT_MANIFEST_URI = "sslmem.split_manifest_uri"
 SPLIT_MANIFEST_SHA256 = "sslmem.split_manifest_sha256"
-AUGMENTATION = "sslmem.augmentation"
-LAYER = "sslmem.layer"
-SEED = "sslmem.seed"
 CHECKPOINT_SHA256 = "sslmem.checkpoint_sha256"
 VERDICT = "sslmem.verdict"
 KNN_ACCURACY = "sslmem.knn_accuracy"
 LINEAR_PROBE_ACCURACY = "sslmem.linear_probe_accuracy"
-
-# Bookkeeping tags of runs and versions (where a version came from and which runs hold its data).
 ROLE = "sslmem.role"
 PIPELINE_RUN = "sslmem.pipeline_run_id"
+#: The full provenance of a version, one JSON document (:func:`parse_provenance`).
+PROVENANCE = "sslmem.provenance"
+PROVENANCE_SCHEMA = 1
+
+# Run tags (not version tags): which step of which pipeline run a run is, and its code version.
 STEP = "sslmem.step"
 CODE_VERSION = "sslmem.code_version"
-CANDIDATE_SEEDS = "sslmem.candidate_seeds"
-REFERENCE_SEEDS = "sslmem.reference_seeds"
-CANDIDATE_CHECKPOINTS = "sslmem.candidate_checkpoints_sha256"
-REFERENCE_CHECKPOINTS = "sslmem.reference_checkpoints_sha256"
-TRAIN_RUN = "sslmem.train_run_id"
-REGISTER_RUN = "sslmem.register_run_id"
-SCORE_RUN = "sslmem.score_run_id"
-SCORED_WITH = "sslmem.scored_with"
+SEED = "sslmem.seed"
+
+# Keys inside the provenance JSON.
+AUGMENTATION = "augmentation"
+LAYER = "layer"
+SEED_FIELD = "seed"
+CANDIDATE_SEEDS = "candidate_seeds"
+REFERENCE_SEEDS = "reference_seeds"
+CANDIDATE_CHECKPOINTS = "candidate_checkpoints_sha256"
+REFERENCE_CHECKPOINTS = "reference_checkpoints_sha256"
+TRAIN_RUN = "train_run_id"
+REGISTER_RUN = "register_run_id"
+SCORE_RUN = "score_run_id"
+PARENT_RUN = "parent_run_id"
+PIPELINE_RUN_FIELD = "pipeline_run_id"
+SCORED_WITH = "scored_with"
+SCORING = "scoring"
 
 Status = Literal["training", "scored", "failed"]
 STATUSES: tuple[Status, ...] = ("training", "scored", "failed")
-#: Tags a candidate version needs before it can be scored.
-REQUIRED_PROVENANCE = (
+#: Version tags a candidate needs before it can be scored.
+REQUIRED_PROVENANCE = (REFERENCE_VERSION, SPLIT_MANIFEST_URI, SPLIT_MANIFEST_SHA256, PROVENANCE)
+#: Fields of the provenance JSON a candidate needs before it can be scored.
+REQUIRED_PROVENANCE_FIELDS = (AUGMENTATION, LAYER, SEED_FIELD)
+#: Every version tag sslmem writes (the short set); anything else is not sslmem's.
+VERSION_TAGS = (
+    STATUS,
+    ROLE,
+    VERDICT,
+    f"{PREFIX}sslmem_mean.candidate",
+    KNN_ACCURACY,
+    LINEAR_PROBE_ACCURACY,
+    REFERENCE_MODEL,
     REFERENCE_VERSION,
-    SPLIT_MANIFEST_URI,
     SPLIT_MANIFEST_SHA256,
-    AUGMENTATION,
-    LAYER,
-    SEED,
+    SPLIT_MANIFEST_URI,
+    CHECKPOINT_SHA256,
+    PIPELINE_RUN,
+    FAILURE_REASON,
+    PROVENANCE,
 )
 MAX_REASON_CHARS = 5000
+#: MLflow's limit on a model-version tag value is 100,000 characters; stay well below.
+MAX_PROVENANCE_CHARS = 50_000
 
 _VERSION = re.compile(r"^[1-9][0-9]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -85,11 +124,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 def sslmem_mean_key(set_name: str) -> str:
     """Tag key of the mean SSLMem of a scored set, e.g. ``sslmem.sslmem_mean.candidate``."""
     return f"{PREFIX}sslmem_mean.{set_name}"
-
-
-def welch_p_key(control: str) -> str:
-    """Tag key of the Welch p-value of S_C against ``control``."""
-    return f"{PREFIX}welch_p.{control}"
 
 
 def format_value(value: Any) -> str:
@@ -117,11 +151,83 @@ def check_version_number(version: str | int, what: str = "model version") -> str
     return text
 
 
+def dump_provenance(provenance: Mapping[str, Any]) -> str:
+    """The ``sslmem.provenance`` tag value: compact JSON with sorted keys and ``schema``.
+
+    Raises:
+        TrackingError: A value is not JSON-serialisable, or the JSON is too long for a tag.
+
+    """
+    try:
+        text = json.dumps(
+            {"schema": PROVENANCE_SCHEMA, **provenance}, sort_keys=True, separators=(",", ":")
+        )
+    except (TypeError, ValueError) as exc:
+        raise TrackingError(f"provenance is not JSON-serialisable: {exc}") from exc
+    if len(text) > MAX_PROVENANCE_CHARS:
+        raise TrackingError(
+            f"the provenance JSON is {len(text)} characters, over the {MAX_PROVENANCE_CHARS} "
+            "a version tag may hold",
+            "register fewer seeds per version",
+        )
+    return text
+
+
+def parse_provenance(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The provenance JSON of a version's tags as a dict.
+
+    Raises:
+        TrackingError: The tag is absent, not a JSON object, or of an unknown schema.
+
+    """
+    raw = tags.get(PROVENANCE)
+    if not raw:
+        raise TrackingError(
+            f"the version has no {PROVENANCE} tag",
+            "register the encoder with sslmem.workflow.register_candidate (sslmem run)",
+        )
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise TrackingError(f"tag {PROVENANCE} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise TrackingError(f"tag {PROVENANCE} must be a JSON object, got {type(value).__name__}")
+    if value.get("schema") != PROVENANCE_SCHEMA:
+        raise TrackingError(
+            f"tag {PROVENANCE} has schema {value.get('schema')!r}; this sslmem reads schema "
+            f"{PROVENANCE_SCHEMA}",
+            "upgrade sslmem, or re-register the version",
+        )
+    return value
+
+
+def provenance_augmentation(tags: Mapping[str, str]) -> AugmentationSpec:
+    """The augmentation spec recorded in a version's provenance.
+
+    Raises:
+        TrackingError: No provenance, or no valid augmentation spec in it.
+
+    """
+    provenance = parse_provenance(tags)
+    try:
+        return AugmentationSpec.model_validate(provenance[AUGMENTATION])
+    except (KeyError, ValueError) as exc:
+        raise TrackingError(f"tag {PROVENANCE} holds no valid augmentation spec: {exc}") from exc
+
+
+def merge_provenance(tags: Mapping[str, str], update: Mapping[str, Any]) -> str:
+    """The provenance tag value of ``tags`` with ``update``'s keys added or replaced."""
+    current = parse_provenance(tags) if tags.get(PROVENANCE) else {}
+    current.pop("schema", None)
+    return dump_provenance({**current, **update})
+
+
 def validate_version_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     """Check and stringify tags for a model version.
 
     Keys under ``sslmem.`` with a known meaning are checked: the reference version is a
-    resolved number, the status one of :data:`STATUSES`, hashes 64 lower-case hex digits.
+    resolved number, the status one of :data:`STATUSES`, hashes 64 lower-case hex digits, the
+    provenance a JSON object of the known schema.
 
     Returns:
         ``{key: str value}``.
@@ -141,6 +247,8 @@ def validate_version_tags(tags: Mapping[str, Any]) -> dict[str, str]:
             raise TrackingError(f"tag {STATUS} must be one of {', '.join(STATUSES)}, got {text!r}")
         elif key in (SPLIT_MANIFEST_SHA256, CHECKPOINT_SHA256) and not _SHA256.match(text):
             raise TrackingError(f"tag {key} must be a hex SHA-256 digest, got {text!r}")
+        elif key == PROVENANCE:
+            parse_provenance({PROVENANCE: text})
         out[key] = text
     return out
 
@@ -155,8 +263,9 @@ def provenance_tags(
     seed: int,
     reference_model: str | None = None,
     status: Status = "training",
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
-    """The provenance tags of a candidate version (set when it is registered).
+    """The tags of a candidate version when it is registered: short tags plus provenance JSON.
 
     Args:
         reference_version: The reference encoder's version number (resolved, never an alias).
@@ -167,6 +276,7 @@ def provenance_tags(
         seed: The training seed.
         reference_model: Registered model name of the reference, if not the candidate's.
         status: Lifecycle status.
+        extra: More provenance for the JSON (seeds, checkpoint hashes, run ids, code version).
 
     Returns:
         ``{tag: value}`` (validated).
@@ -175,13 +285,19 @@ def provenance_tags(
         TrackingError: An invalid value (e.g. an alias as reference version).
 
     """
+    provenance = {
+        "role": "candidate",
+        **(extra or {}),
+        AUGMENTATION: augmentation.model_dump(mode="json"),
+        LAYER: layer,
+        SEED_FIELD: int(seed),
+    }
     tags: dict[str, Any] = {
+        ROLE: "candidate",
         REFERENCE_VERSION: reference_version,
         SPLIT_MANIFEST_URI: split_manifest_uri,
         SPLIT_MANIFEST_SHA256: split_manifest_sha256,
-        AUGMENTATION: augmentation.model_dump_json(),
-        LAYER: layer,
-        SEED: seed,
+        PROVENANCE: dump_provenance(provenance),
         STATUS: status,
     }
     if reference_model is not None:
@@ -192,37 +308,64 @@ def provenance_tags(
 def summarize_for_tags(
     report: ScoreReport, evaluation: EvaluationResult | None = None
 ) -> dict[str, str]:
-    """Summary tags of a scored version: SSLMem per set, tests, verdict, accuracies, status.
+    """Short summary tags of a scored version: status, verdict, S_C mean, accuracies.
+
+    Every other number (SSLMem and CI of every set, p-values) is a metric of the version's
+    logged model (:func:`sslmem.tracking.runs.version_metrics`); how it was scored goes into
+    the provenance JSON (:func:`scoring_provenance`).
 
     Args:
         report: The scoring report of the version (candidate vs its reference).
         evaluation: Downstream evaluation of the candidate, if measured.
 
     Returns:
-        ``{tag: value}`` with ``sslmem.status = scored``; the split hash and layer recorded by
-        the report are included so the tags state what was actually scored.
+        ``{tag: value}`` with ``sslmem.status = scored``; the split hash recorded by the report
+        is included so the tags state what was actually scored.
 
     """
     summary = report.summary
     tags: dict[str, Any] = {STATUS: "scored"}
-    for name, stats in summary.sets.items():
-        tags[sslmem_mean_key(name)] = stats.mean
-        tags[f"{PREFIX}sslmem_ci95_low.{name}"] = stats.ci95_low
-        tags[f"{PREFIX}sslmem_ci95_high.{name}"] = stats.ci95_high
-        tags[f"{PREFIX}sslmem_n.{name}"] = stats.n
-    for control, test in summary.welch_tests.items():
-        tags[welch_p_key(control)] = test.p_value
+    if "candidate" in summary.sets:
+        tags[sslmem_mean_key("candidate")] = summary.sets["candidate"].mean
     tags[VERDICT] = summary.verdict.outcome
     tags[SPLIT_MANIFEST_SHA256] = summary.manifest_sha256
-    tags[LAYER] = summary.scoring.layer
-    tags[f"{PREFIX}scoring_views"] = summary.scoring.views
-    tags[f"{PREFIX}sslmem_version"] = summary.sslmem_version
     if evaluation is not None:
         tags[KNN_ACCURACY] = evaluation.knn_accuracy
         tags[LINEAR_PROBE_ACCURACY] = evaluation.linear_probe_accuracy
     return validate_version_tags(tags)
 
 
+def scoring_provenance(report: ScoreReport) -> dict[str, Any]:
+    """How a version was scored, for its provenance JSON (``{"scoring": {...}}``)."""
+    summary = report.summary
+    return {
+        SCORING: {
+            "layer": summary.scoring.layer,
+            "views": summary.scoring.views,
+            "sslmem_version": summary.sslmem_version,
+            "manifest_sha256": summary.manifest_sha256,
+            "sets": sorted(summary.sets),
+        }
+    }
+
+
 def missing_provenance(tags: Mapping[str, str]) -> list[str]:
-    """The :data:`REQUIRED_PROVENANCE` tags absent from ``tags`` (empty: ready to score)."""
-    return [key for key in REQUIRED_PROVENANCE if not tags.get(key)]
+    """What a version lacks to be scored again (empty: ready to score).
+
+    Returns:
+        The absent :data:`REQUIRED_PROVENANCE` tags, then the absent
+        :data:`REQUIRED_PROVENANCE_FIELDS` of the JSON as ``sslmem.provenance.<field>``.
+
+    """
+    missing = [key for key in REQUIRED_PROVENANCE if not tags.get(key)]
+    if PROVENANCE in missing:
+        return missing
+    try:
+        provenance = parse_provenance(tags)
+    except TrackingError:
+        return [*missing, PROVENANCE]
+    return missing + [
+        f"{PROVENANCE}.{name}"
+        for name in REQUIRED_PROVENANCE_FIELDS
+        if provenance.get(name) in (None, "")
+    ]

@@ -30,6 +30,9 @@ def finalize_pipeline_run(
     failure the reason names the state and the error; on success, a version that is still not
     scored (e.g. left behind by a retried registration) is failed as superseded.
 
+    The pipeline run's parent MLflow run (named in its versions' provenance) is ended
+    ``FINISHED`` (state ``SUCCEEDED``) or ``FAILED``.
+
     Returns:
         The versions marked failed.
 
@@ -38,7 +41,7 @@ def finalize_pipeline_run(
             never reads as scored).
 
     """
-    from sslmem.tracking import mark_version_failed
+    from sslmem.tracking import mark_version_failed, set_run_status
     from sslmem.tracking.pipeline_support import find_versions_by_tag
 
     settings = process_settings(settings)
@@ -48,11 +51,18 @@ def finalize_pipeline_run(
     else:
         reason = f"pipeline run {pipeline_run_id} ended {state}" + (f": {error}" if error else "")
     marked: list[VersionInfo] = []
+    parents: set[str] = set()
     for name in dict.fromkeys(model_names):
         for version, tags in find_versions_by_tag(name, T.PIPELINE_RUN, pipeline_run_id):
+            if tags.get(T.PROVENANCE):
+                parent = T.parse_provenance(tags).get(T.PARENT_RUN)
+                if parent:
+                    parents.add(str(parent))
             if tags.get(T.STATUS) in ("scored", "failed"):
                 continue  # scored, or already failed with a more precise reason
             mark_version_failed(name, version, reason)
             marked.append(VersionInfo(name, version, tags))
             logger.warning("marked %s/%s failed: %s", name, version, reason)
+    for parent in parents:
+        set_run_status(parent, "FINISHED" if state.upper() == "SUCCEEDED" else "FAILED")
     return marked

@@ -21,6 +21,7 @@ from sslmem.models.checkpoint import (
     read_checkpoint_metadata,
 )
 from sslmem.tracking import tags as T
+from sslmem.tracking.registry import ModelVersionRef
 from sslmem.workflow._common import (
     configure_tracking,
     process_settings,
@@ -55,7 +56,8 @@ class Registration:
     Attributes:
         candidate: The candidate version (status ``training`` until scored).
         reference: The reference version the candidate is scored against.
-        run_id: The MLflow run the models were logged in.
+        run_id: The MLflow run the candidate was logged in (its version's source run, step
+            ``register-candidate``; the reference has its own, ``register-reference``).
 
     """
 
@@ -131,28 +133,7 @@ def collect_encoders(
     return sorted(artifacts, key=lambda a: position[a.seed])
 
 
-def _mean_accuracies(artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in ("knn_accuracy", "linear_probe_accuracy"):
-        values = [
-            float(a.evaluation[key]) for a in artifacts if a.evaluation and key in a.evaluation
-        ]
-        if values:
-            out[key] = sum(values) / len(values)
-    return out
-
-
-def _evaluation_metrics(role: str, artifacts: Sequence[EncoderArtifact]) -> dict[str, float]:
-    metrics = {f"{role}/{key}": value for key, value in _mean_accuracies(artifacts).items()}
-    for artifact in artifacts:
-        for key in ("knn_accuracy", "linear_probe_accuracy"):
-            if artifact.evaluation and key in artifact.evaluation:
-                metrics[f"{role}/seed{artifact.seed}/{key}"] = float(artifact.evaluation[key])
-    return metrics
-
-
 def _accuracy_tags(artifact: EncoderArtifact) -> dict[str, Any]:
-
     evaluation = artifact.evaluation or {}
     tags: dict[str, Any] = {}
     if "knn_accuracy" in evaluation:
@@ -160,6 +141,10 @@ def _accuracy_tags(artifact: EncoderArtifact) -> dict[str, Any]:
     if "linear_probe_accuracy" in evaluation:
         tags[T.LINEAR_PROBE_ACCURACY] = float(evaluation["linear_probe_accuracy"])
     return tags
+
+
+#: Names of the logged models in the experiment's model table, by role.
+LOGGED_MODEL_NAMES = {"candidate": "candidate-encoder", "reference": "reference-encoder"}
 
 
 def register_candidate(
@@ -189,13 +174,19 @@ def register_candidate(
         TrackingError: MLflow is unreachable or refused.
 
     """
+    from sslmem import __version__
     from sslmem.tracking import (
+        dump_provenance,
         log_config,
-        log_metrics,
+        log_model_metrics,
+        log_split_input,
         log_split_manifest,
+        nest_run,
+        parent_run_id,
         pipeline_run,
         provenance_tags,
         register_encoder,
+        version_metrics,
     )
 
     if not candidates or not references:
@@ -221,67 +212,96 @@ def register_candidate(
             hashes.append(file_sha256(artifact.checkpoint))
         checkpoint_hashes[role] = hashes
     configure_tracking(settings)
-    common = {
+    parent = parent_run_id(pipeline_run_id, experiment)
+    log_split_input(manifest, manifest_uri, run_id=parent)
+    for artifact in (*candidates, *references):
+        if artifact.train_run_id:
+            nest_run(artifact.train_run_id, parent)
+    common_provenance: dict[str, Any] = {
+        T.CANDIDATE_SEEDS: [a.seed for a in candidates],
+        T.REFERENCE_SEEDS: [a.seed for a in references],
+        T.CANDIDATE_CHECKPOINTS: checkpoint_hashes["candidate"],
+        T.REFERENCE_CHECKPOINTS: checkpoint_hashes["reference"],
+        "code_version": __version__,
+        T.PIPELINE_RUN_FIELD: pipeline_run_id,
+        T.PARENT_RUN: parent,
+    }
+    common_tags = {
         T.PIPELINE_RUN: pipeline_run_id,
-        T.CANDIDATE_SEEDS: ",".join(str(a.seed) for a in candidates),
-        T.REFERENCE_SEEDS: ",".join(str(a.seed) for a in references),
-        T.CANDIDATE_CHECKPOINTS: ",".join(checkpoint_hashes["candidate"]),
-        T.REFERENCE_CHECKPOINTS: ",".join(checkpoint_hashes["reference"]),
+        T.SPLIT_MANIFEST_URI: manifest_uri,
+        T.SPLIT_MANIFEST_SHA256: manifest.manifest_sha256,
     }
     primary, reference = candidates[0], references[0]
-    with pipeline_run(pipeline_run_id, step="register", experiment=experiment) as run_id:
-        log_config(config, run_id=run_id)
-        log_split_manifest(manifest, run_id=run_id)
-        log_metrics(
-            {
-                **_evaluation_metrics("candidate", candidates),
-                **_evaluation_metrics("reference", references),
-            },
-            run_id=run_id,
-        )
-        reference_tags = {
-            **common,
-            T.ROLE: "reference",
-            T.REGISTER_RUN: run_id,
-            T.SEED: reference.seed,
-            T.SPLIT_MANIFEST_URI: manifest_uri,
-            T.SPLIT_MANIFEST_SHA256: manifest.manifest_sha256,
-            **_accuracy_tags(reference),
-        }
-        if reference.train_run_id:
-            reference_tags[T.TRAIN_RUN] = reference.train_run_id
-        reference_ref = register_encoder(
-            reference.checkpoint,
-            model_name=reference_model_name,
-            run_id=run_id,
-            tags=reference_tags,
-            augmentation=config.augmentation,
-        )
-        candidate_tags: dict[str, Any] = {
-            **common,
-            **provenance_tags(
-                reference_version=reference_ref.version,
-                split_manifest_uri=manifest_uri,
-                split_manifest_sha256=manifest.manifest_sha256,
+    refs: dict[str, ModelVersionRef] = {}
+    # Per-seed accuracies are metrics of each seed's training run (nested under the parent);
+    # the registration runs hold the registered encoder's metrics only, so that *Compare* on
+    # versions lists the same short set for every version.
+    for role, artifact in (("reference", reference), ("candidate", primary)):
+        with pipeline_run(pipeline_run_id, step=f"register-{role}", experiment=experiment) as rid:
+            log_config(config, run_id=rid)
+            log_split_input(manifest, manifest_uri, run_id=rid)
+            log_split_manifest(manifest, run_id=rid)
+            provenance: dict[str, Any] = {
+                **common_provenance,
+                T.REGISTER_RUN: rid,
+                **({T.TRAIN_RUN: artifact.train_run_id} if artifact.train_run_id else {}),
+            }
+            if role == "reference":
+                tags: dict[str, Any] = {
+                    **common_tags,
+                    T.ROLE: "reference",
+                    T.STATUS: "training",
+                    T.PROVENANCE: dump_provenance(
+                        {
+                            "role": "reference",
+                            **provenance,
+                            T.AUGMENTATION: config.augmentation.model_dump(mode="json"),
+                            T.LAYER: config.scoring.layer,
+                            T.SEED_FIELD: artifact.seed,
+                        }
+                    ),
+                }
+            else:
+                tags = {
+                    **common_tags,
+                    **provenance_tags(
+                        reference_version=refs["reference"].version,
+                        split_manifest_uri=manifest_uri,
+                        split_manifest_sha256=manifest.manifest_sha256,
+                        augmentation=config.augmentation,
+                        layer=config.scoring.layer,
+                        seed=artifact.seed,
+                        reference_model=reference_model_name,
+                        status="training",
+                        extra=provenance,
+                    ),
+                }
+            ref = register_encoder(
+                artifact.checkpoint,
+                model_name=model_name if role == "candidate" else reference_model_name,
+                run_id=rid,
+                tags={**tags, **_accuracy_tags(artifact)},
                 augmentation=config.augmentation,
-                layer=config.scoring.layer,
-                seed=primary.seed,
-                reference_model=reference_model_name,
-                status="training",
-            ),
-            T.ROLE: "candidate",
-            T.REGISTER_RUN: run_id,
-            **_accuracy_tags(primary),
-        }
-        if primary.train_run_id:
-            candidate_tags[T.TRAIN_RUN] = primary.train_run_id
-        candidate_ref = register_encoder(
-            primary.checkpoint,
-            model_name=model_name,
-            run_id=run_id,
-            tags=candidate_tags,
-            augmentation=config.augmentation,
-        )
+                logged_model_name=LOGGED_MODEL_NAMES[role],
+                logged_model_params={
+                    "role": role,
+                    "seed": str(artifact.seed),
+                    "arch": config.model.arch,
+                    "method": config.training.method,
+                    "split_manifest_sha256": manifest.manifest_sha256,
+                },
+            )
+            if ref.model_id is not None:
+                log_model_metrics(
+                    ref.model_id,
+                    version_metrics(evaluation=artifact.evaluation),
+                    run_id=rid,
+                    manifest=manifest,
+                    manifest_uri=manifest_uri,
+                )
+            refs[role] = ref
+    candidate_ref, reference_ref = refs["candidate"], refs["reference"]
+    run_id = candidate_ref.run_id or ""
     logger.info("registered %s (reference %s)", candidate_ref.uri, reference_ref.uri)
     return Registration(
         candidate=VersionInfo(model_name, candidate_ref.version),

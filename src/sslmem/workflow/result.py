@@ -56,31 +56,40 @@ def _percent(value: str | None) -> str:
     return "-" if value is None else f"{100 * float(value):.1f}%"
 
 
-def read_run_result(model_name: str, *, since_ms: int = 0) -> RunResult:
-    """The newest candidate version of ``model_name`` registered since ``since_ms``, with results.
+def read_run_result(model_name: str, *, pipeline_run_id: str) -> RunResult:
+    """The candidate version pipeline run ``pipeline_run_id`` registered, with its results.
+
+    Looked up by the version tag ``sslmem.pipeline_run_id`` (not "the newest version"), so a
+    concurrent or later run never changes what this run reports.
 
     Raises:
-        TrackingError: No such version, or MLflow is unreachable.
+        TrackingError: The run registered no candidate version of ``model_name``, or MLflow is
+            unreachable.
 
     """
     from sslmem.errors import TrackingError
     from sslmem.tracking import get_version_tags
-    from sslmem.tracking.pipeline_support import download_run_json, latest_versions
+    from sslmem.tracking.pipeline_support import download_run_json, find_versions_by_tag
 
-    found = [v for v in latest_versions(model_name, since_ms=since_ms) if v[1].get(T.PIPELINE_RUN)]
+    found = [
+        (version, tags)
+        for version, tags in find_versions_by_tag(model_name, T.PIPELINE_RUN, pipeline_run_id)
+        if tags.get(T.ROLE, "candidate") == "candidate"
+    ]
     if not found:
         raise TrackingError(
-            f"no version of model {model_name!r} was registered by a pipeline run",
+            f"pipeline run {pipeline_run_id} registered no version of model {model_name!r}",
             "check the pipeline's log for the step that failed",
         )
-    version, tags, _created = found[0]
+    version, tags = found[-1]  # a retried registration leaves older, failed versions
     candidate = VersionInfo(model_name, version, tags)
     reference = None
     ref_model, ref_version = tags.get(T.REFERENCE_MODEL), tags.get(T.REFERENCE_VERSION)
     if ref_model and ref_version:
         reference = VersionInfo(ref_model, ref_version, get_version_tags(ref_model, ref_version))
     score = None
-    if tags.get(T.SCORE_RUN):
-        raw = download_run_json(tags[T.SCORE_RUN], SCORE_SUMMARY_ARTIFACT)
+    score_run = T.parse_provenance(tags).get(T.SCORE_RUN) if tags.get(T.PROVENANCE) else None
+    if score_run:
+        raw = download_run_json(str(score_run), SCORE_SUMMARY_ARTIFACT)
         score = ScoreSummary.model_validate(raw)
-    return RunResult(tags[T.PIPELINE_RUN], candidate, reference, score)
+    return RunResult(pipeline_run_id, candidate, reference, score)

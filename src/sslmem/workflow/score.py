@@ -16,7 +16,12 @@ from sslmem.errors import (
     ScoringError,
     SSLMemError,
 )
-from sslmem.memorization.scoring import ScoreReport, score_split, write_score_report
+from sslmem.memorization.scoring import (
+    ScoreReport,
+    check_report_dir,
+    score_split,
+    write_score_report,
+)
 from sslmem.models.checkpoint import (
     LoadedCheckpoint,
 )
@@ -57,6 +62,17 @@ def _check_version(
             "score a version with its own split manifest",
         )
     return tags
+
+
+def _manifest_uri(manifest_path: Path | str, candidate: VersionInfo) -> str:
+    """The split's URI for the dataset input: the version's tag, else the path scored."""
+    from sslmem.tracking import get_version_tags
+
+    recorded = get_version_tags(candidate.name, candidate.version).get(T.SPLIT_MANIFEST_URI)
+    if recorded:
+        return recorded
+    text = str(manifest_path)
+    return text if "://" in text else Path(text).resolve().as_uri()
 
 
 def score_pair(
@@ -110,6 +126,7 @@ def score_pair(
     settings = process_settings(settings)
     if candidate is not None and (experiment is None or pipeline_run_id is None):
         raise ConfigError("scoring a registered version needs experiment and pipeline_run_id")
+    check_report_dir(Path(out_dir))  # before the work, not after it
     manifest = load_manifest(manifest_path, settings)
     dataset = manifest_dataset(manifest, config.data.root)
     candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
@@ -135,7 +152,15 @@ def score_pair(
         write_score_report(report, Path(out_dir))
         if candidate is not None and experiment is not None and pipeline_run_id is not None:
             _track_score(
-                report, dataset, manifest, config, candidate, reference, experiment, pipeline_run_id
+                report,
+                dataset,
+                manifest,
+                _manifest_uri(manifest_path, candidate),
+                config,
+                candidate,
+                reference,
+                experiment,
+                pipeline_run_id,
             )
     except Exception as exc:
         if candidate is not None:
@@ -173,29 +198,63 @@ def _track_score(
     report: ScoreReport,
     dataset: ImageDataset,
     manifest: SplitManifest,
+    manifest_uri: str,
     config: ExperimentConfig,
     candidate: VersionInfo,
     reference: VersionInfo | None,
     experiment: str,
     pipeline_run_id: str,
 ) -> None:
-    from sslmem.tracking import log_config, log_score_report, pipeline_run, summarize_for_tags
+    """Log the report (score run) and the summary (metrics of the version's logged model, tags).
+
+    The summary metrics go to the candidate version's source run linked to its logged model
+    (``model_id``), so the version page, *Compare* on versions and the experiment's model table
+    all show SSLMem next to the accuracies.
+    """
+    from sslmem.tracking import (
+        get_model_version,
+        get_version_tags,
+        log_config,
+        log_model_metrics,
+        log_score_report,
+        log_split_input,
+        merge_provenance,
+        pipeline_run,
+        summarize_for_tags,
+        version_metrics,
+    )
     from sslmem.tracking.pipeline_support import set_tags_status_last
 
     run_tags = {"sslmem.model_version": candidate.uri}
     with pipeline_run(pipeline_run_id, step="score", experiment=experiment, tags=run_tags) as rid:
         log_config(config, run_id=rid)
+        log_split_input(manifest, manifest_uri, run_id=rid, context="eval")
         log_score_report(report, dataset.images, manifest=manifest, run_id=rid)
+    version = get_model_version(candidate.uri)
+    if version.model_id is not None and version.run_id is not None:
+        log_model_metrics(
+            version.model_id,
+            version_metrics(report),
+            run_id=version.run_id,
+            manifest=manifest,
+            manifest_uri=manifest_uri,
+        )
+    current = get_version_tags(candidate.name, candidate.version)
+    provenance = merge_provenance(current, {T.SCORE_RUN: rid, **T.scoring_provenance(report)})
     summary = summarize_for_tags(report)
     set_tags_status_last(
         candidate.name,
         candidate.version,
-        {**summary, T.SCORE_RUN: rid, T.PIPELINE_RUN: pipeline_run_id},
+        {**summary, T.PROVENANCE: provenance, T.PIPELINE_RUN: pipeline_run_id},
     )
     if reference is not None:
+        ref_tags = get_version_tags(reference.name, reference.version)
+        ref_provenance = merge_provenance(
+            ref_tags, {T.SCORED_WITH: candidate.uri, T.SCORE_RUN: rid}
+        )
         set_tags_status_last(
             reference.name,
             reference.version,
-            {T.SCORED_WITH: candidate.uri, T.SCORE_RUN: rid, T.STATUS: "scored"},
+            {T.PROVENANCE: ref_provenance, T.STATUS: "scored"},
         )
     logger.info("scored %s: verdict %s", candidate.uri, summary.get(T.VERDICT))

@@ -114,8 +114,10 @@ def train_role(
                 progress=progress,
             )
         else:
-            from sslmem.tracking import MlflowEpochLogger, log_config, log_metrics
+            from sslmem.data.store import open_store
+            from sslmem.tracking import MlflowEpochLogger, log_config, log_metrics, log_split_input
             from sslmem.tracking.pipeline_support import step_run
+            from sslmem.workflow.split import SPLIT_STORE_PREFIX
 
             configure_tracking(settings)
             tags = {
@@ -127,6 +129,10 @@ def train_role(
                 experiment, step=f"train-{role}", run_name=f"train-{role}-seed{seed}", tags=tags
             ) as run_id:
                 log_config(config, run_id=run_id)
+                # The split's content-addressed URI, as the register and score runs record it.
+                store_key = f"{SPLIT_STORE_PREFIX}/{manifest.manifest_sha256}.json"
+                split_uri = open_store(settings.store_uri, settings).uri(store_key)
+                log_split_input(manifest, split_uri, run_id=run_id)
                 result = train_encoder(
                     dataset,
                     manifest,

@@ -1,0 +1,351 @@
+"""Screenshots of the MLflow UI comparing two sslmem model versions (docs/img/mlflow-*.png).
+
+Reproduces the pictures in docs/mlflow.md from nothing but this checkout:
+
+1. ``sslmem run`` twice on a tiny config (candidate seed 0, then 1) into one output directory:
+   two pipeline runs, two scored candidate versions, real workflow code end to end.
+2. A real ``mlflow server`` on that store (127.0.0.1, telemetry and the job runner off).
+3. Headless Chromium (Debian's ``chromium``) screenshots of the experiment's runs (parent runs
+   with nested steps), its logged-model table, a model version page and two versions compared.
+
+Usage::
+
+    apt-get install -y --no-install-recommends chromium
+    .venv/bin/python scripts/mlflow_screenshots.py [--work DIR] [--img docs/img] [--reuse]
+
+``--reuse`` keeps the runs of an earlier call in ``--work`` (only the screenshots are taken
+again). Takes ~6 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "tiny-encoder"
+EXPERIMENT = "sslmem-ui"
+#: Small enough for a shared 2-core CPU; the numbers are illustrations, not results.
+CONFIG = f"""
+split: {{pool_size: 80}}
+augmentation: {{output_size: 16}}
+model: {{arch: small_cnn, arch_kwargs: {{widths: [8, 8, 8]}}, head_hidden_dim: 16,
+        head_output_dim: 8}}
+training: {{epochs: 2, batch_size: 16}}
+scoring: {{views: 4}}
+evaluation: {{probe_epochs: 5, knn_k: 5}}
+pipeline: {{model_name: {MODEL}, mlflow_experiment: {EXPERIMENT}}}
+"""
+#: Viewport per picture (the model table is wide: every metric is a column).
+SIZES = {"mlflow-models.png": (2800, 560), "mlflow-compare.png": (1900, 1150)}
+#: Query parameter that opens a page in the UI's model-training (not GenAI) view.
+ML = "workflowType=machine_learning"
+ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sslmem_runs(work: Path) -> None:
+    config = work / "tiny.yaml"
+    config.write_text(CONFIG)
+    sslmem = Path(sys.executable).with_name("sslmem")
+    for seed in (0, 1):
+        args = [str(sslmem), "run", "--config", str(config), "--out", str(work / "out")]
+        args += ["--set", f"pipeline.candidate_seeds=[{seed}]"]
+        print("+", " ".join(args), flush=True)
+        subprocess.run(args, check=True, env={**os.environ, **ENV})
+
+
+@contextmanager
+def _mlflow_server(work: Path) -> Iterator[str]:
+    port = _free_port()
+    args = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{work / 'out' / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(work / "out" / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, **ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log = (work / "mlflow-server.log").open("wb")
+    proc = subprocess.Popen(
+        args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start; see {log.name}")
+            time.sleep(1)
+        yield url
+    finally:
+        # The server and its uvicorn child share the new session: stop that process group only.
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        log.close()
+
+
+def _ids(url: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(url, url)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    versions = sorted(
+        client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version)
+    )
+    return {
+        "experiment": str(experiment.experiment_id),
+        "v1_run": str(versions[0].run_id),
+        "v2_run": str(versions[1].run_id),
+        "v2": str(versions[1].version),
+    }
+
+
+#: MLflow UI settings (browser localStorage, key ``<name>_v<version>``): open experiments in
+#: the model-training view and keep the assistant panel closed.
+UI_SETTINGS = {
+    "mlflow.workflowType_v1": "machine_learning",
+    "mlflow.assistant.panelOpen_v1": False,
+    "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
+}
+#: Expands every parent run of the runs table (the "+" in front of a run name).
+EXPAND_RUNS = """
+(() => {
+  const buttons = [...document.querySelectorAll(
+    'button[data-component-id*="runnamecellrenderer"]')];
+  buttons.forEach(b => b.click());
+  return buttons.length;
+})()
+"""
+#: Scrolls the logged-model table right until "Registered models" follows the pinned model
+#: names, so the version links and the metric columns are in view.
+SCROLL_TO_METRICS = """
+(() => {
+  const header = [...document.querySelectorAll('.ag-header-cell')].find(
+    h => h.textContent.trim() === 'Registered models');
+  const bar = document.querySelector('.ag-body-horizontal-scroll-viewport');
+  if (!header || !bar) return -1;
+  bar.scrollLeft = header.offsetLeft;
+  bar.dispatchEvent(new Event('scroll'));
+  return header.offsetLeft;
+})()
+"""
+#: Scrolls the version's tag table to its last rows (status, verdict, S_C mean).
+SCROLL_TO_LAST_TAGS = """
+(() => {
+  const cell = [...document.querySelectorAll('td, [role=cell]')].find(
+    e => e.textContent.trim() === 'sslmem.verdict');
+  if (cell) cell.scrollIntoView({block: 'center'});
+  return Boolean(cell);
+})()
+"""
+#: Closes the assistant panel, which MLflow opens on a first visit from localhost.
+CLOSE_ASSISTANT = """
+(() => {
+  const close = document.querySelector(
+    'button[data-component-id="mlflow.assistant.chat_panel.close"]');
+  if (close) close.click();
+  return Boolean(close);
+})()
+"""
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (no extra packages).
+
+    ``--remote-debugging-pipe`` makes Chromium read commands from fd 3 and write replies to
+    fd 4, one JSON message per NUL-terminated record.
+    """
+
+    def __init__(self, chromium: str, width: int = 1500, height: int = 1000) -> None:
+        self._profile = tempfile.TemporaryDirectory(prefix="chromium-")
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+
+        def wire_fds() -> None:
+            # Copies above 4 first, so that neither end overwrites the other on the way.
+            read_end = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+            write_end = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
+            os.dup2(read_end, 3, inheritable=True)
+            os.dup2(write_end, 4, inheritable=True)
+
+        args = [
+            chromium,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+            f"--user-data-dir={self._profile.name}",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
+        self._proc = subprocess.Popen(
+            args,
+            close_fds=False,  # close_fds would run after preexec_fn and close fds 3 and 4
+            preexec_fn=wire_fds,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        self._buffer = b""
+        self._next_id = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self._session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+            session=True,
+        )
+        self.call("Page.enable", session=True)
+
+    def call(self, method: str, session: bool = False, **params: object) -> dict[str, object]:
+        self._next_id += 1
+        message: dict[str, object] = {"id": self._next_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = self._session
+        os.write(self._to_child, json.dumps(message).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buffer:
+                chunk = os.read(self._from_child, 1 << 20)
+                if not chunk:
+                    raise RuntimeError("chromium closed the DevTools pipe")
+                self._buffer += chunk
+            raw, self._buffer = self._buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self._next_id:
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return dict(reply.get("result", {}))
+
+    def resize(self, width: int, height: int) -> None:
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+            session=True,
+        )
+
+    def open(self, url: str, settle_s: float = 8.0) -> None:
+        self.call("Page.navigate", url=url, session=True)
+        time.sleep(settle_s)
+
+    def evaluate(self, expression: str) -> object:
+        result = self.call("Runtime.evaluate", expression=expression, session=True)
+        return dict(result.get("result", {})).get("value")  # type: ignore[call-overload]
+
+    def screenshot(self, out: Path) -> None:
+        data = self.call("Page.captureScreenshot", format="png", session=True)["data"]
+        out.write_bytes(base64.b64decode(str(data)))
+        print("wrote", out, flush=True)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("Browser.close")
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+        os.close(self._to_child)
+        os.close(self._from_child)
+        self._profile.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sslmem-ui")
+    parser.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
+    parser.add_argument("--reuse", action="store_true", help="keep the runs of an earlier call")
+    args = parser.parse_args()
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        print("chromium not found: apt-get install -y --no-install-recommends chromium")
+        return 2
+    work = args.work.resolve()
+    if not (args.reuse and (work / "out" / "mlflow.db").is_file()):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        _sslmem_runs(work)
+    args.img.mkdir(parents=True, exist_ok=True)
+    with _mlflow_server(work) as url:
+        ids = _ids(url)
+        eid = ids["experiment"]
+        runs = json.dumps({"1": ids["v1_run"], ids["v2"]: ids["v2_run"]}, separators=(",", ":"))
+        compare = "/compare-model-versions?name=" + urllib.parse.quote(json.dumps(MODEL))
+        compare += "&runs=" + urllib.parse.quote(runs)
+        pages = {
+            "mlflow-runs.png": f"/#/experiments/{eid}/runs?{ML}",
+            "mlflow-models.png": f"/#/experiments/{eid}/models?{ML}",
+            "mlflow-version.png": f"/#/models/{MODEL}/versions/{ids['v2']}?{ML}",
+            "mlflow-compare.png": f"/#{compare}&{ML}",
+        }
+        browser = Browser(chromium, width=1900, height=800)
+        try:
+            browser.open(url + "/")
+            for key, value in UI_SETTINGS.items():
+                browser.evaluate(
+                    f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(value))})"
+                )
+            for name, page in pages.items():
+                browser.resize(*SIZES.get(name, (1900, 800)))
+                browser.open(url + page, settle_s=10)
+                browser.evaluate(CLOSE_ASSISTANT)
+                if name == "mlflow-runs.png":
+                    print("expanded", browser.evaluate(EXPAND_RUNS), "parent runs", flush=True)
+                    time.sleep(4)
+                if name == "mlflow-version.png":
+                    print("tags", browser.evaluate(SCROLL_TO_LAST_TAGS), flush=True)
+                    time.sleep(2)
+                if name == "mlflow-models.png":
+                    print("scrolled", browser.evaluate(SCROLL_TO_METRICS), "px", flush=True)
+                    time.sleep(3)
+                browser.screenshot(args.img / name)
+        finally:
+            browser.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
