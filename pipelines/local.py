@@ -60,6 +60,7 @@ class LocalRun:
     error: str | None
     seconds: float
     pipeline_run_id: str | None = None
+    experiment_id: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,15 @@ class LocalRun:
             f"MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {self.tracking_uri} "
             "--host 127.0.0.1 --port 5000"
         )
+
+    def mlflow_ui_url(self, base: str = "http://127.0.0.1:5000") -> str:
+        """The experiment's runs in the UI that :meth:`mlflow_ui_command` starts.
+
+        MLflow 3's UI opens in its GenAI view unless told otherwise (a browser-wide switch it
+        keeps in local storage); ``workflowType=machine_learning`` selects *Model training*.
+        """
+        experiment = f"experiments/{self.experiment_id}/runs" if self.experiment_id else ""
+        return f"{base}/#/{experiment}?workflowType=machine_learning"
 
 
 def local_environment(out_dir: Path, device: str) -> dict[str, str]:
@@ -253,7 +263,7 @@ def run_locally(
         # Create the store's tables and the experiment once, before parallel tasks race for it.
         configure_mlflow(tracking_uri)
         check_tracking_server()
-        get_or_create_experiment(params.mlflow_experiment)
+        experiment_id = get_or_create_experiment(params.mlflow_experiment)
         local.init(
             runner=local.SubprocessRunner(use_venv=False),
             pipeline_root=str(pipeline_root),
@@ -289,4 +299,5 @@ def run_locally(
         error=error,
         seconds=time.time() - started,
         pipeline_run_id=pipeline_run_id,
+        experiment_id=experiment_id,
     )

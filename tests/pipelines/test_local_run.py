@@ -57,6 +57,9 @@ def test_run_end_to_end_then_a_failing_run_then_other_code(
     for expected in ("95% CI", "candidate", "independent", "extra", "verdict:", "kNN"):
         assert expected in text, expected
     assert f"mlflow ui --backend-store-uri sqlite:///{out.resolve()}/mlflow.db" in text
+    # The printed link opens the experiment in MLflow's *Model training* view, not GenAI.
+    experiment_id = _client(out).get_experiment_by_name("tiny").experiment_id
+    assert f"#/experiments/{experiment_id}/runs?workflowType=machine_learning" in text
     assert "train-encoder: SUCCESS" in printed.err  # one progress line per task
 
     client = _client(out)

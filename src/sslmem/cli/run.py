@@ -84,4 +84,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntask logs: {result.log_file}")
     print(f"finished in {result.seconds:.0f} s; open the results in MLflow with:")
     print(f"  {result.mlflow_ui_command()}")
+    print(f"then browse {result.mlflow_ui_url()}")
     return 0 if result.ok else 1
