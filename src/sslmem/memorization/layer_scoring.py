@@ -31,7 +31,7 @@ from sslmem.data.splits import SplitManifest
 from sslmem.memorization.alignment import AlignmentEstimator
 from sslmem.memorization.layermem import compute_layermem, layermem_from_scores
 from sslmem.memorization.layers import select_layers
-from sslmem.memorization.scoring import CheckpointRef, _ref, check_compatible, select_points
+from sslmem.memorization.scoring import PairProvenance, _ref, check_compatible, select_points
 from sslmem.models.checkpoint import LoadedCheckpoint
 
 TableFormat = Literal["parquet", "csv"]
@@ -71,31 +71,14 @@ _NORMALIZATION = (
 )
 
 
-class LayerScoreSummary(BaseModel):
-    """Per-layer results and the provenance of a layer-scoring run (``layers.json``).
-
-    The provenance fields mean what they mean in
-    :class:`~sslmem.memorization.scoring.ScoreSummary`.
-    """
-
-    model_config = ConfigDict(frozen=True)
+class LayerScoreSummary(PairProvenance):
+    """Per-layer results and the provenance of a layer-scoring run (``layers.json``)."""
 
     layers: list[str]
     selection: str
     head_trained: bool
     rows: list[dict[str, Any]]
-    candidates: list[CheckpointRef]
-    references: list[CheckpointRef]
-    manifest_sha256: str
-    dataset: dict[str, Any]
-    augmentation: AugmentationSpec
-    scoring: ScoringConfig
     normalization: str
-    sslmem_version: str
-    torch_version: str
-    device: str
-    seconds: float
-    points_per_second: float
 
     def format_table(self) -> str:
         """A compact text table: one line per layer and set."""
@@ -243,6 +226,9 @@ def score_layers(
         device=f"{device} ({platform.processor() or platform.machine()})",
         seconds=seconds,
         points_per_second=n_points / seconds if seconds > 0 else float("inf"),
+        precision="bf16 autocast" if scoring.autocast_bf16 and device.type == "cuda" else "fp32",
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
     )
     table = {key: [row[key] for row in rows] for key in LAYER_COLUMNS}
     return LayerScoreReport(table=table, points=points, summary=summary)

@@ -59,21 +59,21 @@ class CheckpointRef(BaseModel):
     missing_provenance: list[str] = []
 
 
-class ScoreSummary(BaseModel):
-    """Statistics, verdict and provenance of a scoring run (the JSON summary)."""
+class PairProvenance(BaseModel):
+    """What a run over a candidate/reference pair was computed from, and how.
+
+    Shared by every report of such a run (``summary.json``, ``layers.json``), so a score can
+    always be traced to its encoders, split, augmentation, protocol and code.
+    """
 
     model_config = ConfigDict(frozen=True)
 
-    sets: dict[str, SetSummary]
-    welch_tests: dict[str, WelchTest]
-    verdict: Verdict
     candidates: list[CheckpointRef]
     references: list[CheckpointRef]
     manifest_sha256: str
     dataset: dict[str, Any]
     augmentation: AugmentationSpec
     scoring: ScoringConfig
-    normalization: str
     sslmem_version: str
     torch_version: str
     device: str
@@ -82,6 +82,15 @@ class ScoreSummary(BaseModel):
     precision: str = "fp32"
     allow_cross_split: bool = False
     allow_missing_provenance: bool = False
+
+
+class ScoreSummary(PairProvenance):
+    """Statistics, verdict and provenance of a scoring run (the JSON summary)."""
+
+    sets: dict[str, SetSummary]
+    welch_tests: dict[str, WelchTest]
+    verdict: Verdict
+    normalization: str
 
     def format_table(self) -> str:
         """A compact text table of the per-set statistics, the verdict and what was waived."""
