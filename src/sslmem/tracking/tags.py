@@ -5,7 +5,7 @@ reference version (a number, never a bare alias), the split manifest's URI and h
 augmentation spec, the representation layer and the seed -- plus its status and, once scored,
 the SSLMem and downstream-accuracy summaries the service compares with the champion::
 
-    sslmem.status                      training | scored | failed
+    sslmem.status                      training | pending | running | scored | failed
     sslmem.failure_reason              why (status failed)
     sslmem.reference_model             registered model of the reference (default: same name)
     sslmem.reference_version           "7"
@@ -64,9 +64,14 @@ TRAIN_RUN = "sslmem.train_run_id"
 REGISTER_RUN = "sslmem.register_run_id"
 SCORE_RUN = "sslmem.score_run_id"
 SCORED_WITH = "sslmem.scored_with"
+# The judgement against the champion (written by the scoring service).
+JUDGEMENT = "sslmem.judgement"
+JUDGED_AGAINST = "sslmem.judged_against"
+JUDGEMENT_JSON = "sslmem.judgement_json"
 
-Status = Literal["training", "scored", "failed"]
-STATUSES: tuple[Status, ...] = ("training", "scored", "failed")
+Status = Literal["training", "pending", "running", "scored", "failed"]
+#: ``pending``: registered outside the pipeline, waiting for the service; ``running``: claimed.
+STATUSES: tuple[Status, ...] = ("training", "pending", "running", "scored", "failed")
 #: Tags a candidate version needs before it can be scored.
 REQUIRED_PROVENANCE = (
     REFERENCE_VERSION,
