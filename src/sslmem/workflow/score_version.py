@@ -32,6 +32,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -47,7 +48,7 @@ from sslmem.workflow.versions import VersionInfo
 if TYPE_CHECKING:
     from sslmem.memorization.judgement import Judgement, JudgementPolicy, ScoredVersion
     from sslmem.memorization.scoring import ScoreSummary
-    from sslmem.service.lease import LeaseManager
+    from sslmem.service.lease import LeaseManager, LeaseRenewer
     from sslmem.service.settings import ServiceSettings
 
 __all__ = [
@@ -116,7 +117,7 @@ def service_config(settings: ServiceSettings) -> ExperimentConfig:
     return load_experiment_config(settings.recipe, list(settings.config_overrides) or None)
 
 
-def _is_not_found(exc: SSLMemError) -> bool:
+def is_not_found(exc: SSLMemError) -> bool:
     """Whether MLflow said the thing does not exist (not that it could not be asked)."""
     if getattr(exc.__cause__, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
         return True
@@ -134,6 +135,7 @@ def score_registered_version(
     lease_manager: LeaseManager | None = None,
     runtime: RuntimeSettings | None = None,
     config: ExperimentConfig | None = None,
+    on_claim: Callable[[LeaseRenewer | None], None] | None = None,
 ) -> VersionResult:
     """Claim, score and judge one registered version (see the module docstring).
 
@@ -145,6 +147,8 @@ def score_registered_version(
         lease_manager: Lease manager (default: on ``runtime.store_uri``).
         runtime: Runtime settings (MLflow, object store; default from the environment).
         config: Experiment config to score with (default: :func:`service_config`).
+        on_claim: Called with the lease renewer once the version is claimed, and with ``None``
+            once it is released (lets the service release leases on shutdown).
 
     Returns:
         How the attempt ended.
@@ -170,7 +174,7 @@ def score_registered_version(
     try:
         tags = get_version_tags(name, number)
     except TrackingError as exc:
-        if _is_not_found(exc):  # nothing to tag: the version itself does not exist
+        if is_not_found(exc):  # nothing to tag: the version itself does not exist
             return done("failed", exc.problem, failure="unknown_model")
         raise
     if not needs_scoring(tags):
@@ -180,6 +184,8 @@ def score_registered_version(
     if lease is None:
         return done("busy", "another process holds the lease")
     renewer = LeaseRenewer(manager, lease, settings.lease_renew_s).start()
+    if on_claim is not None:
+        on_claim(renewer)
     try:
         tags = get_version_tags(name, number)  # someone may have finished before our claim
         if not needs_scoring(tags):
@@ -190,6 +196,8 @@ def score_registered_version(
         summary, failure = _score_claimed(name, number, settings, runtime, config)
     finally:
         still_ours = renewer.stop(release=True)
+        if on_claim is not None:
+            on_claim(None)
     if failure is not None:
         return done("failed", failure[1], failure=failure[0])
     if not still_ours:
@@ -234,7 +242,7 @@ def _score_claimed(
     except CheckpointError as exc:
         return _fail(name, version, "invalid_checkpoint", f"candidate weights: {exc.problem}")
     except TrackingError as exc:
-        if "checkpoint artifact" in exc.problem or _is_not_found(exc):
+        if "checkpoint artifact" in exc.problem or is_not_found(exc):
             return _fail(name, version, "invalid_checkpoint", exc.problem)
         raise
     try:
@@ -242,7 +250,7 @@ def _score_claimed(
     except CheckpointError as exc:
         return _fail(name, version, "invalid_checkpoint", f"reference weights: {exc.problem}")
     except TrackingError as exc:
-        if _is_not_found(exc) or "checkpoint artifact" in exc.problem:
+        if is_not_found(exc) or "checkpoint artifact" in exc.problem:
             return _fail(
                 name, version, "unknown_model", f"reference {inputs.reference_uri}: {exc.problem}"
             )
@@ -330,7 +338,7 @@ def champion_version(name: str, alias: str) -> str | None:
     try:
         return resolve_alias(name, alias)
     except TrackingError as exc:
-        if _is_not_found(exc):
+        if is_not_found(exc):
             return None
         raise
 
