@@ -117,10 +117,17 @@ class Worker:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> Worker:
-        """Start the worker threads; returns ``self``."""
+    def start(self, *, run_jobs: bool = True) -> Worker:
+        """Open intake and start the worker threads; returns ``self``.
+
+        Args:
+            run_jobs: ``False`` opens intake only (jobs wait in the queue): for inspection.
+
+        """
         with self._lock:
             self._accepting = True
+        if not run_jobs:
+            return self
         for index in range(self.settings.max_concurrent_jobs):
             thread = threading.Thread(target=self._loop, name=f"sslmem-worker-{index}", daemon=True)
             thread.start()
