@@ -218,3 +218,28 @@ def test_reconcile_alone_scores_fails_and_rejudges_then_metrics_survive_a_restar
             pytest.approx(mean, rel=1e-8)
         )
         assert metric(text, "sslmem_versions_scored_total", model="enc") is None
+
+
+def test_readyz_is_503_while_the_object_store_or_mlflow_is_unreachable(
+    runtime: RuntimeSettings,
+) -> None:
+    from tests.servers import free_port
+
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    no_store = runtime.model_copy(
+        update={"store_uri": "s3://bucket/sslmem", "s3_endpoint": closed, "s3_secure": False,
+                "store_retries": 0}
+    )  # fmt: skip
+    service = ScoringService(service_settings(), no_store)
+    with serve_in_thread(service, manage_lifecycle=False) as base:
+        status, body = request("GET", f"{base}/readyz")
+        assert status == 503 and body["mlflow"] == "ok" and body["object_store"] != "ok"
+        assert request("GET", f"{base}/healthz")[0] == 200  # alive, just not ready
+    no_mlflow = runtime.model_copy(
+        update={"mlflow_tracking_uri": f"http://{closed}", "mlflow_max_retries": 0,
+                "mlflow_timeout_s": 2}
+    )  # fmt: skip
+    service = ScoringService(service_settings(), no_mlflow)
+    with serve_in_thread(service, manage_lifecycle=False) as base:
+        status, body = request("GET", f"{base}/readyz")
+        assert status == 503 and "unreachable" in body["mlflow"] and body["object_store"] == "ok"

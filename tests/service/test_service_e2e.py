@@ -280,3 +280,33 @@ def test_replica_killed_mid_scoring_is_taken_over_after_the_lease_expires(
         assert metric(scrape(base), "sslmem_versions_scored_total", model="killed") == 1.0
     assert _score_runs("killed", version) == 1
     assert store.read(key) is None  # released by the heir
+
+
+def test_sigterm_mid_scoring_releases_the_lease_within_the_grace_period(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    runtime = _runtime(stack, s3_server)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    slow = json.dumps([*FAST_SCORING, "scoring.views=64"])
+    with serve(
+        tmp_path,
+        stack,
+        s3_server,
+        "leaving",
+        reconcile_interval_s="1",
+        config_overrides=slow,
+        lease_ttl_s="600",  # only a release, not an expiry, can free it during this test
+        lease_renew_s="1",
+        shutdown_grace_s="0",
+    ) as (_, proc):
+        (version,) = _register(encoders, runtime, "termed")
+        key = version_lease_key("termed", version)
+        wait_until(lambda: _status("termed", version) == "running", 180, "scoring to start")
+        assert store.read(key) is not None
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert store.read(key) is None  # released at shutdown: another replica may claim it now
+    with serve(tmp_path, stack, s3_server, "next", reconcile_interval_s="1"):
+        wait_until(lambda: _status("termed", version) == "scored", 240, "the next replica")
+    assert _score_runs("termed", version) == 1
