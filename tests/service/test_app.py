@@ -180,7 +180,9 @@ def test_reconcile_alone_scores_fails_and_rejudges_then_metrics_survive_a_restar
         def finished(name: str, version: str) -> dict[str, object] | None:
             status, body = request("GET", f"{base}/v1/models/{name}/versions/{version}")
             assert status == 200, body
-            return body if body["status"] in ("scored", "failed") else None
+            # The judgement is written right after the scores.
+            done = body["status"] == "failed" or body["judgement"] is not None
+            return body if done else None
 
         scored = wait_until(lambda: finished("enc", "1"), 240, "enc/1 scored")
         failed = wait_until(lambda: finished("bare", bare.version), 240, "bare failed")

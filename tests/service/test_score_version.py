@@ -178,3 +178,28 @@ def test_same_weights_as_the_champion_judge_neutral_paired(
     rejudged = judge_registered_version("enc", second, settings=settings, runtime=runtime)
     assert rejudged is not None and rejudged.outcome.value == "regression"
     assert get_version_tags("enc", second)[T.JUDGEMENT] == "regression"
+
+
+def test_an_unreachable_object_store_is_not_a_verdict_on_the_version(
+    env: tuple[Encoders, RuntimeSettings],
+) -> None:
+    from sslmem.errors import StoreError
+    from tests.servers import free_port
+
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    # The split now lives on an S3 endpoint that does not answer (an outage while scoring).
+    client().set_model_version_tag("enc", version, T.SPLIT_MANIFEST_URI, "s3://splits/split.json")
+    down = runtime.model_copy(
+        update={"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_secure": False, "store_retries": 0}
+    )
+    with pytest.raises(StoreError):
+        score_registered_version("enc", version, settings=service_settings(), runtime=down)
+    tags = get_version_tags("enc", version)
+    assert tags[T.STATUS] == "running" and T.FAILURE_REASON not in tags  # not failed
+    store = open_conditional_store(runtime.store_uri, runtime)
+    assert store.read(version_lease_key("enc", version)) is None  # released for the retry
+    # The store is back: the next attempt scores it.
+    client().set_model_version_tag("enc", version, T.SPLIT_MANIFEST_URI, encoders.split_uri)
+    result = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    assert result.outcome == "scored"

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from sslmem.config import ExperimentConfig, RuntimeSettings, load_experiment_config
-from sslmem.errors import CheckpointError, SSLMemError, TrackingError
+from sslmem.errors import CheckpointError, SSLMemError, StoreError, TrackingError
 from sslmem.tracking import tags as T
 from sslmem.workflow._common import configure_tracking, process_settings
 from sslmem.workflow.scoring_inputs import MissingProvenanceError, read_scoring_inputs
@@ -115,6 +115,11 @@ def open_lease_manager(settings: ServiceSettings, runtime: RuntimeSettings) -> L
 def service_config(settings: ServiceSettings) -> ExperimentConfig:
     """The experiment config the service scores with (recipe + overrides)."""
     return load_experiment_config(settings.recipe, list(settings.config_overrides) or None)
+
+
+def _is_permanent(exc: StoreError) -> bool:
+    """Whether a store error is about the input (a missing object), not the store's health."""
+    return "does not exist" in exc.problem or "invalid" in exc.problem
 
 
 def is_not_found(exc: SSLMemError) -> bool:
@@ -276,6 +281,10 @@ def _score_claimed(
             )
         except TrackingError:
             raise  # MLflow down: not a verdict on the version
+        except StoreError as exc:
+            if not _is_permanent(exc):
+                raise  # the object store is down: try again later
+            return _fail(name, version, "data", exc.problem)
         except SSLMemError as exc:
             return _fail(name, version, failure_reason(exc).value, exc.problem)
     return report.summary, None
