@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sslmem.augment import AugmentationSpec
 from sslmem.config import RuntimeSettings, SplitConfig
 from sslmem.data import load_dataset, make_split, save_manifest
 from sslmem.models import save_checkpoint
@@ -31,8 +32,17 @@ def make_encoders(root: Path, split_uri: str | None = None) -> Encoders:
     manifest = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=80, seed=1))
     path = save_manifest(manifest, root / "split.json")
     checkpoints = []
-    for seed, name in ((0, "f"), (2, "f2"), (1, "g")):
-        metadata = {"seed": seed, "split_manifest_sha256": manifest.manifest_sha256}
+    # Everything `sslmem train` records, so provenance-checked scoring accepts the pair.
+    recipe = {"training": {"method": "simclr", "epochs": 1}, "model": {"arch": "small_cnn"}}
+    augmentation = AugmentationSpec().model_dump(mode="json")
+    for seed, name, role in ((0, "f", "candidate"), (2, "f2", "candidate"), (1, "g", "reference")):
+        metadata = {
+            "seed": seed,
+            "role": role,
+            "split_manifest_sha256": manifest.manifest_sha256,
+            "recipe": recipe,
+            "augmentation": augmentation,
+        }
         checkpoints.append(
             save_checkpoint(
                 tiny_registry_encoder(seed), root / f"{name}.safetensors", metadata=metadata
