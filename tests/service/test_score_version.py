@@ -203,3 +203,15 @@ def test_an_unreachable_object_store_is_not_a_verdict_on_the_version(
     client().set_model_version_tag("enc", version, T.SPLIT_MANIFEST_URI, encoders.split_uri)
     result = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
     assert result.outcome == "scored"
+
+
+def test_a_reference_that_no_longer_exists_ends_failed_unknown_model(
+    env: tuple[Encoders, RuntimeSettings],
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    client().delete_model_version("enc-ref", "1")
+    result = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    assert (result.outcome, result.failure) == ("failed", "unknown_model")
+    tags = get_version_tags("enc", version)
+    assert tags[T.STATUS] == "failed" and "models:/enc-ref/1" in tags[T.FAILURE_REASON]
