@@ -28,11 +28,12 @@ verdict on the version: the error propagates and the version is tried again late
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -53,11 +54,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCORABLE_STATUSES",
+    "VersionClaim",
     "VersionResult",
     "judge_registered_version",
     "needs_scoring",
     "open_lease_manager",
     "score_registered_version",
+    "version_claim",
 ]
 
 logger = logging.getLogger(__name__)
@@ -132,6 +135,64 @@ def is_not_found(exc: SSLMemError) -> bool:
     return any(marker in text for marker in _NOT_FOUND)
 
 
+class VersionClaim:
+    """A held claim on a model version (see :func:`version_claim`).
+
+    Attributes:
+        renewer: Renews the lease while the claim is held; check ``renewer.lost`` before
+            publishing results.
+        still_ours: Set when the claim ends: whether the lease was still ours when released.
+
+    """
+
+    def __init__(self, renewer: LeaseRenewer) -> None:
+        self.renewer = renewer
+        self.still_ours: bool | None = None
+
+
+@contextlib.contextmanager
+def version_claim(
+    name: str,
+    version: str | int,
+    *,
+    settings: ServiceSettings,
+    lease_manager: LeaseManager | None = None,
+    runtime: RuntimeSettings | None = None,
+    on_claim: Callable[[LeaseRenewer | None], None] | None = None,
+) -> Iterator[VersionClaim | None]:
+    """Hold the exactly-once claim on a version for the block; ``None`` if another holds it.
+
+    The same claim for every scorer of registered versions (the service, the pipeline's
+    scoring step): the lease :func:`~sslmem.service.lease.version_lease_key` in the object
+    store, renewed every ``settings.lease_renew_s`` and released when the block ends.
+
+    Example:
+        >>> with version_claim("enc", "3", settings=settings) as claim:  # doctest: +SKIP
+        ...     if claim is not None:
+        ...         score_pair(...)
+
+    Raises:
+        StoreError: The object store is unreachable.
+
+    """
+    from sslmem.service.lease import LeaseRenewer, version_lease_key
+
+    manager = lease_manager or open_lease_manager(settings, process_settings(runtime))
+    lease = manager.acquire(version_lease_key(name, version, settings.lease_prefix))
+    if lease is None:
+        yield None
+        return
+    claim = VersionClaim(LeaseRenewer(manager, lease, settings.lease_renew_s).start())
+    if on_claim is not None:
+        on_claim(claim.renewer)
+    try:
+        yield claim
+    finally:
+        claim.still_ours = claim.renewer.stop(release=True)
+        if on_claim is not None:
+            on_claim(None)
+
+
 def score_registered_version(
     name: str,
     version: str | int,
@@ -163,7 +224,6 @@ def score_registered_version(
         StoreError: The object store is unreachable (likewise).
 
     """
-    from sslmem.service.lease import LeaseRenewer, version_lease_key
     from sslmem.tracking import get_version_tags
 
     started = time.monotonic()
@@ -184,14 +244,16 @@ def score_registered_version(
         raise
     if not needs_scoring(tags):
         return done("skipped", f"status {tags.get(T.STATUS)!r}, role {tags.get(T.ROLE)!r}")
-    manager = lease_manager or open_lease_manager(settings, runtime)
-    lease = manager.acquire(version_lease_key(name, number, settings.lease_prefix))
-    if lease is None:
-        return done("busy", "another process holds the lease")
-    renewer = LeaseRenewer(manager, lease, settings.lease_renew_s).start()
-    if on_claim is not None:
-        on_claim(renewer)
-    try:
+    with version_claim(
+        name,
+        number,
+        settings=settings,
+        lease_manager=lease_manager,
+        runtime=runtime,
+        on_claim=on_claim,
+    ) as claim:
+        if claim is None:
+            return done("busy", "another process holds the lease")
         tags = get_version_tags(name, number)  # someone may have finished before our claim
         if not needs_scoring(tags):
             return done("skipped", f"status {tags.get(T.STATUS)!r}")
@@ -199,10 +261,7 @@ def score_registered_version(
 
         set_version_tags(name, number, {T.STATUS: "running"})
         summary, failure = _score_claimed(name, number, settings, runtime, config)
-    finally:
-        still_ours = renewer.stop(release=True)
-        if on_claim is not None:
-            on_claim(None)
+    still_ours = bool(claim.still_ours)
     if failure is not None:
         return done("failed", failure[1], failure=failure[0])
     if not still_ours:
