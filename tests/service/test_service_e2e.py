@@ -217,6 +217,14 @@ def test_webhook_delivery_gets_a_new_version_scored(
             body["summary"]["sets"]["candidate"]["mean"], rel=1e-8
         )
         assert _score_runs("hooked", version) == 1
+        # The champion alias moves onto the version: its alias event re-judges it at once
+        # (the next reconcile pass is an hour away).
+        client().set_registered_model_alias("hooked", "champion", version)
+        wait_until(
+            lambda: get_version_tags("hooked", version).get(T.JUDGED_AGAINST) == version,
+            60,
+            "the re-judgement triggered by model_version_alias.created",
+        )
     # Leave no webhook pointing at a stopped receiver for the next tests.
     from mlflow import MlflowClient
 
