@@ -12,7 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.servers import HOST, MlflowServer, free_port, start_mlflow_server
-from tests.tracking.conftest import _restore_mlflow_state  # noqa: F401 - autouse fixture
+from tests.tracking.conftest import (  # noqa: F401 - fixtures
+    _restore_mlflow_state,
+    local_mlflow,
+    mlflow_db_template,
+)
 
 # What an MLflow server needs to deliver to an http receiver on a private (loopback) address;
 # MLflow caches its webhook list per event for 60 s by default: 1 s lets tests change webhooks.

@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "sslmem.cli.pipeline",
         "Compile the Kubeflow pipeline, or submit a run to a Kubeflow Pipelines server.",
     ),
+    "serve": ("sslmem.cli.serve", "Run the scoring service (webhooks, reconcile, /metrics)."),
+    "register": ("sslmem.cli.register", "Register your own encoder for the scoring service."),
     "webhook": (
         "sslmem.cli.webhook",
         "Create or update the MLflow webhook of the scoring service.",

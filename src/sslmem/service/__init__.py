@@ -1,7 +1,13 @@
-"""The scoring service (``sslmem serve``): webhook intake, leases, settings.
+"""The scoring service (``sslmem serve``): every registered encoder version scored and judged.
 
-Still being built: this package holds the foundations the HTTP app will stand on --
-:mod:`~sslmem.service.settings` (typed configuration), :mod:`~sslmem.service.webhooks` (MLflow
-webhook verification and parsing) and :mod:`~sslmem.service.lease` (exactly-once claims in the
-object store). Import the submodules directly; this package imports nothing heavy.
+Modules, one job each: :mod:`~sslmem.service.settings` (typed configuration),
+:mod:`~sslmem.service.webhooks` (MLflow webhook verification and parsing),
+:mod:`~sslmem.service.lease` and :mod:`~sslmem.service.lease_store` (exactly-once claims in the
+object store), :mod:`~sslmem.service.worker` (bounded, de-duplicated job queue),
+:mod:`~sslmem.service.reconcile` (periodic pass over the registry), :mod:`~sslmem.service.state`
+(the registry as the service reads it), :mod:`~sslmem.service.metrics` (Prometheus),
+:mod:`~sslmem.service.core` (the parts wired together) and :mod:`~sslmem.service.app` (HTTP
+routes only). The unit of work is the library function
+:func:`sslmem.workflow.score_version.score_registered_version`. Import the submodules directly;
+this package imports nothing heavy.
 """

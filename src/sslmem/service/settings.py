@@ -123,6 +123,32 @@ class ServiceSettings(BaseSettings):
     champion_alias: str = Field(
         "champion", min_length=1, description="Alias of the version new versions are judged by."
     )
+    experiment: str = Field(
+        "sslmem", min_length=1, description="MLflow experiment of the service's score runs."
+    )
+    recipe: Path | None = Field(
+        None,
+        description="Experiment config (YAML) whose data/scoring sections apply.",
+    )
+    config_overrides: list[str] = Field(
+        default_factory=list, description="key=value overrides of the recipe, e.g. scoring.views=4."
+    )
+    device: str | None = Field(
+        None, description="Scoring device ('cpu', 'cuda', 'cuda:N'); default SSLMEM_DEVICE."
+    )
+    policy: dict[str, float | None] = Field(
+        default_factory=dict,
+        description=(
+            'Service-wide judgement policy overrides as JSON, e.g. {"alpha": 0.05}; '
+            "sslmem.policy.* registered-model tags override it per model."
+        ),
+    )
+    model_cache_dir: Path | None = Field(
+        None, description="Download cache of registered checkpoints (default ~/.cache/sslmem)."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, wait this long for running jobs before releasing."
+    )
     replica_id: str = Field(
         default_factory=_default_replica_id,
         min_length=1,
@@ -146,6 +172,25 @@ class ServiceSettings(BaseSettings):
                 f"({self.lease_ttl_s}), so one failed renewal does not lose the lease"
             )
         return self
+
+    def judgement_policy(self) -> Any:
+        """The service-wide :class:`~sslmem.memorization.judgement.JudgementPolicy`.
+
+        Raises:
+            ConfigError: An unknown policy field or an invalid value.
+
+        """
+        from sslmem.memorization.judgement import JudgementPolicy  # imports torch: only here
+
+        try:
+            return JudgementPolicy.model_validate(self.policy)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(
+                f"{ENV_PREFIX}POLICY field {first['loc'][0] if first['loc'] else '?'}: "
+                f"{first['msg']}",
+                f"use the fields {', '.join(JudgementPolicy.model_fields)} with numbers",
+            ) from None
 
     @classmethod
     def settings_customise_sources(

@@ -8,7 +8,7 @@ logged model as well (see :func:`sslmem.tracking.runs.version_metrics`).
 
 Short tags (values are strings; floats with 10 significant digits)::
 
-    sslmem.status                 training | scored | failed
+    sslmem.status                 training | pending | running | scored | failed
     sslmem.role                   candidate | reference
     sslmem.verdict                passed | failed | inconclusive (once scored)
     sslmem.sslmem_mean.candidate  mean SSLMem of S_C (once scored)
@@ -21,6 +21,9 @@ Short tags (values are strings; floats with 10 significant digits)::
     sslmem.checkpoint_sha256      SHA-256 of the registered checkpoint (set on register)
     sslmem.pipeline_run_id        the pipeline run that registered the version
     sslmem.failure_reason         why (status failed only)
+    sslmem.judgement              regression | improvement | neutral | incomparable (service)
+    sslmem.judged_against         the champion version it was judged against (service)
+    sslmem.judgement_json         the whole judgement as JSON (service)
     sslmem.provenance             JSON, see below
 
 ``sslmem.provenance`` (compact JSON, keys sorted; ``schema`` 1)::
@@ -90,8 +93,14 @@ PIPELINE_RUN_FIELD = "pipeline_run_id"
 SCORED_WITH = "scored_with"
 SCORING = "scoring"
 
-Status = Literal["training", "scored", "failed"]
-STATUSES: tuple[Status, ...] = ("training", "scored", "failed")
+# The judgement against the champion (written by the scoring service).
+JUDGEMENT = "sslmem.judgement"
+JUDGED_AGAINST = "sslmem.judged_against"
+JUDGEMENT_JSON = "sslmem.judgement_json"
+
+Status = Literal["training", "pending", "running", "scored", "failed"]
+#: ``pending``: registered outside the pipeline, waiting for the service; ``running``: claimed.
+STATUSES: tuple[Status, ...] = ("training", "pending", "running", "scored", "failed")
 #: Version tags a candidate needs before it can be scored.
 REQUIRED_PROVENANCE = (REFERENCE_VERSION, SPLIT_MANIFEST_URI, SPLIT_MANIFEST_SHA256, PROVENANCE)
 #: Fields of the provenance JSON a candidate needs before it can be scored.
@@ -111,6 +120,9 @@ VERSION_TAGS = (
     CHECKPOINT_SHA256,
     PIPELINE_RUN,
     FAILURE_REASON,
+    JUDGEMENT,
+    JUDGED_AGAINST,
+    JUDGEMENT_JSON,
     PROVENANCE,
 )
 MAX_REASON_CHARS = 5000
@@ -213,6 +225,19 @@ def provenance_augmentation(tags: Mapping[str, str]) -> AugmentationSpec:
         return AugmentationSpec.model_validate(provenance[AUGMENTATION])
     except (KeyError, ValueError) as exc:
         raise TrackingError(f"tag {PROVENANCE} holds no valid augmentation spec: {exc}") from exc
+
+
+def score_run_id(tags: Mapping[str, str]) -> str | None:
+    """The MLflow run holding a scored version's report (``None``: not scored yet).
+
+    Raises:
+        TrackingError: The provenance tag is present but unreadable.
+
+    """
+    if not tags.get(PROVENANCE):
+        return None
+    run_id = parse_provenance(tags).get(SCORE_RUN)
+    return str(run_id) if run_id else None
 
 
 def merge_provenance(tags: Mapping[str, str], update: Mapping[str, Any]) -> str:

@@ -88,7 +88,7 @@ def read_run_result(model_name: str, *, pipeline_run_id: str) -> RunResult:
     if ref_model and ref_version:
         reference = VersionInfo(ref_model, ref_version, get_version_tags(ref_model, ref_version))
     score = None
-    score_run = T.parse_provenance(tags).get(T.SCORE_RUN) if tags.get(T.PROVENANCE) else None
+    score_run = T.score_run_id(tags)
     if score_run:
         raw = download_run_json(str(score_run), SCORE_SUMMARY_ARTIFACT)
         score = ScoreSummary.model_validate(raw)

@@ -1,0 +1,199 @@
+"""Scoring service under a burst: N versions registered at once, two replicas, one result each.
+
+Starts SeaweedFS (S3) and an ``mlflow server`` (webhooks on, artifacts on S3) on 127.0.0.1, then
+for each intake mode starts two ``sslmem serve`` replicas sharing them, registers ``--versions``
+tiny-encoder versions as fast as it can, and waits until every one is scored and judged:
+
+* ``webhook``: one registry webhook per replica (every replica hears every event, as behind a
+  Service without session affinity; leases decide), reconcile pass hourly (only its start-up pass);
+* ``reconcile``: no webhook; a reconcile pass every ``--interval`` seconds.
+
+Reports per mode: exactly-once (sum of the replicas' ``sslmem_versions_scored_total`` and score
+runs per version), latency from registration (version ``creation_timestamp``) to scored (the score
+run's ``end_time``) p50/p95/max, throughput (versions / (last scored - first registered)), and each
+replica's RSS before and after.
+
+    python benchmarks/service_load.py [--versions 100] [--interval 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (real servers)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--versions", type=int, default=100)
+    parser.add_argument("--interval", type=float, default=5.0, help="reconcile-only interval, s")
+    parser.add_argument("--modes", nargs="+", default=["webhook", "reconcile"])
+    args = parser.parse_args()
+
+    from cryptography.fernet import Fernet
+    from minio import Minio
+    from mlflow import MlflowClient
+    from pydantic import SecretStr
+
+    from sslmem.data.store import open_store
+    from sslmem.tracking import RetryPolicy, configure_mlflow
+    from sslmem.tracking import tags as T
+    from sslmem.tracking.webhooks import ensure_webhook
+    from sslmem.workflow.register_external import register_external_encoder
+    from tests.servers import start_mlflow_server, start_seaweedfs
+    from tests.service.conftest import WEBHOOK_SERVER_ENV
+    from tests.service.http import metric, scrape
+    from tests.service.scoring_setup import make_encoders
+    from tests.service.test_service_e2e import SECRET, _runtime, serve
+
+    root = Path(tempfile.mkdtemp(prefix="sslmem-service-load-"))
+    with start_seaweedfs(root / "s3") as s3:
+        bucket = f"load-{secrets.token_hex(4)}"
+        Minio(
+            s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False
+        ).make_bucket(bucket)
+        env = {
+            **WEBHOOK_SERVER_ENV,
+            "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "MLFLOW_S3_ENDPOINT_URL": s3.url,
+            "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        with start_mlflow_server(root / "mlflow", f"s3://{bucket}/mlflow/", env=env) as server:
+            stack = (server, bucket)
+            runtime = _runtime(stack, s3)
+            configure_mlflow(server.url, retry=RetryPolicy(max_retries=3, timeout=60))
+            client = MlflowClient(server.url)
+            local = make_encoders(root / "enc")
+            split = f"s3://{bucket}/sslmem/splits/split.json"
+            open_store(f"s3://{bucket}/sslmem", runtime).put_bytes(
+                "splits/split.json", Path(local.split_uri).read_bytes()
+            )
+            register_external_encoder(
+                local.reference, model_name="load-ref", split_uri=split, settings=runtime
+            )
+            results = {}
+            for mode in args.modes:
+                model = f"load-{mode}"
+                interval = "3600" if mode == "webhook" else str(args.interval)
+                tmp = root / mode
+                tmp.mkdir()
+                with (
+                    serve(tmp, stack, s3, f"{mode}-a", reconcile_interval_s=interval) as (a, pa),
+                    serve(tmp, stack, s3, f"{mode}-b", reconcile_interval_s=interval) as (b, pb),
+                ):
+                    hooks = []
+                    if mode == "webhook":
+                        for name, url in (("a", a), ("b", b)):
+                            hooks.append(
+                                ensure_webhook(
+                                    f"{url}/v1/webhooks/mlflow",
+                                    SecretStr(SECRET),
+                                    name=f"load-{name}",
+                                ).webhook_id
+                            )
+                    rss_before = [_rss_mib(pa.pid), _rss_mib(pb.pid)]
+                    started = time.time()
+                    versions = [
+                        register_external_encoder(
+                            local.candidate, model_name=model, split_uri=split,
+                            reference_uri="models:/load-ref/1", settings=runtime,
+                        ).version
+                        for _ in range(args.versions)
+                    ]  # fmt: skip
+                    registered_s = time.time() - started
+                    deadline = time.time() + 3600
+                    while time.time() < deadline:
+                        found = client.search_model_versions(f"name = '{model}'", max_results=1000)
+                        if sum(1 for v in found if v.tags.get(T.JUDGEMENT)) >= len(versions):
+                            break
+                        time.sleep(2)
+                    time.sleep(3)  # let both replicas finish counting
+                    counts = [
+                        metric(scrape(u), "sslmem_versions_scored_total", model=model) or 0.0
+                        for u in (a, b)
+                    ]
+                    rss_after = [_rss_mib(pa.pid), _rss_mib(pb.pid)]
+                    for hook in hooks:
+                        client.delete_webhook(hook)
+                experiment = client.get_experiment_by_name("sslmem").experiment_id
+                latencies, ends, runs_per_version = [], [], []
+                created = []
+                for version in versions:
+                    mv = client.get_model_version(model, version)
+                    runs = client.search_runs(
+                        [experiment],
+                        filter_string=(
+                            f"tags.`sslmem.pipeline_run_id` = 'service/{model}/{version}'"
+                        ),
+                    )
+                    runs_per_version.append(len(runs))
+                    end = max(r.info.end_time for r in runs) / 1000
+                    latencies.append(end - mv.creation_timestamp / 1000)
+                    ends.append(end)
+                    created.append(mv.creation_timestamp / 1000)
+                results[mode] = {
+                    "versions": len(versions),
+                    "scored_by_replicas": counts,
+                    "runs_per_version": sorted(set(runs_per_version)),
+                    "register_burst_s": round(registered_s, 1),
+                    "latency_p50_s": round(statistics.median(latencies), 1),
+                    "latency_p95_s": round(_quantile(latencies, 0.95), 1),
+                    "latency_max_s": round(max(latencies), 1),
+                    "throughput_per_min": round(60 * len(versions) / (max(ends) - min(created)), 1),
+                    "rss_mib_before": [round(x) for x in rss_before],
+                    "rss_mib_after": [round(x) for x in rss_after],
+                }
+                print(json.dumps({mode: results[mode]}), flush=True)
+    header = (
+        "mode",
+        "versions",
+        "scored by A + B",
+        "runs/version",
+        "p50 s",
+        "p95 s",
+        "max s",
+        "versions/min",
+        "RSS MiB before → after (A, B)",
+    )
+    print("\n| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
+    for mode, r in results.items():
+        cells = (
+            mode,
+            r["versions"],
+            " + ".join(f"{c:g}" for c in r["scored_by_replicas"]),
+            r["runs_per_version"],
+            r["latency_p50_s"],
+            r["latency_p95_s"],
+            r["latency_max_s"],
+            r["throughput_per_min"],
+            f"{r['rss_mib_before']} → {r['rss_mib_after']}",
+        )
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    os.environ.pop("SSLMEM_SERVICE_WEBHOOK_SECRET", None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,244 @@
+"""The service's view of the registry, read from MLflow (the only state there is).
+
+What ``GET /v1/models/{name}/versions/{version}`` answers, what the metrics are rebuilt from at
+start-up, and the listing the reconcile pass walks. Everything here only reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sslmem.errors import TrackingError
+from sslmem.memorization.judgement import Judgement
+from sslmem.memorization.scoring import ScoreSummary
+from sslmem.service.metrics import LabelPolicy, VersionRecord, label_eligibility
+from sslmem.tracking import tags as T
+
+__all__ = [
+    "ModelState",
+    "VersionState",
+    "list_models",
+    "read_model",
+    "read_version_state",
+    "version_records",
+]
+
+logger = logging.getLogger(__name__)
+_PAGE = 200
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """A registered model: its versions' tags and where its aliases point.
+
+    Attributes:
+        name: Registered model name.
+        versions: ``{version: tags}`` of every version.
+        aliases: ``{alias: version}``.
+        tags: The registered model's own tags (``sslmem.policy.*``).
+
+    """
+
+    name: str
+    versions: dict[str, dict[str, str]]
+    aliases: dict[str, str]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """One version as the API shows it.
+
+    Attributes:
+        name: Registered model name.
+        version: Version number.
+        status: ``sslmem.status`` (``""`` when the version has none).
+        failure_reason: Why it failed (status ``failed``).
+        aliases: Aliases pointing at it.
+        summary: Its score summary (scored versions).
+        judgement: Its judgement against the champion, if judged.
+        tags: Every ``sslmem.*`` tag except the judgement JSON.
+
+    """
+
+    name: str
+    version: str
+    status: str
+    failure_reason: str | None
+    aliases: tuple[str, ...]
+    summary: ScoreSummary | None
+    judgement: Judgement | None
+    tags: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "status": self.status or None,
+            "failure_reason": self.failure_reason,
+            "aliases": list(self.aliases),
+            "summary": None if self.summary is None else self.summary.model_dump(mode="json"),
+            "judgement": None if self.judgement is None else self.judgement.model_dump(mode="json"),
+            "tags": self.tags,
+        }
+
+
+def _client() -> Any:
+    from sslmem.tracking.connection import client
+
+    return client()
+
+
+def list_models() -> Iterator[ModelState]:
+    """Every registered model with its versions (paged through).
+
+    Raises:
+        TrackingError: MLflow is unreachable.
+
+    """
+    from sslmem.tracking.connection import tracking_errors
+
+    mlflow_client = _client()
+    token = None
+    while True:
+        with tracking_errors("list registered models"):
+            page = mlflow_client.search_registered_models(max_results=_PAGE, page_token=token)
+        for model in page:
+            name = str(model.name)
+            if any(c in name for c in "'\\"):
+                logger.warning("skipping registered model %r: quotes in its name", name)
+                continue
+            yield read_model(name)
+        token = page.token
+        if not token:
+            return
+
+
+def read_model(name: str) -> ModelState:
+    """One registered model with its versions and aliases.
+
+    Raises:
+        TrackingError: No such model, or MLflow is unreachable.
+
+    """
+    from sslmem.tracking.connection import tracking_errors
+
+    with tracking_errors(f"read registered model {name!r}"):
+        model = _client().get_registered_model(name)  # search results may lack aliases
+    return ModelState(
+        name=name,
+        versions=_versions(name),
+        aliases={str(k): str(v) for k, v in (model.aliases or {}).items()},
+        tags=dict(model.tags or {}),
+    )
+
+
+def _versions(name: str) -> dict[str, dict[str, str]]:
+    from sslmem.tracking.connection import tracking_errors
+
+    mlflow_client = _client()
+    out: dict[str, dict[str, str]] = {}
+    token = None
+    while True:
+        with tracking_errors(f"list the versions of model {name!r}"):
+            page = mlflow_client.search_model_versions(
+                f"name = '{name}'", max_results=_PAGE, page_token=token
+            )
+        for version in page:
+            out[str(version.version)] = dict(version.tags or {})
+        token = page.token
+        if not token:
+            return out
+
+
+def _summary(run_id: str | None) -> ScoreSummary | None:
+    from sslmem.tracking.pipeline_support import download_run_json
+    from sslmem.tracking.runs import SCORING_ARTIFACT_DIR
+
+    if not run_id:
+        return None
+    raw = download_run_json(run_id, f"{SCORING_ARTIFACT_DIR}/summary.json")
+    return ScoreSummary.model_validate(raw)
+
+
+def _judgement(tags: dict[str, str]) -> Judgement | None:
+    raw = tags.get(T.JUDGEMENT_JSON)
+    if not raw:
+        return None
+    try:
+        return Judgement.model_validate_json(raw)
+    except ValueError:
+        logger.warning("unreadable %s tag; ignoring it", T.JUDGEMENT_JSON)
+        return None
+
+
+def read_version_state(name: str, version: str) -> VersionState:
+    """A version's status, summary and judgement.
+
+    Raises:
+        TrackingError: No such version, or MLflow is unreachable.
+
+    """
+    from sslmem.tracking import get_version_tags
+    from sslmem.tracking.connection import tracking_errors
+
+    tags = get_version_tags(name, version)
+    with tracking_errors(f"read the aliases of model {name!r}"):
+        aliases = dict(_client().get_registered_model(name).aliases or {})
+    scored = tags.get(T.STATUS) == "scored" and tags.get(T.ROLE) != "reference"
+    return VersionState(
+        name=name,
+        version=str(version),
+        status=tags.get(T.STATUS, ""),
+        failure_reason=tags.get(T.FAILURE_REASON),
+        aliases=tuple(sorted(a for a, v in aliases.items() if str(v) == str(version))),
+        summary=_summary(T.score_run_id(tags)) if scored else None,
+        judgement=_judgement(tags),
+        tags={k: v for k, v in tags.items() if k.startswith(T.PREFIX) and k != T.JUDGEMENT_JSON},
+    )
+
+
+def _accuracy(tags: dict[str, str], key: str) -> float | None:
+    try:
+        return float(tags[key]) if tags.get(key) else None
+    except ValueError:
+        return None
+
+
+def version_records(model: ModelState, labels: LabelPolicy) -> list[VersionRecord]:
+    """The metric records of a model's scored versions that get labels (see ``metrics``).
+
+    Only labelled versions' summaries are downloaded, so a model with many versions costs a
+    bounded number of reads. A summary that cannot be read is skipped with a warning.
+    """
+    held: dict[str, list[str]] = {v: [] for v in model.versions}
+    for alias, version in model.aliases.items():
+        if version in held:
+            held[version].append(alias)
+    eligible = label_eligibility(held, labels)
+    records = []
+    for version in eligible:
+        tags = model.versions[version]
+        if tags.get(T.STATUS) != "scored" or tags.get(T.ROLE) == "reference":
+            continue
+        try:
+            summary = _summary(T.score_run_id(tags))
+        except TrackingError as exc:
+            logger.warning("no summary for %s/%s: %s", model.name, version, exc.problem)
+            continue
+        records.append(
+            VersionRecord(
+                model=model.name,
+                version=version,
+                aliases=tuple(sorted(held[version])),
+                summary=summary,
+                judgement=_judgement(tags),
+                knn_accuracy=_accuracy(tags, T.KNN_ACCURACY),
+                linear_probe_accuracy=_accuracy(tags, T.LINEAR_PROBE_ACCURACY),
+            )
+        )
+    return records

@@ -1,0 +1,263 @@
+"""The scoring worker: a de-duplicated queue of model versions and a bounded set of threads.
+
+Both intakes (webhooks and the reconcile pass) :meth:`Worker.submit` ``(name, version)`` jobs;
+a job already queued or running is not queued twice. ``max_concurrent_jobs`` threads (default
+one per replica: scoring saturates the CPU or GPU it is given) each run
+:func:`~sslmem.workflow.score_version.score_registered_version` (kind ``score``) or
+:func:`~sslmem.workflow.score_version.judge_registered_version` (kind ``judge``) and record the
+outcome in :class:`~sslmem.service.metrics.ServiceMetrics`. The worker keeps no state that
+matters: a job lost with the process is found again by the next reconcile pass.
+
+Shutdown (:meth:`Worker.stop`): intake stops at once, queued jobs are dropped, running jobs
+get ``grace_s`` seconds to finish; the leases of those still running are then released, so
+another replica can take them over without waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.errors import SSLMemError
+from sslmem.service.lease import LeaseManager, LeaseRenewer
+from sslmem.service.metrics import ServiceMetrics
+from sslmem.service.settings import ServiceSettings
+from sslmem.workflow.score_version import VersionResult
+
+__all__ = ["Job", "JobKind", "Worker"]
+
+logger = logging.getLogger(__name__)
+
+JobKind = Literal["score", "judge"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: score (or re-judge) one model version."""
+
+    name: str
+    version: str
+    kind: JobKind = "score"
+
+
+class Worker:
+    """Runs scoring jobs from a de-duplicated queue on a bounded number of threads.
+
+    Args:
+        settings: Service settings (``max_concurrent_jobs``, lease and scoring settings).
+        runtime: Runtime settings (MLflow, object store).
+        metrics: Where outcomes are recorded.
+        lease_manager: Shared lease manager (default: one on ``runtime.store_uri``).
+        config: Experiment config to score with (default: from the settings' recipe).
+        on_result: Called after each job with its result (tests, benchmarks).
+
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        runtime: RuntimeSettings,
+        metrics: ServiceMetrics,
+        *,
+        lease_manager: LeaseManager | None = None,
+        config: ExperimentConfig | None = None,
+        on_result: Callable[[Job, VersionResult | None], None] | None = None,
+    ) -> None:
+        from sslmem.workflow.score_version import open_lease_manager, service_config
+
+        self.settings = settings
+        self.runtime = runtime
+        self.metrics = metrics
+        self.lease_manager = lease_manager or open_lease_manager(settings, runtime)
+        self.config = config or service_config(settings)
+        self.on_result = on_result
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._pending: set[Job] = set()
+        self._lock = threading.Lock()
+        self._accepting = False
+        self._threads: list[threading.Thread] = []
+        self._claims: dict[Job, LeaseRenewer] = {}
+        self._running = 0
+        self._idle = threading.Condition(self._lock)
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def submit(self, name: str, version: str | int, kind: JobKind = "score") -> bool:
+        """Queue a job; ``False`` if the same job is already queued or running, or stopping."""
+        job = Job(name, str(version), kind)
+        with self._lock:
+            if not self._accepting or job in self._pending:
+                return False
+            self._pending.add(job)
+            self._queue.put(job)
+            self.metrics.set_queue_depth(self._queue.qsize())
+        return True
+
+    def depth(self) -> int:
+        """Jobs queued or running."""
+        with self._lock:
+            return len(self._pending)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued or running; ``False`` on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, *, run_jobs: bool = True) -> Worker:
+        """Open intake and start the worker threads; returns ``self``.
+
+        Args:
+            run_jobs: ``False`` opens intake only (jobs wait in the queue): for inspection.
+
+        """
+        with self._lock:
+            self._accepting = True
+        if not run_jobs:
+            return self
+        for index in range(self.settings.max_concurrent_jobs):
+            thread = threading.Thread(target=self._loop, name=f"sslmem-worker-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, grace_s: float | None = None) -> list[Job]:
+        """Stop intake, drop queued jobs, give running ones ``grace_s``, then release leases.
+
+        Returns:
+            The jobs still running after the grace period (their leases were released; their
+            versions stay ``running`` until someone claims them again).
+
+        """
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        with self._lock:
+            self._accepting = False
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    self._pending.discard(job)
+            self.metrics.set_queue_depth(0)
+            self._idle.notify_all()
+        for _ in self._threads:
+            self._queue.put(None)
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            stuck = list(self._claims.items())
+        for job, renewer in stuck:
+            logger.warning("releasing the lease of %s/%s at shutdown", job.name, job.version)
+            renewer.stop(release=True)
+        return [job for job, _ in stuck]
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            with self._lock:
+                self.metrics.set_queue_depth(self._queue.qsize())
+            try:
+                result = self._run(job)
+            except Exception:  # a bug must not kill the worker thread
+                logger.exception("job %s failed unexpectedly", job)
+                result = None
+            with self._idle:
+                self._pending.discard(job)
+                self._idle.notify_all()
+            if self.on_result is not None:
+                self.on_result(job, result)
+
+    def _track(self, job: Job) -> Callable[[LeaseRenewer | None], None]:
+        def on_claim(renewer: LeaseRenewer | None) -> None:
+            with self._lock:
+                if renewer is None:
+                    self._claims.pop(job, None)
+                else:
+                    self._claims[job] = renewer
+
+        return on_claim
+
+    def _run(self, job: Job) -> VersionResult | None:
+        from sslmem.workflow.score_version import (
+            judge_registered_version,
+            score_registered_version,
+        )
+
+        try:
+            if job.kind == "judge":
+                judgement = judge_registered_version(
+                    job.name, job.version, settings=self.settings, runtime=self.runtime
+                )
+                if judgement is not None:
+                    self._refresh(job)
+                return None
+            result = score_registered_version(
+                job.name,
+                job.version,
+                settings=self.settings,
+                lease_manager=self.lease_manager,
+                runtime=self.runtime,
+                config=self.config,
+                on_claim=self._track(job),
+            )
+        except SSLMemError as exc:  # MLflow or the store unreachable: reconcile retries later
+            logger.warning("%s of %s/%s deferred: %s", job.kind, job.name, job.version, exc.problem)
+            return None
+        self._record(result)
+        return result
+
+    def _record(self, result: VersionResult) -> None:
+        logger.info(
+            "%s/%s: %s%s",
+            result.name,
+            result.version,
+            result.outcome,
+            f" ({result.reason})" if result.reason else "",
+        )
+        if result.outcome == "scored":
+            self.metrics.observe_scoring(result.seconds)
+            self.metrics.version_scored(result.name)
+            self._refresh(Job(result.name, result.version))
+        elif result.outcome == "failed" and result.failure is not None:
+            self.metrics.version_failed(result.name, result.failure)
+
+    def _refresh(self, job: Job) -> None:
+        """Re-read the model's labelled versions into the per-version gauges."""
+        from sslmem.service.state import read_model, version_records
+
+        try:
+            model = read_model(job.name)
+            records = version_records(model, self.metrics.label_policy)
+        except SSLMemError as exc:
+            logger.warning("metrics of %s not refreshed: %s", job.name, exc.problem)
+            return
+        for record in records:
+            self.metrics.set_version(
+                record.model,
+                record.version,
+                summary=record.summary,
+                judgement=record.judgement,
+                aliases=record.aliases,
+                knn_accuracy=record.knn_accuracy,
+                linear_probe_accuracy=record.linear_probe_accuracy,
+            )
+        self.metrics.set_aliases(model.name, model.aliases)

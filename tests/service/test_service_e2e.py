@@ -1,0 +1,320 @@
+"""End to end: a real ``mlflow server`` (webhooks on, artifacts on SeaweedFS S3) and real
+``sslmem serve`` processes on 127.0.0.1.
+
+* a version registered while the service runs is delivered by MLflow's webhook and scored
+  (the reconcile interval is an hour, so only the webhook can have triggered it);
+* two replicas sharing MLflow and S3 score each of a burst of versions exactly once;
+* a replica killed with SIGKILL mid-scoring: the other takes the lease over after it expires,
+  and the version has exactly one result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from pydantic import SecretStr
+
+from sslmem.config import RuntimeSettings
+from sslmem.data.store import open_store
+from sslmem.service.lease import LeaseRecord, version_lease_key
+from sslmem.service.lease_store import open_conditional_store
+from sslmem.tracking import RetryPolicy, configure_mlflow, get_version_tags
+from sslmem.tracking import tags as T
+from sslmem.tracking.connection import client
+from sslmem.tracking.webhooks import ensure_webhook
+from sslmem.workflow.register_external import register_external_encoder
+from tests.servers import (
+    HOST,
+    MlflowServer,
+    S3Server,
+    free_port,
+    start_mlflow_server,
+    stop_process,
+    wait_for_http,
+)
+from tests.service.conftest import WEBHOOK_SERVER_ENV
+from tests.service.http import metric, request, scrape, wait_until
+from tests.service.scoring_setup import FAST_SCORING, Encoders, make_encoders
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3]
+
+SECRET = "e2e-" + secrets.token_hex(8)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[MlflowServer, str]]:
+    """An MLflow server delivering webhooks, artifacts in a fresh bucket; the bucket's name."""
+    from cryptography.fernet import Fernet
+
+    bucket = f"svc-{secrets.token_hex(4)}"
+    Minio(
+        s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        secure=False,
+    ).make_bucket(bucket)
+    env = {
+        **WEBHOOK_SERVER_ENV,
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "MLFLOW_S3_ENDPOINT_URL": s3_server.url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    root = tmp_path_factory.mktemp("svc-mlflow")
+    with start_mlflow_server(root, f"s3://{bucket}/mlflow/", env=env) as server:
+        yield server, bucket
+
+
+@pytest.fixture(scope="module")
+def encoders(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Encoders:
+    """Tiny checkpoints, their split manifest uploaded to S3 (where the service reads it)."""
+    _, bucket = stack
+    local = make_encoders(tmp_path_factory.mktemp("svc-enc"))
+    store = open_store(f"s3://{bucket}/sslmem", _runtime(stack, s3_server))
+    store.put_bytes("splits/split.json", Path(local.split_uri).read_bytes())
+    return Encoders(
+        f"s3://{bucket}/sslmem/splits/split.json",
+        local.candidate,
+        local.other_candidate,
+        local.reference,
+    )
+
+
+def _runtime(stack: tuple[MlflowServer, str], s3: S3Server) -> RuntimeSettings:
+    server, bucket = stack
+    return RuntimeSettings(
+        mlflow_tracking_uri=server.url,
+        store_uri=f"s3://{bucket}/sslmem",
+        s3_endpoint=s3.endpoint,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        s3_secure=False,
+        device="cpu",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _client(stack: tuple[MlflowServer, str]) -> None:
+    configure_mlflow(stack[0].url, retry=RetryPolicy(max_retries=2, timeout=30))
+
+
+@contextlib.contextmanager
+def serve(
+    tmp: Path,
+    stack: tuple[MlflowServer, str],
+    s3: S3Server,
+    replica: str,
+    **settings: str,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``sslmem serve`` as a subprocess; yield its base URL and process."""
+    server, bucket = stack
+    port = free_port()
+    env = {
+        **os.environ,
+        **s3.env(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "SSLMEM_MLFLOW_TRACKING_URI": server.url,
+        "SSLMEM_STORE_URI": f"s3://{bucket}/sslmem",
+        "SSLMEM_DEVICE": "cpu",
+        "SSLMEM_NUM_THREADS": "1",
+        "SSLMEM_SERVICE_WEBHOOK_SECRET": SECRET,
+        "SSLMEM_SERVICE_REPLICA_ID": replica,
+        "SSLMEM_SERVICE_MODEL_CACHE_DIR": str(tmp / f"cache-{replica}"),
+        "SSLMEM_SERVICE_CONFIG_OVERRIDES": json.dumps(FAST_SCORING),
+        "SSLMEM_SERVICE_LEASE_TTL_S": "6",
+        "SSLMEM_SERVICE_LEASE_RENEW_S": "1",
+        "SSLMEM_SERVICE_SHUTDOWN_GRACE_S": "5",
+        **{f"SSLMEM_SERVICE_{key.upper()}": value for key, value in settings.items()},
+    }
+    log_path = tmp / f"serve-{replica}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sslmem"), "serve", "--port", str(port)],
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://{HOST}:{port}"
+    try:
+        wait_for_http(f"{base}/readyz", 180, ok_statuses=(200,), proc=proc, log_path=log_path)
+        yield base, proc
+    finally:
+        stop_process(proc, grace=30)
+        log_text = log_path.read_text(errors="replace")
+        assert SECRET not in log_text  # the HMAC secret never reaches the logs
+
+
+def _register(encoders: Encoders, runtime: RuntimeSettings, model: str, n: int = 1) -> list[str]:
+    register_external_encoder(
+        encoders.reference, model_name=f"{model}-ref", split_uri=encoders.split_uri,
+        settings=runtime,
+    )  # fmt: skip
+    versions = []
+    for _ in range(n):
+        registered = register_external_encoder(
+            encoders.candidate, model_name=model, split_uri=encoders.split_uri,
+            reference_uri=f"models:/{model}-ref/1", settings=runtime,
+        )  # fmt: skip
+        versions.append(registered.version)
+    return versions
+
+
+def _status(model: str, version: str) -> str:
+    return get_version_tags(model, version).get(T.STATUS, "")
+
+
+def _score_runs(model: str, version: str) -> int:
+    experiment = client().get_experiment_by_name("sslmem")
+    query = (
+        f"tags.`sslmem.pipeline_run_id` = 'service/{model}/{version}' "
+        "AND tags.`sslmem.step` = 'score'"
+    )
+    return len(client().search_runs([experiment.experiment_id], filter_string=query))
+
+
+def test_webhook_delivery_gets_a_new_version_scored(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    runtime = _runtime(stack, s3_server)
+    with serve(tmp_path, stack, s3_server, "hook", reconcile_interval_s="3600") as (base, _):
+        ensure_webhook(f"{base}/v1/webhooks/mlflow", SecretStr(SECRET))
+        (version,) = _register(encoders, runtime, "hooked")
+
+        def done() -> dict[str, object] | None:
+            got = request("GET", f"{base}/v1/models/hooked/versions/{version}")[1]
+            # The judgement is written right after the scores.
+            finished = got["status"] == "failed" or got["judgement"] is not None
+            return got if finished else None
+
+        body = wait_until(done, 240, "the webhook-triggered scoring")
+        assert body["status"] == "scored", body
+        assert body["judgement"]["outcome"] == "incomparable"
+        text = scrape(base)
+        assert (metric(text, "sslmem_webhook_deliveries_total", outcome="accepted") or 0) >= 2
+        assert metric(text, "sslmem_webhook_deliveries_total", outcome="forged") == 0.0
+        assert metric(text, "sslmem_versions_scored_total", model="hooked") == 1.0
+        labels = {"model": "hooked", "version": version, "alias": "", "set": "candidate"}
+        assert metric(text, "sslmem_version_sslmem_mean", **labels) == pytest.approx(
+            body["summary"]["sets"]["candidate"]["mean"], rel=1e-8
+        )
+        assert _score_runs("hooked", version) == 1
+        # The champion alias moves onto the version: its alias event re-judges it at once
+        # (the next reconcile pass is an hour away).
+        client().set_registered_model_alias("hooked", "champion", version)
+        wait_until(
+            lambda: get_version_tags("hooked", version).get(T.JUDGED_AGAINST) == version,
+            60,
+            "the re-judgement triggered by model_version_alias.created",
+        )
+    # Leave no webhook pointing at a stopped receiver for the next tests.
+    from mlflow import MlflowClient
+
+    mlflow_client = MlflowClient(stack[0].url)
+    for hook in mlflow_client.list_webhooks():
+        mlflow_client.delete_webhook(hook.webhook_id)
+
+
+def test_two_replicas_score_each_version_exactly_once(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    runtime = _runtime(stack, s3_server)
+    with (
+        serve(tmp_path, stack, s3_server, "one", reconcile_interval_s="1") as (a, _),
+        serve(tmp_path, stack, s3_server, "two", reconcile_interval_s="1") as (b, _),
+    ):
+        versions = _register(encoders, runtime, "burst", n=4)
+        wait_until(
+            lambda: all(get_version_tags("burst", v).get(T.JUDGEMENT) for v in versions),
+            300,
+            "4 versions scored and judged",
+        )
+        # Each replica counts a version once its job has returned (right after the judgement).
+        wait_until(
+            lambda: all(request("GET", f"{url}/readyz")[1]["queue"] == 0 for url in (a, b)),
+            60,
+            "idle workers",
+        )
+        counts = [metric(scrape(url), "sslmem_versions_scored_total", model="burst") or 0.0
+                  for url in (a, b)]  # fmt: skip
+    assert sum(counts) == 4.0, counts
+    for version in versions:
+        assert _score_runs("burst", version) == 1
+
+
+def test_replica_killed_mid_scoring_is_taken_over_after_the_lease_expires(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    runtime = _runtime(stack, s3_server)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    slow = json.dumps([*FAST_SCORING, "scoring.views=64"])  # a scoring run long enough to kill
+    with serve(
+        tmp_path, stack, s3_server, "doomed", reconcile_interval_s="1", config_overrides=slow
+    ) as (_, doomed):
+        (version,) = _register(encoders, runtime, "killed")
+        key = version_lease_key("killed", version)
+        wait_until(lambda: _status("killed", version) == "running", 180, "scoring to start")
+        found = store.read(key)
+        assert found is not None
+        record = LeaseRecord.from_bytes(found[0])
+        assert record is not None and record.holder == "doomed"
+        assert record.expires > time.time()  # live when killed: the heir must wait it out
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+    assert _status("killed", version) == "running"  # nobody finished it
+    with serve(tmp_path, stack, s3_server, "heir", reconcile_interval_s="1") as (base, _):
+        wait_until(
+            lambda: get_version_tags("killed", version).get(T.JUDGEMENT), 240, "the takeover"
+        )
+        wait_until(lambda: request("GET", f"{base}/readyz")[1]["queue"] == 0, 60, "idle")
+        assert metric(scrape(base), "sslmem_versions_scored_total", model="killed") == 1.0
+    assert _score_runs("killed", version) == 1
+    assert store.read(key) is None  # released by the heir
+
+
+def test_sigterm_mid_scoring_releases_the_lease_within_the_grace_period(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    runtime = _runtime(stack, s3_server)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    slow = json.dumps([*FAST_SCORING, "scoring.views=64"])
+    with serve(
+        tmp_path,
+        stack,
+        s3_server,
+        "leaving",
+        reconcile_interval_s="1",
+        config_overrides=slow,
+        lease_ttl_s="600",  # only a release, not an expiry, can free it during this test
+        lease_renew_s="1",
+        shutdown_grace_s="0",
+    ) as (_, proc):
+        (version,) = _register(encoders, runtime, "termed")
+        key = version_lease_key("termed", version)
+        wait_until(lambda: _status("termed", version) == "running", 180, "scoring to start")
+        assert store.read(key) is not None
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert store.read(key) is None  # released at shutdown: another replica may claim it now
+    with serve(tmp_path, stack, s3_server, "next", reconcile_interval_s="1"):
+        wait_until(lambda: _status("termed", version) == "scored", 240, "the next replica")
+    assert _score_runs("termed", version) == 1
