@@ -49,7 +49,8 @@ def score_memorization(
     reference = workflow.VersionInfo(
         reference_model_for(model_name, reference_model_name), reference_version
     )
-    result = workflow.score_pair(
+    # Under the version's exactly-once claim, shared with the scoring service.
+    result = workflow.score_pair_claimed(
         candidate_checkpoints=[m.path for m in candidate_models],
         reference_checkpoints=[m.path for m in reference_models],
         manifest_path=split.path,

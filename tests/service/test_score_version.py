@@ -8,15 +8,22 @@ from pathlib import Path
 import pytest
 
 from sslmem.config import RuntimeSettings
-from sslmem.errors import TrackingError
+from sslmem.errors import ScoringError, TrackingError
+from sslmem.memorization.scoring import ScoreReport
 from sslmem.service.lease import LeaseManager, version_lease_key
 from sslmem.service.lease_store import open_conditional_store
 from sslmem.tracking import TrackingTarget, get_version_tags, register_encoder, set_alias
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 from sslmem.workflow.register_external import register_external_encoder
-from sslmem.workflow.score_version import judge_registered_version, score_registered_version
+from sslmem.workflow.score_version import (
+    judge_registered_version,
+    score_pair_claimed,
+    score_registered_version,
+    service_config,
+)
 from sslmem.workflow.scoring_inputs import MissingProvenanceError, scoring_inputs_from_tags
+from sslmem.workflow.versions import VersionInfo
 from tests.service.scoring_setup import (
     Encoders,
     make_encoders,
@@ -218,3 +225,76 @@ def test_a_reference_that_no_longer_exists_ends_failed_unknown_model(
     assert (result.outcome, result.failure) == ("failed", "unknown_model")
     tags = get_version_tags("enc", version)
     assert tags[T.STATUS] == "failed" and "models:/enc-ref/1" in tags[T.FAILURE_REASON]
+
+
+def _pipeline_scoring(
+    encoders: Encoders, runtime: RuntimeSettings, version: str, out: Path, **wait: float
+) -> ScoreReport:
+    """The pipeline's scoring step (components/score_memorization.py) on a registered version."""
+    settings = service_settings()
+    return score_pair_claimed(
+        candidate=VersionInfo("enc", version),
+        out_dir=out,
+        service_settings=settings,
+        candidate_checkpoints=[encoders.candidate],
+        reference_checkpoints=[encoders.reference],
+        manifest_path=encoders.split_uri,
+        config=service_config(settings),
+        reference=VersionInfo("enc-ref", "1"),
+        experiment="pipeline",
+        pipeline_run_id="pipeline-run-1",
+        settings=runtime,
+        **wait,
+    )
+
+
+def _score_runs(version: str) -> list[str]:
+    runs = client().search_runs(
+        [e.experiment_id for e in client().search_experiments()],
+        filter_string=f"tags.`sslmem.model_version` = 'models:/enc/{version}'",
+    )
+    return [r.info.run_id for r in runs]
+
+
+def test_pipeline_scoring_after_the_service_reuses_its_result(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    served = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    assert served.outcome == "scored" and served.summary is not None
+    runs = _score_runs(version)
+    assert len(runs) == 1
+    report = _pipeline_scoring(encoders, runtime, version, tmp_path / "out")
+    # The service's result, read back: same numbers, same points, no second score run.
+    assert report.summary == served.summary
+    assert len(report.columns["sample_index"]) == sum(s.n for s in served.summary.sets.values())
+    assert (tmp_path / "out" / "summary.json").is_file()
+    assert _score_runs(version) == runs
+
+
+def test_service_after_the_pipeline_skips_the_version(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    report = _pipeline_scoring(encoders, runtime, version, tmp_path / "out")
+    assert get_version_tags("enc", version)[T.STATUS] == "scored"
+    assert report.summary.sets["candidate"].n == 8
+    served = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    assert served.outcome == "skipped"
+    assert len(_score_runs(version)) == 1
+
+
+def test_pipeline_scoring_waits_for_a_held_claim_and_then_gives_up(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    other = LeaseManager(store, "the-service", ttl_s=60)
+    assert other.acquire(version_lease_key("enc", version)) is not None
+    with pytest.raises(ScoringError, match="being scored by another scorer"):
+        _pipeline_scoring(encoders, runtime, version, tmp_path / "out", wait_s=0.5, poll_s=0.1)
+    assert get_version_tags("enc", version)[T.STATUS] == "pending"
+    assert _score_runs(version) == []

@@ -45,6 +45,7 @@ from sslmem.workflow.register import (
 from sslmem.workflow.resolve import ResolvedConfig, resolve_config
 from sslmem.workflow.result import RunResult, read_run_result
 from sslmem.workflow.score import SCORE_SUMMARY_ARTIFACT, finite_score_metrics, score_pair
+from sslmem.workflow.score_version import score_pair_claimed
 from sslmem.workflow.split import SPLIT_STORE_PREFIX, PreparedSplit, prepare_split
 from sslmem.workflow.train import TrainedEncoder, train_role
 from sslmem.workflow.versions import VersionInfo
@@ -72,5 +73,6 @@ __all__ = [
     "resolve_config",
     "save_evaluation",
     "score_pair",
+    "score_pair_claimed",
     "train_role",
 ]

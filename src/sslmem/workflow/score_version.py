@@ -48,7 +48,7 @@ from sslmem.workflow.versions import VersionInfo
 
 if TYPE_CHECKING:
     from sslmem.memorization.judgement import Judgement, JudgementPolicy, ScoredVersion
-    from sslmem.memorization.scoring import ScoreSummary
+    from sslmem.memorization.scoring import ScoreReport, ScoreSummary
     from sslmem.service.lease import LeaseManager, LeaseRenewer
     from sslmem.service.settings import ServiceSettings
 
@@ -59,6 +59,8 @@ __all__ = [
     "judge_registered_version",
     "needs_scoring",
     "open_lease_manager",
+    "read_score_report",
+    "score_pair_claimed",
     "score_registered_version",
     "version_claim",
 ]
@@ -462,3 +464,104 @@ def judge_registered_version(
         "judged %s/%s against %s: %s", name, number, champion_number, judgement.outcome.value
     )
     return judgement
+
+
+def read_score_report(run_id: str) -> ScoreReport:
+    """The report a score run logged (per-point table and summary), read back from MLflow.
+
+    Raises:
+        TrackingError: The run or its artifacts are missing, or MLflow is unreachable.
+
+    """
+    import pyarrow.parquet as pq
+    from mlflow.artifacts import download_artifacts
+
+    from sslmem.memorization.scoring import SCORE_COLUMNS, ScoreReport, ScoreSummary
+    from sslmem.tracking.connection import tracking_errors
+    from sslmem.tracking.runs import SCORING_ARTIFACT_DIR
+
+    with tempfile.TemporaryDirectory(prefix="sslmem-report-") as tmp:
+        with tracking_errors(f"download the score report of run {run_id}"):
+            local = Path(
+                download_artifacts(run_id=run_id, artifact_path=SCORING_ARTIFACT_DIR, dst_path=tmp)
+            )
+        try:
+            summary = ScoreSummary.model_validate_json((local / "summary.json").read_text())
+            table = pq.read_table(local / "scores.parquet")
+            columns = {name: table.column(name).to_numpy() for name in SCORE_COLUMNS}
+        except (OSError, ValueError, KeyError) as exc:
+            raise TrackingError(
+                f"the score report of run {run_id} is incomplete or unreadable: {exc}",
+                "re-score the version",
+            ) from exc
+    return ScoreReport(columns=columns, summary=summary)
+
+
+def score_pair_claimed(
+    *,
+    candidate: VersionInfo,
+    out_dir: Path,
+    wait_s: float = 3600.0,
+    poll_s: float = 5.0,
+    service_settings: ServiceSettings | None = None,
+    **score_pair_args: Any,
+) -> ScoreReport:
+    """:func:`~sslmem.workflow.score.score_pair` of a registered candidate, exactly once.
+
+    The pipeline's scoring step and the scoring service score a version under the same claim
+    (:func:`version_claim`). Whoever gets the claim first scores; the other waits for the
+    claim to be released and then uses that result, read back from the score run into
+    ``out_dir`` -- so a version gets one score run whichever gets there first.
+
+    Args:
+        candidate: The registered candidate version.
+        out_dir: Where the report is written (as by ``score_pair``).
+        wait_s: How long to wait for another scorer holding the claim.
+        poll_s: How often to try the claim while waiting.
+        service_settings: Lease settings (default: ``SSLMEM_SERVICE_*`` from the environment).
+        **score_pair_args: Everything else ``score_pair`` takes (checkpoints, manifest, config,
+            reference, experiment, pipeline run, device, settings).
+
+    Raises:
+        ScoringError: Another scorer held the claim past ``wait_s``, or it failed the version.
+        See :func:`~sslmem.workflow.score.score_pair` for the rest.
+
+    """
+    from sslmem.errors import ScoringError
+    from sslmem.memorization.scoring import write_score_report
+    from sslmem.service.settings import ServiceSettings
+    from sslmem.tracking import get_version_tags
+    from sslmem.workflow.score import score_pair
+
+    lease_settings = service_settings or ServiceSettings.load()
+    runtime = score_pair_args.get("settings")
+    deadline = time.monotonic() + wait_s
+    while True:
+        with version_claim(
+            candidate.name, candidate.version, settings=lease_settings, runtime=runtime
+        ) as claim:
+            if claim is not None:
+                configure_tracking(process_settings(runtime))
+                tags = get_version_tags(candidate.name, candidate.version)
+                status, run_id = tags.get(T.STATUS), T.score_run_id(tags)
+                if status == "scored" and run_id:  # another scorer finished it first
+                    logger.info(
+                        "%s was scored by another scorer; using run %s", candidate.uri, run_id
+                    )
+                    report = read_score_report(run_id)
+                    write_score_report(report, Path(out_dir))
+                    return report
+                if status == "failed":
+                    raise ScoringError(
+                        f"{candidate.uri} was failed by another scorer: "
+                        f"{tags.get(T.FAILURE_REASON, '?')}",
+                        "fix the cause, then re-run the pipeline",
+                    )
+                return score_pair(candidate=candidate, out_dir=out_dir, **score_pair_args)
+        if time.monotonic() >= deadline:
+            raise ScoringError(
+                f"{candidate.uri} is being scored by another scorer (its claim was held for "
+                f"{wait_s:.0f} s)",
+                "wait for the scoring service to finish it, or raise the wait",
+            )
+        time.sleep(poll_s)
