@@ -77,7 +77,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 #: Name prefix of the (deleted) experiments that claim a run (:func:`find_or_create_run`).
 CLAIM_PREFIX = ".sslmem-claim/"
-CLAIMED_RUN_TAG = "sslmem.claimed_run_id"
+CLAIMED_RUN_TAG = T.CLAIMED_RUN
 #: Characters of the manifest hash used as the MLflow dataset digest (MLflow allows 36).
 DATASET_DIGEST_CHARS = 16
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
@@ -716,10 +716,10 @@ def log_score_report(
             "pass the manifest used for scoring",
         )
     tags = {
-        "sslmem.split_manifest_sha256": summary.manifest_sha256,
-        "sslmem.verdict": summary.verdict.outcome,
-        "sslmem.candidate_sha256": ",".join(c.sha256 for c in summary.candidates),
-        "sslmem.reference_sha256": ",".join(r.sha256 for r in summary.references),
+        T.SPLIT_MANIFEST_SHA256: summary.manifest_sha256,
+        T.VERDICT: summary.verdict.outcome,
+        T.CANDIDATE_SHA256: ",".join(c.sha256 for c in summary.candidates),
+        T.REFERENCE_SHA256: ",".join(r.sha256 for r in summary.references),
     }
     written: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="sslmem-scoring-") as tmp:

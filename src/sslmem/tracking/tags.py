@@ -75,6 +75,10 @@ PROVENANCE_SCHEMA = 1
 # Run tags (not version tags): which step of which pipeline run a run is, and its code version.
 STEP = "sslmem.step"
 CODE_VERSION = "sslmem.code_version"
+CLAIMED_RUN = "sslmem.claimed_run_id"
+MODEL_VERSION = "sslmem.model_version"
+CANDIDATE_SHA256 = "sslmem.candidate_sha256"
+REFERENCE_SHA256 = "sslmem.reference_sha256"
 SEED = "sslmem.seed"
 
 # Keys inside the provenance JSON.

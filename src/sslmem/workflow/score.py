@@ -225,7 +225,7 @@ def _track_score(
     )
     from sslmem.tracking.pipeline_support import set_tags_status_last
 
-    run_tags = {"sslmem.model_version": candidate.uri}
+    run_tags = {T.MODEL_VERSION: candidate.uri}
     with pipeline_run(pipeline_run_id, step="score", experiment=experiment, tags=run_tags) as rid:
         log_config(config, run_id=rid)
         log_split_input(manifest, manifest_uri, run_id=rid, context="eval")
