@@ -135,3 +135,24 @@ def test_mlflow_outage_while_scoring_backs_off_then_scores_the_version_once(
             assert (
                 metric(text, "sslmem_versions_failed_total", model="enc", reason="tracking") is None
             )
+
+
+def test_stop_drops_jobs_waiting_out_their_backoff(tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there: MLflow is down
+    runtime = runtime_settings(closed, tmp_path / "store", mlflow_max_retries=0, mlflow_timeout_s=2)
+    service = ScoringService(service_settings(retry_max_s=30.0), runtime)
+    service.worker.start()
+    assert service.worker.submit("enc", "1")
+    wait_until(
+        lambda: (metric(service.metrics.render().decode(), "sslmem_scoring_retries_total",
+                       reason="tracking") or 0) >= 1.0,
+        30,
+        "the first retry scheduled",
+    )  # fmt: skip
+    assert not service.worker.submit("enc", "1")  # still pending: not queued twice
+    assert service.worker.depth() == 1
+    # Threads exit within the grace (an attempt in flight fails fast); the retry is cancelled.
+    assert service.worker.stop(10) == []
+    assert service.worker.depth() == 0
