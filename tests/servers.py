@@ -322,6 +322,7 @@ def start_mlflow_server(
     *,
     env: dict[str, str] | None = None,
     timeout: float = 120.0,
+    port: int | None = None,
 ) -> Iterator[MlflowServer]:
     """Run ``mlflow server`` on 127.0.0.1 with a SQLite store in ``tmp_dir``; stop it by PID.
 
@@ -334,13 +335,15 @@ def start_mlflow_server(
         artifacts_destination: Local path or ``s3://bucket/prefix``.
         env: Extra environment for the server (S3 endpoint and credentials).
         timeout: Seconds to wait for ``/health``.
+        port: Port to listen on (default: a free one); with the same ``tmp_dir``, restarts a
+            stopped server on its address and data.
 
     Yields:
         The running server.
     """
     tmp_dir = tmp_dir.resolve()
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     args = [
         mlflow_binary(),
         "server",
@@ -365,7 +368,7 @@ def start_mlflow_server(
     log_path = tmp_dir / "mlflow-server.log"
     url = f"http://{HOST}:{port}"
     started = time.monotonic()
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:  # append: a restarted server keeps the earlier log
         proc = subprocess.Popen(
             args,
             cwd=tmp_dir,

@@ -44,6 +44,7 @@ from sslmem.memorization.scoring import ScoreSummary
 
 __all__ = [
     "DELTA_QUANTITIES",
+    "RETRY_REASONS",
     "SCORING_BUCKETS",
     "VERDICT_STATES",
     "VERSION_LABELS",
@@ -105,6 +106,10 @@ class FailureReason(str, Enum):
     INTERNAL = "internal"
     """Anything else (a bug: see the service log)."""
 
+
+#: Failure reasons that say nothing about the version (a dependency did not answer): the job is
+#: retried after a backoff, never marked failed. The ``reason`` label of the retries counter.
+RETRY_REASONS = (FailureReason.TRACKING, FailureReason.OBJECT_STORE)
 
 _ERROR_REASONS: tuple[tuple[type[Exception], FailureReason], ...] = (
     (CheckpointError, FailureReason.INVALID_CHECKPOINT),
@@ -357,6 +362,14 @@ class ServiceMetrics:
             ["model", "reason"],
             registry=r,
         )
+        self.scoring_retries = Counter(
+            "sslmem_scoring_retries",
+            "Scoring jobs re-queued after a backoff because MLflow or the store did not answer.",
+            ["reason"],
+            registry=r,
+        )
+        for retry_reason in RETRY_REASONS:
+            self.scoring_retries.labels(reason=retry_reason.value)
         self.webhook_deliveries = Counter(
             "sslmem_webhook_deliveries",
             "MLflow webhook deliveries received, by outcome.",
@@ -391,6 +404,13 @@ class ServiceMetrics:
         """Count a failed version under one :class:`FailureReason`."""
         value = FailureReason(reason).value  # ValueError for a reason outside the enum
         self.versions_failed.labels(model=model, reason=value).inc()
+
+    def scoring_retry(self, reason: FailureReason | str) -> None:
+        """Count a job re-queued after a backoff under one of :data:`RETRY_REASONS`."""
+        value = FailureReason(reason)  # ValueError for a reason outside the enum
+        if value not in RETRY_REASONS:
+            raise ValueError(f"{value.value!r} is not retried; one of {RETRY_REASONS}")
+        self.scoring_retries.labels(reason=value.value).inc()
 
     def webhook_delivery(self, outcome: str | Enum) -> None:
         """Count a webhook delivery under one of :data:`WEBHOOK_OUTCOMES`."""

@@ -119,6 +119,14 @@ class ServiceSettings(BaseSettings):
     reconcile_interval_s: float = Field(
         60.0, gt=0, description="Seconds between reconcile passes over the registry."
     )
+    retry_max_s: float = Field(
+        60.0,
+        gt=0,
+        description=(
+            "Longest wait before retrying a job that met an unreachable MLflow or object store "
+            "(backoff from 1 s, doubling, with jitter)."
+        ),
+    )
     max_concurrent_jobs: int = Field(1, ge=1, description="Scoring jobs run at once per replica.")
     champion_alias: str = Field(
         "champion", min_length=1, description="Alias of the version new versions are judged by."

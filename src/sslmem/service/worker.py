@@ -8,6 +8,12 @@ one per replica: scoring saturates the CPU or GPU it is given) each run
 outcome in :class:`~sslmem.service.metrics.ServiceMetrics`. The worker keeps no state that
 matters: a job lost with the process is found again by the next reconcile pass.
 
+A scoring job that meets an unreachable MLflow or object store (a
+:data:`~sslmem.service.metrics.RETRY_REASONS` error: nothing was decided about the version) is
+re-queued by the worker itself after an exponential backoff with jitter (:func:`retry_delay`:
+1 s doubling up to ``retry_max_s``). It stays pending meanwhile, so intakes cannot queue it a
+second time; its lease was released when the attempt ended, and its status is left as it was.
+
 Shutdown (:meth:`Worker.stop`): intake stops at once, queued jobs are dropped, running jobs
 get ``grace_s`` seconds to finish; the leases of those still running are then released, so
 another replica can take them over without waiting for the TTL.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,15 +33,41 @@ from typing import Literal
 from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.errors import SSLMemError
 from sslmem.service.lease import LeaseManager, LeaseRenewer
-from sslmem.service.metrics import ServiceMetrics
+from sslmem.service.metrics import RETRY_REASONS, ServiceMetrics, failure_reason
 from sslmem.service.settings import ServiceSettings
 from sslmem.workflow.score_version import VersionResult
 
-__all__ = ["Job", "JobKind", "Worker"]
+__all__ = ["RETRY_INITIAL_S", "Job", "JobKind", "Worker", "retry_delay"]
 
 logger = logging.getLogger(__name__)
 
 JobKind = Literal["score", "judge"]
+
+#: The first retry's wait before jitter (capped by ``retry_max_s``).
+RETRY_INITIAL_S = 1.0
+
+
+def retry_delay(attempt: int, *, initial_s: float, max_s: float, jitter: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (exponential backoff, "equal jitter").
+
+    The base wait doubles from ``initial_s`` with each attempt, capped at ``max_s``; the wait is
+    a uniform fraction of it in ``[1/2, 1]`` so replicas that met the same outage do not all
+    retry in the same instant, yet none retries sooner than half the base.
+
+    Args:
+        attempt: 1 for the first retry.
+        initial_s: Base wait of the first retry.
+        max_s: Cap of the base wait.
+        jitter: A number in ``[0, 1]`` (``random.random()``): 0 gives half the base, 1 all of it.
+
+    Raises:
+        ValueError: ``attempt < 1`` or ``jitter`` outside ``[0, 1]``.
+
+    """
+    if attempt < 1 or not 0.0 <= jitter <= 1.0:
+        raise ValueError(f"need attempt >= 1 and 0 <= jitter <= 1, got {attempt} and {jitter}")
+    base = min(max_s, initial_s * 2.0 ** min(attempt - 1, 64))  # the exponent bound avoids overflow
+    return base * (0.5 + 0.5 * jitter)
 
 
 @dataclass(frozen=True)
@@ -85,6 +118,9 @@ class Worker:
         self._claims: dict[Job, LeaseRenewer] = {}
         self._running = 0
         self._idle = threading.Condition(self._lock)
+        self._attempts: dict[Job, int] = {}  # consecutive retried attempts of a pending job
+        self._retries: dict[Job, threading.Timer] = {}  # jobs waiting out their backoff
+        self._random = random.Random()
 
     # -- intake --------------------------------------------------------------------------------
 
@@ -100,7 +136,7 @@ class Worker:
         return True
 
     def depth(self) -> int:
-        """Jobs queued or running."""
+        """Jobs queued, running or waiting to be retried."""
         with self._lock:
             return len(self._pending)
 
@@ -135,7 +171,7 @@ class Worker:
         return self
 
     def stop(self, grace_s: float | None = None) -> list[Job]:
-        """Stop intake, drop queued jobs, give running ones ``grace_s``, then release leases.
+        """Stop intake, drop queued jobs and retries, give running ones ``grace_s``, then release.
 
         Returns:
             The jobs still running after the grace period (their leases were released; their
@@ -152,6 +188,11 @@ class Worker:
                     break
                 if job is not None:
                     self._pending.discard(job)
+            for job, timer in self._retries.items():
+                timer.cancel()
+                self._pending.discard(job)
+            self._retries.clear()
+            self._attempts.clear()
             self.metrics.set_queue_depth(0)
             self._idle.notify_all()
         for _ in self._threads:
@@ -175,16 +216,68 @@ class Worker:
                 return
             with self._lock:
                 self.metrics.set_queue_depth(self._queue.qsize())
+            retrying = False
             try:
                 result = self._run(job)
+            except SSLMemError as exc:  # MLflow or the store unreachable: retry after a backoff
+                result = None
+                retrying = self._defer(job, exc)
             except Exception:  # a bug must not kill the worker thread
                 logger.exception("job %s failed unexpectedly", job)
                 result = None
             with self._idle:
-                self._pending.discard(job)
+                if not retrying:
+                    self._pending.discard(job)
+                    self._attempts.pop(job, None)
                 self._idle.notify_all()
             if self.on_result is not None:
                 self.on_result(job, result)
+
+    def _defer(self, job: Job, exc: SSLMemError) -> bool:
+        """Schedule ``job`` again after a backoff if ``exc`` is transient; ``True`` if so."""
+        reason = failure_reason(exc)
+        if job.kind != "score" or reason not in RETRY_REASONS:
+            # Judge jobs (and errors that are no outage) are left to the next reconcile pass.
+            logger.warning("%s of %s/%s deferred: %s", job.kind, job.name, job.version, exc.problem)
+            return False
+        with self._lock:
+            if not self._accepting:
+                return False
+            attempt = self._attempts.get(job, 0) + 1
+            self._attempts[job] = attempt
+            delay = retry_delay(
+                attempt,
+                initial_s=min(RETRY_INITIAL_S, self.settings.retry_max_s),
+                max_s=self.settings.retry_max_s,
+                jitter=self._random.random(),
+            )
+            timer = threading.Timer(delay, self._requeue, args=(job,))
+            timer.daemon = True
+            self._retries[job] = timer
+            timer.start()
+        self.metrics.scoring_retry(reason)
+        logger.warning(
+            "%s of %s/%s deferred (%s: %s); retry %d in %.1f s",
+            job.kind,
+            job.name,
+            job.version,
+            reason.value,
+            exc.problem,
+            attempt,
+            delay,
+        )
+        return True
+
+    def _requeue(self, job: Job) -> None:
+        """Put a job whose backoff ended back on the queue (it never left ``_pending``)."""
+        with self._idle:
+            self._retries.pop(job, None)
+            if not self._accepting:  # stopped meanwhile
+                self._pending.discard(job)
+                self._idle.notify_all()
+                return
+            self._queue.put(job)
+            self.metrics.set_queue_depth(self._queue.qsize())
 
     def _track(self, job: Job) -> Callable[[LeaseRenewer | None], None]:
         def on_claim(renewer: LeaseRenewer | None) -> None:
@@ -202,26 +295,23 @@ class Worker:
             score_registered_version,
         )
 
-        try:
-            if job.kind == "judge":
-                judgement = judge_registered_version(
-                    job.name, job.version, settings=self.settings, runtime=self.runtime
-                )
-                if judgement is not None:
-                    self._refresh(job)
-                return None
-            result = score_registered_version(
-                job.name,
-                job.version,
-                settings=self.settings,
-                lease_manager=self.lease_manager,
-                runtime=self.runtime,
-                config=self.config,
-                on_claim=self._track(job),
+        # SSLMemError here means MLflow or the store did not answer: _loop retries or defers.
+        if job.kind == "judge":
+            judgement = judge_registered_version(
+                job.name, job.version, settings=self.settings, runtime=self.runtime
             )
-        except SSLMemError as exc:  # MLflow or the store unreachable: reconcile retries later
-            logger.warning("%s of %s/%s deferred: %s", job.kind, job.name, job.version, exc.problem)
+            if judgement is not None:
+                self._refresh(job)
             return None
+        result = score_registered_version(
+            job.name,
+            job.version,
+            settings=self.settings,
+            lease_manager=self.lease_manager,
+            runtime=self.runtime,
+            config=self.config,
+            on_claim=self._track(job),
+        )
         self._record(result)
         return result
 
