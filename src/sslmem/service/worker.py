@@ -325,8 +325,9 @@ class Worker:
         )
         if result.outcome == "scored":
             self.metrics.observe_scoring(result.seconds)
-            self.metrics.version_scored(result.name)
+            # Gauges first: a scrape that counts the version scored also sees its numbers.
             self._refresh(Job(result.name, result.version))
+            self.metrics.version_scored(result.name)
         elif result.outcome == "failed" and result.failure is not None:
             self.metrics.version_failed(result.name, result.failure)
 
