@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import sys
 import tempfile
@@ -51,7 +50,6 @@ def main() -> int:
     args = parser.parse_args()
 
     from cryptography.fernet import Fernet
-    from minio import Minio
     from mlflow import MlflowClient
     from pydantic import SecretStr
 
@@ -68,17 +66,11 @@ def main() -> int:
 
     root = Path(tempfile.mkdtemp(prefix="sslmem-service-load-"))
     with start_seaweedfs(root / "s3") as s3:
-        bucket = f"load-{secrets.token_hex(4)}"
-        Minio(
-            s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key, secure=False
-        ).make_bucket(bucket)
+        bucket = s3.make_bucket("load")
         env = {
             **WEBHOOK_SERVER_ENV,
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "MLFLOW_S3_ENDPOINT_URL": s3.url,
-            "AWS_ACCESS_KEY_ID": s3.access_key,
-            "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-            "AWS_DEFAULT_REGION": "us-east-1",
+            **s3.artifact_env(),
         }
         with start_mlflow_server(root / "mlflow", f"s3://{bucket}/mlflow/", env=env) as server:
             stack = (server, bucket)

@@ -182,6 +182,26 @@ class S3Server:
             "SSLMEM_S3_SECURE": "false",
         }
 
+    def make_bucket(self, prefix: str) -> str:
+        """Create a bucket with a fresh name starting with ``prefix``; its name."""
+        from minio import Minio
+
+        bucket = f"{prefix}-{secrets.token_hex(4)}"
+        client = Minio(
+            self.endpoint, access_key=self.access_key, secret_key=self.secret_key, secure=False
+        )
+        client.make_bucket(bucket)
+        return bucket
+
+    def artifact_env(self) -> dict[str, str]:
+        """Variables that let an ``mlflow server`` store artifacts on this server."""
+        return {
+            "MLFLOW_S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
 
 @contextlib.contextmanager
 def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:

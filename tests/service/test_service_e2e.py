@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from minio import Minio
 from pydantic import SecretStr
 
 from sslmem.config import RuntimeSettings
@@ -59,20 +58,11 @@ def stack(
     """An MLflow server delivering webhooks, artifacts in a fresh bucket; the bucket's name."""
     from cryptography.fernet import Fernet
 
-    bucket = f"svc-{secrets.token_hex(4)}"
-    Minio(
-        s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-    ).make_bucket(bucket)
+    bucket = s3_server.make_bucket("svc")
     env = {
         **WEBHOOK_SERVER_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "MLFLOW_S3_ENDPOINT_URL": s3_server.url,
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
+        **s3_server.artifact_env(),
     }
     root = tmp_path_factory.mktemp("svc-mlflow")
     with start_mlflow_server(root, f"s3://{bucket}/mlflow/", env=env) as server:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,19 +39,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3]
 def mlflow_server(
     s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[MlflowServer, str]]:
-    bucket = f"mlflow-{secrets.token_hex(4)}"
-    Minio(
-        s3_server.endpoint,
-        access_key=s3_server.access_key,
-        secret_key=s3_server.secret_key,
-        secure=False,
-    ).make_bucket(bucket)
-    env = {
-        "MLFLOW_S3_ENDPOINT_URL": s3_server.url,
-        "AWS_ACCESS_KEY_ID": s3_server.access_key,
-        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
+    bucket = s3_server.make_bucket("mlflow")
+    env = s3_server.artifact_env()
     with start_mlflow_server(
         tmp_path_factory.mktemp("mlflow-server"), f"s3://{bucket}/", env=env
     ) as server:
