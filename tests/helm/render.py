@@ -36,9 +36,9 @@ OPERATOR_DIR = Path(__file__).resolve().parent / "operator"
 HELM_VERSIONS = ("3.17.2", "4.1.4")
 """The helm releases the chart must work with; `make helm-tools` fetches exactly these."""
 
-KUBE_VERSIONS = ("1.30.0", "1.37.0")
-"""Kubernetes versions rendered for and validated against: the oldest supported (docs/install.md)
-and the newest whose schemas kubernetes-validate ships."""
+KUBE_VERSIONS = ("1.25.0", "1.37.0")
+"""Kubernetes versions rendered for and validated against: the oldest the chart supports (its
+Chart.yaml kubeVersion, checked by a test) and the newest whose schemas kubernetes-validate ships."""
 
 OPERATOR_API = "monitoring.coreos.com/v1"
 """Custom resources of this API go to the operator's schemas; kubernetes-validate has none."""
