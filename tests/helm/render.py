@@ -38,7 +38,7 @@ HELM_VERSIONS = ("3.17.2", "4.1.4")
 
 KUBE_VERSIONS = ("1.25.0", "1.37.0")
 """Kubernetes versions rendered for and validated against: the oldest the chart supports (its
-Chart.yaml kubeVersion, checked by a test) and the newest whose schemas kubernetes-validate ships."""
+Chart.yaml kubeVersion, checked by a test) and the newest kubernetes-validate has schemas of."""
 
 OPERATOR_API = "monitoring.coreos.com/v1"
 """Custom resources of this API go to the operator's schemas; kubernetes-validate has none."""
