@@ -113,12 +113,19 @@ def render(deltas: Series, thresholds: Series, out: Path, *, model: str) -> Path
 
     if not deltas:
         raise ValueError(f"no Δ series for model {model!r} in the range: nothing to draw")
-    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4.2), dpi=110)
     times = [t for _, points in [*deltas, *thresholds] for t, _ in points]
     for labels, points in sorted(deltas, key=lambda s: int(s[0].get("version", "0"))):
         alias = labels.get("alias") or ""
         label = f"v{labels.get('version', '?')}" + (f" ({alias})" if alias else "")
-        ax.plot(_dates(points), [v for _, v in points], linewidth=2, marker=".", label=label)
+        ax.plot(
+            _dates(points),
+            [v for _, v in points],
+            linewidth=2,
+            marker=".",
+            markersize=4,
+            label=label,
+        )
     for labels, points in thresholds:
         ax.plot(
             _dates(points),
@@ -135,7 +142,11 @@ def render(deltas: Series, thresholds: Series, out: Path, *, model: str) -> Path
     ax.set_ylabel("Δ mean SSLMem on S_C\n(candidate − champion)")
     ax.set_title(f"Δ mean SSLMem vs champion — model {model}", loc="left")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize="small", framealpha=0.9)
+    values = [v for _, points in [*deltas, *thresholds] for _, v in points if math.isfinite(v)]
+    if values:  # headroom above the highest line (the legend sits outside, on the right)
+        low, high = min(0.0, *values), max(0.0, *values)
+        ax.set_ylim(low - 0.1 * (high - low), high + 0.15 * (high - low))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
