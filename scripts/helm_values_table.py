@@ -110,17 +110,25 @@ def type_of(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     return " or ".join(kinds) if kinds else "any"
 
 
-def _leaves(
-    schema: Mapping[str, Any], root: Mapping[str, Any], prefix: str
+def _rows(
+    schema: Mapping[str, Any], root: Mapping[str, Any], prefix: str, comments: Mapping[str, str]
 ) -> Iterator[tuple[str, Mapping[str, Any], bool]]:
-    """(dotted key, schema, has children) for every property, parents before their children."""
+    """(dotted key, schema, is a group) for every documented value, parents before children.
+
+    helm-docs semantics: a key with a `# --` comment is documented as a whole (e.g. `resources`,
+    a label selector) unless keys below it carry comments too, in which case it is a group row
+    followed by those keys. An undocumented object with properties is walked into.
+    """
     for name, sub in _resolve(schema, root).get("properties", {}).items():
         key = f"{prefix}.{name}" if prefix else name
         sub = _resolve(sub, root)
-        children = "properties" in sub
-        yield key, sub, children
-        if children:
-            yield from _leaves(sub, root, key)
+        nested = "properties" in sub
+        documented_below = any(k.startswith(key + ".") for k in comments)
+        if nested and (documented_below or key not in comments):
+            yield key, sub, True
+            yield from _rows(sub, root, key, comments)
+        else:
+            yield key, sub, False
 
 
 def _default(values: Mapping[str, Any], key: str) -> tuple[bool, Any]:
@@ -149,15 +157,14 @@ def table(chart: Path) -> str:
     comments = value_comments(values_text)
     rows = ["| Key | Type | Default | Description |", "|---|---|---|---|"]
     undocumented: list[str] = []
-    for key, sub, children in _leaves(schema, schema, ""):
+    for key, sub, group in _rows(schema, schema, "", comments):
         description = comments.get(key) or sub.get("description", "")
         if not description:
-            if children:
-                continue  # a group of values; its keys carry the documentation
-            undocumented.append(key)
-            continue
+            if not group:
+                undocumented.append(key)
+            continue  # an undocumented group: its keys carry the documentation
         present, default = _default(values, key)
-        shown = "" if children or not present else f"`{json.dumps(default)}`"
+        shown = "" if group or not present else f"`{json.dumps(default)}`"
         rows.append(
             f"| `{key}` | {_cell(type_of(sub, schema))} | {_cell(shown)} | {_cell(description)} |"
         )

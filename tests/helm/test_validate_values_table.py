@@ -44,11 +44,13 @@ def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 def test_table_of_a_hand_checked_schema() -> None:
     # Written by hand from fixtures/values-table: dotted nested keys, defaults from values.yaml,
     # `# --` comments (continued over two lines, `|` escaped) before schema descriptions, enum,
-    # oneOf, array items, $ref, a documented group row and an undocumented group left out.
+    # oneOf, array items, $ref, group rows (commented or described in the schema) followed by
+    # their keys, undocumented groups left out, and an object documented as a whole.
     assert values_table.table(FIXTURE) == (
         "| Key | Type | Default | Description |\n"
         "|---|---|---|---|\n"
         "| `replicaCount` | integer | `1` | Replicas of the service. |\n"
+        "| `image` | object |  | Image settings (a group: its keys are documented too). |\n"
         '| `image.repository` | string | `"example/app"` | Image repository. |\n'
         '| `image.tag` | string | `""` | Tag; empty means the chart\'s appVersion. '
         "The pipe \\| must be escaped in the Markdown table. |\n"
@@ -60,6 +62,8 @@ def test_table_of_a_hand_checked_schema() -> None:
         "Fewest pods available (null: unset). |\n"
         '| `pdb.extra` | array of string | `["a", "b"]` | Extra entries. |\n'
         '| `credentials.existingSecret` | string | `"creds"` | Existing Secret name. |\n'
+        '| `resources` | object | `{"limits": {"cpu": "1"}}` | '
+        "Container resources, documented as a whole. |\n"
     )
 
 
