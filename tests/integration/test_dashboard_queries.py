@@ -1,0 +1,230 @@
+"""Every dashboard query on the real Prometheus of the alert chain: it parses and finds the data.
+
+No Grafana server runs here, so the panels' PromQL (from the committed dashboard JSON, with
+Grafana's variables substituted as Grafana would for the chain's model) goes to the HTTP API of
+the Prometheus that scraped ``sslmem serve`` with the shipped rules (fixture ``alert_chain``,
+tests/integration/conftest.py). The expected series come from what the chain did: a champion, a
+version that memorises more (a regression), a neutral one, webhook deliveries.
+
+The regression panel is also drawn (deploy/grafana/render_panel.py) from that Prometheus' range
+data: to tmp_path normally, to docs/img/monitoring-regression-panel.png with
+``SSLMEM_UPDATE_DOCS_IMG=1`` (so CI never rewrites the docs).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import struct
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "sslmem-dashboard.json"
+DOCS_PNG = ROOT / "docs" / "img" / "monitoring-regression-panel.png"
+#: The chain lasts minutes; the window covers all of it (and $__range of instant panels).
+WINDOW_S = 30 * 60
+RATE_INTERVAL = "1m"
+
+
+def load_render_panel() -> ModuleType:
+    path = ROOT / "deploy" / "grafana" / "render_panel.py"
+    spec = importlib.util.spec_from_file_location("sslmem_render_panel", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RENDER = load_render_panel()
+
+
+def targets() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(panel title, refId, target)`` of every query of the committed dashboard."""
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out = []
+    for panel in board["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                out.append((inner["title"], target["refId"], target))
+    return out
+
+
+TARGETS = targets()
+
+
+def api(prometheus: str, endpoint: str, **params: object) -> dict[str, Any]:
+    """GET a Prometheus API endpoint; the JSON body also for 4xx (a query that does not parse)."""
+    url = f"{prometheus}/api/v1/{endpoint}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as exc:
+        body = json.load(exc)
+    return body
+
+
+class Panels:
+    """The chain's Prometheus, queried the way the dashboard queries it."""
+
+    def __init__(self, prometheus: str, model: str) -> None:
+        self.prometheus, self.model = prometheus, model
+        self.end = time.time()
+        self.start = self.end - WINDOW_S
+
+    def expr(self, title: str, ref: str) -> str:
+        for panel_title, ref_id, target in TARGETS:
+            if (panel_title, ref_id) == (title, ref):
+                return str(
+                    RENDER.substitute(
+                        target["expr"],
+                        model=self.model,
+                        rate_interval=RATE_INTERVAL,
+                        range_=f"{WINDOW_S}s",
+                    )
+                )
+        raise KeyError(f"no target {ref} in panel {title!r}")
+
+    def instant(self, title: str, ref: str = "A") -> list[dict[str, Any]]:
+        body = api(self.prometheus, "query", query=self.expr(title, ref), time=self.end)
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def range(self, title: str, ref: str = "A") -> list[dict[str, Any]]:
+        body = api(
+            self.prometheus,
+            "query_range",
+            query=self.expr(title, ref),
+            start=self.start,
+            end=self.end,
+            step=5,
+        )
+        assert body["status"] == "success", body
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+
+def peak(series: dict[str, Any]) -> float:
+    """Largest non-NaN value of a range series."""
+    values = [float(v) for _, v in series["values"] if v not in ("NaN", "+Inf", "-Inf")]
+    return max(values) if values else float("nan")
+
+
+def by(result: list[dict[str, Any]], **labels: str) -> list[dict[str, Any]]:
+    return [s for s in result if all(s["metric"].get(k) == v for k, v in labels.items())]
+
+
+@pytest.fixture(scope="module")
+def panels(alert_chain: Any) -> Panels:
+    return Panels(alert_chain.prometheus_url.rstrip("/"), alert_chain.model)
+
+
+@pytest.mark.parametrize(
+    ("title", "ref"), [(t, r) for t, r, _ in TARGETS], ids=[f"{t}:{r}" for t, r, _ in TARGETS]
+)
+def test_every_query_parses_on_the_real_prometheus(panels: Panels, title: str, ref: str) -> None:
+    expr = panels.expr(title, ref)
+    assert "$" not in expr, f"a Grafana variable left in {expr}"
+    for endpoint, params in (
+        ("query", {"time": panels.end}),
+        ("query_range", {"start": panels.start, "end": panels.end, "step": 5}),
+    ):
+        body = api(panels.prometheus, endpoint, query=expr, **params)
+        assert body["status"] == "success", f"{title} [{ref}] {endpoint}: {body.get('error')}"
+
+
+def test_regression_panel_shows_the_regressing_version_above_min_delta(
+    panels: Panels, alert_chain: Any
+) -> None:
+    title = RENDER.REGRESSION_PANEL
+    deltas = panels.range(title, "A")
+    regressing = by(deltas, model=alert_chain.model, version=alert_chain.regressing_version)
+    assert regressing, f"no Δ series for version {alert_chain.regressing_version}: {deltas}"
+    thresholds = panels.range(title, "B")
+    assert [s["metric"] for s in thresholds] == [{"model": alert_chain.model}]
+    min_delta = peak(thresholds[0])
+    assert min_delta > 0
+    # a regression against the champion rose by at least min_delta (judgement policy)
+    assert peak(regressing[0]) >= min_delta
+    neutral = by(deltas, version=alert_chain.neutral_version)
+    assert all(peak(s) < peak(regressing[0]) for s in neutral)
+
+
+def test_memorisation_panel_has_the_champion_alias_series(panels: Panels, alert_chain: Any) -> None:
+    result = panels.range("Mean SSLMem of S_C per model and alias", "A")
+    champion = by(result, alias="champion", version=alert_chain.champion_version)
+    assert champion, [s["metric"] for s in result]
+    assert 0 < peak(champion[0]) < 1  # mean raw SSLMem is a small positive number here
+    assert by(result, version=alert_chain.regressing_version)
+
+
+def test_version_table_joins_memorisation_and_accuracy(panels: Panels, alert_chain: Any) -> None:
+    title = "Memorisation vs downstream accuracy per version"
+    versions = {alert_chain.regressing_version, alert_chain.neutral_version}
+    mean = {s["metric"]["version"] for s in panels.instant(title, "A")}
+    knn = panels.instant(title, "C")
+    assert versions <= mean
+    assert versions <= {s["metric"]["version"] for s in knn}
+    assert all(0 <= float(s["value"][1]) <= 1 for s in knn)
+
+
+def test_judgement_and_verdict_tables(panels: Panels, alert_chain: Any) -> None:
+    judged = panels.instant("Judgements against the champion")
+    outcome = {s["metric"]["version"]: s["metric"]["outcome"] for s in judged}
+    assert outcome[alert_chain.regressing_version] == "regression"
+    assert outcome[alert_chain.neutral_version] != "regression"
+    verdicts = panels.instant("Protocol verdicts")
+    assert {alert_chain.regressing_version, alert_chain.neutral_version} <= {
+        s["metric"]["version"] for s in verdicts
+    }
+
+
+def test_firing_alerts_panel_shows_the_regression(panels: Panels, alert_chain: Any) -> None:
+    result = panels.range("Firing SSLMem alerts")
+    regression = by(
+        result,
+        alertname="SSLMemRegressionAgainstChampion",
+        version=alert_chain.regressing_version,
+    )
+    assert regression, [s["metric"] for s in result]
+
+
+def test_service_panels_see_the_scoring_and_the_webhooks(panels: Panels) -> None:
+    accepted = by(panels.range("Webhook deliveries by outcome"), outcome="accepted")
+    assert accepted and peak(accepted[0]) > 0
+    assert by(panels.instant("Webhook deliveries in range by outcome"), outcome="accepted")
+    throughput = panels.range("Scoring throughput (versions/h)")
+    assert throughput and peak(throughput[0]) > 0
+    quantiles = panels.range("Scoring duration quantiles", "A")
+    assert quantiles and peak(quantiles[0]) > 0
+    since = panels.range("Time since last successful scoring")
+    assert since and 0 <= peak(since[0]) < WINDOW_S
+    assert peak(panels.range("Replicas up")[0]) == 1
+    assert {s["metric"]["reason"] for s in panels.instant("Retries by reason")} == {
+        "tracking",
+        "object_store",
+    }
+
+
+def test_render_the_regression_panel_png(panels: Panels, alert_chain: Any, tmp_path: Path) -> None:
+    out = DOCS_PNG if os.environ.get("SSLMEM_UPDATE_DOCS_IMG") == "1" else tmp_path / "panel.png"
+    deltas, thresholds = RENDER.render_from_prometheus(
+        panels.prometheus, alert_chain.model, out, start=panels.start, end=panels.end
+    )
+    assert any(labels.get("version") == alert_chain.regressing_version for labels, _ in deltas)
+    assert thresholds
+    header = out.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", header[16:24])
+    assert (width, height) == (1100, 462)  # figsize (10, 4.2) at 110 dpi
