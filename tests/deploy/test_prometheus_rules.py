@@ -8,11 +8,17 @@ tests catch a threshold or ``for:`` window moved by one step.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sslmem.memorization.judgement import JudgementPolicy, judge
 from sslmem.service.metrics import FailureReason, ServiceMetrics
 from tests.memorization.scored import make_summary, make_version
+from tests.servers import HOST, free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "sslmem-rules.yaml"
@@ -303,3 +310,111 @@ def test_unit_tests_catch_a_moved_for_window(tmp_path: Path, alert: str, step: i
 
     done = run(promtool(), "test", "rules", *mutated(tmp_path, alert, change))
     assert done.returncode != 0, f"{alert}: for {step:+d}m went unnoticed\n{done.stdout}"
+
+
+# -- a real Prometheus scraping the service's exposition -----------------------------------------
+
+
+def serve_metrics(metrics: ServiceMetrics) -> tuple[str, ThreadingHTTPServer]:
+    """``GET /metrics`` of ``metrics`` on 127.0.0.1 (what ``sslmem serve`` answers there)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = metrics.render()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((HOST, free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"{HOST}:{server.server_address[1]}", server
+
+
+def query(url: str, expr: str) -> dict[str, float]:
+    """Instant query: ``{model/reason/alertstate label summary: value}`` of each series."""
+    with urllib.request.urlopen(
+        f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}", timeout=10
+    ) as response:
+        result = json.load(response)["data"]["result"]
+    return {
+        ",".join(f"{k}={v}" for k, v in sorted(r["metric"].items()) if k != "__name__"): float(
+            r["value"][1]
+        )
+        for r in result
+    }
+
+
+@pytest.mark.slow
+def test_real_prometheus_sees_the_first_failure_that_increase_misses(tmp_path: Path) -> None:
+    """A (model, reason) counter is born at 1: the recording rule counts it, increase() cannot."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        hint = "prometheus not installed: apt-get install -y --no-install-recommends prometheus"
+        if os.environ.get("CI"):
+            pytest.fail(hint)
+        pytest.skip(hint)
+    metrics = ServiceMetrics()
+    target, server = serve_metrics(metrics)
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {"job_name": "sslmem", "static_configs": [{"targets": [target]}]}
+                ],
+            }
+        )
+    )
+    log = tmp_path / "prometheus.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address={HOST}:{port}"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://{HOST}:{port}"
+
+    def wait(expr: str, what: str, timeout: float = 30) -> dict[str, float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = query(url, expr)
+            if found:
+                return found
+            time.sleep(0.5)
+        raise AssertionError(f"{what}: no result for {expr!r}\n{log.read_text()[-2000:]}")
+
+    try:
+        wait_for_http(f"{url}/-/ready", 30, ok_statuses=(200,), proc=proc, log_path=log)
+        wait('sslmem_queue_depth{job="sslmem"}', "scraped")
+        metrics.version_failed("enc", FailureReason.DATA)  # the counter appears, at 1
+        wait('sslmem_versions_failed_total{job="sslmem"}', "failure scraped")
+        time.sleep(3)  # several more scrapes and rule evaluations
+        assert query(url, "sslmem:versions_failed:increase15m") == {"model=enc,reason=data": 1.0}
+        # What the recording rule is for: increase() sees no change in a series born at 1.
+        assert query(url, 'increase(sslmem_versions_failed_total{job="sslmem"}[15m])') == {
+            "instance=" + target + ",job=sslmem,model=enc,reason=data": 0.0
+        }
+        alerts = wait('ALERTS{alertname="SSLMemScoringFailures"}', "alert pending or firing")
+        assert list(alerts) in (
+            [
+                "alertname=SSLMemScoringFailures,alertstate=pending,model=enc,reason=data,severity=warning"
+            ],
+            [
+                "alertname=SSLMemScoringFailures,alertstate=firing,model=enc,reason=data,severity=warning"
+            ],
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        server.shutdown()
