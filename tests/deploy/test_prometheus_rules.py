@@ -175,7 +175,8 @@ def test_every_raw_selector_is_scoped_to_the_sslmem_job() -> None:
 def exposed_names() -> set[str]:
     """Every sample name a fully populated service exposes (``_total``, ``_created``, ...)."""
     metrics = ServiceMetrics()
-    candidate, champion = make_version([0.1, 0.12, 0.08], version="2"), make_version([0.07] * 3)
+    candidate = make_version([0.10, 0.12, 0.08, 0.15, 0.11], version="2")
+    champion = make_version([0.07, 0.10, 0.07, 0.11, 0.09], version="1")
     policy = JudgementPolicy(budget_mean=0.02, budget_fraction=0.5)
     metrics.set_version(
         "enc",
