@@ -244,6 +244,8 @@ THRESHOLD_MUTATIONS = [
     ("SSLMemRegressionAgainstChampion", "== 1", "== 0"),
     ("SSLMemRegressionAgainstChampion", '{alias!="champion"}', ""),
     ("SSLMemBudgetExceeded", "> on (model)", ">= on (model)"),
+    ("SSLMemModelPolicyInvalid", "unless on (model)", "and on (model)"),
+    ("SSLMemModelPolicyInvalid", 'verdict="passed"', 'verdict="failed"'),
     ("SSLMemMeasurementUntrusted", "== 1", "== 0"),
     ("SSLMemMeasurementUntrusted", "failed|inconclusive", "failed"),
     ("SSLMemScoringFailures", "> 0", "> 1"),
