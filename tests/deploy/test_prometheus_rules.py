@@ -397,8 +397,9 @@ def test_real_prometheus_sees_the_first_failure_that_increase_misses(tmp_path: P
         wait_for_http(f"{url}/-/ready", 30, ok_statuses=(200,), proc=proc, log_path=log)
         wait('sslmem_queue_depth{job="sslmem"}', "scraped")
         metrics.version_failed("enc", FailureReason.DATA)  # the counter appears, at 1
-        wait('sslmem_versions_failed_total{job="sslmem"}', "failure scraped")
-        time.sleep(3)  # several more scrapes and rule evaluations
+        # Scraped several times at 1, and the rules evaluated since.
+        wait('count_over_time(sslmem_versions_failed_total{job="sslmem"}[1m]) >= 3', "scrapes")
+        wait("count_over_time(sslmem:versions_failed:increase15m[1m]) >= 2", "evaluations")
         assert query(url, "sslmem:versions_failed:increase15m") == {"model=enc,reason=data": 1.0}
         # What the recording rule is for: increase() sees no change in a series born at 1.
         assert query(url, 'increase(sslmem_versions_failed_total{job="sslmem"}[15m])') == {
