@@ -40,6 +40,7 @@ helm-tools:
 OPERATOR_DIR := tests/helm/operator
 operator-validator: $(OPERATOR_DIR)/node_modules/.installed
 $(OPERATOR_DIR)/node_modules/.installed: $(OPERATOR_DIR)/package.json $(OPERATOR_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 with npm" >&2; exit 1; }
 	npm ci --prefix $(OPERATOR_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -165,3 +165,11 @@ def test_production_is_replicated_disruption_safe_isolated_and_monitored(helm: H
     for kind in MONITORING_KINDS:
         monitor = the(objects, kind)
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rules = {
+        rule.get("alert"): rule
+        for group in the(objects, "PrometheusRule")["spec"]["groups"]
+        for rule in group["rules"]
+    }
+    assert rules["SSLMemRegressionAgainstChampion"]["labels"]["team"] == "ml-platform"
+    assert rules["SSLMemBacklogGrowing"]["for"] == "30m"
+    assert "sslmem:queue_depth >= 25 and" in rules["SSLMemBacklogGrowing"]["expr"]
