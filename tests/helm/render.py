@@ -145,8 +145,14 @@ def _value_args(
 
 
 @functools.lru_cache(maxsize=256)
-def _template(helm: Helm, chart: str, args: tuple[str, ...], values_yaml: str | None) -> str:
-    """Cached `helm template` output (YAML text); render() parses it into fresh dicts each call."""
+def _template(
+    helm: Helm, chart: str, args: tuple[str, ...], values_yaml: str | None, files_key: str
+) -> str:
+    """Cached `helm template` output (YAML text); render() parses it into fresh dicts each call.
+
+    `files_key` (the values files' contents) is only part of the cache key, so a values file
+    rewritten between two renders is not answered from the cache.
+    """
     with tempfile.TemporaryDirectory(prefix="sslmem-render-") as tmp:
         extra = _value_args(
             (), yaml.safe_load(values_yaml) if values_yaml else None, None, Path(tmp)
@@ -184,9 +190,10 @@ def render(
         HelmError: helm failed (schema violation, `fail` in a template, bad YAML); its `stderr`
             holds the message a user would see.
     """
+    files = [Path(f).resolve() for f in values_files]
     args: list[str] = ["--namespace", namespace]
-    for f in values_files:
-        args += ["-f", str(Path(f).resolve())]
+    for f in files:
+        args += ["-f", str(f)]
     for key, value in (set or {}).items():
         args += ["--set-json", f"{key}={json.dumps(value)}"]
     for api in api_versions:
@@ -197,7 +204,8 @@ def render(
         args += ["--show-only", template]
     # helm merges all -f files (in order) before any --set-json, whatever the flag order.
     values_yaml = yaml.safe_dump(dict(values), sort_keys=False) if values is not None else None
-    text = _template(helm, str(chart), tuple(args), values_yaml)
+    files_key = "\0".join(f.read_text() for f in files)
+    text = _template(helm, str(chart), tuple(args), values_yaml, files_key)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

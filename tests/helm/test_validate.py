@@ -195,6 +195,15 @@ def test_render_applies_files_then_inline_values_then_set(helm: Helm, tmp_path: 
     assert cm["data"]["layer"] == "set"
 
 
+def test_render_sees_a_rewritten_values_file(helm: Helm, tmp_path: Path) -> None:
+    # render() caches helm's output; the cache must not answer for a file whose content changed.
+    values = tmp_path / "values.yaml"
+    values.write_text("layer: before\n")
+    assert the(render(helm, [values], chart=PROBE_CHART), "ConfigMap")["data"]["layer"] == "before"
+    values.write_text("layer: after\n")
+    assert the(render(helm, [values], chart=PROBE_CHART), "ConfigMap")["data"]["layer"] == "after"
+
+
 def test_render_sets_capabilities(helm: Helm) -> None:
     [bare] = render(helm, kube_version="1.30.0", chart=PROBE_CHART)
     [operator] = render(
