@@ -24,6 +24,17 @@ EXTERNAL: dict[str, Any] = {
 QUICKSTART: dict[str, Any] = {"quickstart": {"enabled": True}}
 
 
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """BASE with OVERRIDE merged in, recursively (as helm merges values files)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     """(Kind/name, pod spec) of every workload among the rendered objects."""
     return [

@@ -1,0 +1,191 @@
+"""The hook Job, the settings the pods read, and the config checksum that restarts them.
+
+The hook command is parsed with sslmem's own CLI parser (a flag the CLI does not know would fail
+here, not on the cluster); the rendered settings are loaded by the service's own settings
+classes; the pipeline ConfigMap's keys are those pipelines/platform.py maps to variables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sslmem.cli import build_parser, command_of
+from sslmem.config import RuntimeSettings
+from sslmem.pipelines.platform import PlatformConfig
+from sslmem.service.settings import ENV_PREFIX, ServiceSettings
+from tests.helm.render import Helm, render, the
+from tests.helm.test_chart_security import EXTERNAL, QUICKSTART, merged
+
+
+def hook_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return the(objects, "Job", "sslmem-webhook-ensure")
+
+
+def test_hook_job_runs_webhook_ensure_after_install_and_upgrade(helm: Helm) -> None:
+    objects = render(helm, values=EXTERNAL)
+    job = hook_job(objects)
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    # release "sslmem" in namespace "sslmem": Service sslmem, port 8080
+    assert container["command"] == [
+        "sslmem",
+        "webhook",
+        "ensure",
+        "--url",
+        "http://sslmem.sslmem.svc:8080/v1/webhooks/mlflow",
+        "--name",
+        "sslmem-scoring",
+    ]
+    argv = container["command"][1:]
+    args = build_parser(command_of(argv)).parse_args(argv)  # exits on an unknown flag
+    assert (args.url, args.name) == (
+        "http://sslmem.sslmem.svc:8080/v1/webhooks/mlflow",
+        "sslmem-scoring",
+    )
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    # Same image and hardening as the service, and the same settings and webhook secret file
+    # (the sender and the receiver share one setting).
+    service = the(objects, "Deployment")["spec"]["template"]["spec"]
+    served = service["containers"][0]
+    assert container["image"] == served["image"] == "ghcr.io/sslmem/sslmem:0.1.0"
+    assert container["securityContext"] == served["securityContext"]
+    assert job["spec"]["template"]["spec"]["securityContext"] == service["securityContext"]
+    assert container["envFrom"] == served["envFrom"]
+    job_env = {e["name"]: e for e in container["env"]}
+    served_env = {e["name"]: e for e in served["env"]}
+    assert (
+        job_env["SSLMEM_SERVICE_WEBHOOK_SECRET_FILE"]
+        == served_env["SSLMEM_SERVICE_WEBHOOK_SECRET_FILE"]
+    )
+
+
+def test_hook_url_port_events_and_opt_out(helm: Helm) -> None:
+    objects = render(
+        helm,
+        values=merged(
+            EXTERNAL,
+            {
+                "service": {"port": 9000},
+                "webhook": {"ensure": {"events": ["model_version.created"], "name": "scoring"}},
+            },
+        ),
+        namespace="ml",
+    )
+    command = hook_job(objects)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[3:] == [
+        "--url",
+        "http://sslmem.ml.svc:9000/v1/webhooks/mlflow",
+        "--name",
+        "scoring",
+        "--events",
+        "model_version.created",
+    ]
+    args = build_parser("webhook").parse_args(command[1:])
+    assert args.events == ["model_version.created"]
+    objects = render(helm, values=merged(EXTERNAL, {"webhook": {"ensure": {"enabled": False}}}))
+    assert [o for o in objects if o["kind"] == "Job"] == []
+
+
+def test_quickstart_hook_targets_the_quickstart_mlflow(helm: Helm) -> None:
+    objects = render(helm, values=QUICKSTART)
+    config = the(objects, "ConfigMap", "sslmem")["data"]
+    assert config["SSLMEM_MLFLOW_TRACKING_URI"] == "http://sslmem-mlflow.sslmem.svc:5000"
+    mlflow = the(objects, "Service", "sslmem-mlflow")
+    assert mlflow["spec"]["ports"][0]["port"] == 5000
+    server = the(objects, "Deployment", "sslmem-mlflow")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
+    env = {e["name"]: e for e in server["env"]}
+    # docs/service.md: the three MLflow server settings webhooks need
+    assert env["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"]["value"] == "http,https"
+    assert env["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"]["value"] == "true"
+    key_ref = env["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key_ref == {"name": "sslmem-mlflow-encryption", "key": "encryption-key"}
+    command = server["command"]
+    assert command[:2] == ["mlflow", "server"]
+    backend = command[command.index("--backend-store-uri") + 1]
+    assert backend == "postgresql://mlflow:$(POSTGRES_PASSWORD)@sslmem-postgresql:5432/mlflow"
+    assert the(objects, "Service", "sslmem-postgresql")["spec"]["ports"][0]["port"] == 5432
+    assert command[command.index("--artifacts-destination") + 1].startswith("s3://mlflow/")
+    # the service's own Host header must pass MLflow's DNS-rebinding check
+    assert "sslmem-mlflow.sslmem*" in command[command.index("--allowed-hosts") + 1].split(",")
+
+
+def service_env(objects: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(the(objects, "ConfigMap", "sslmem")["data"])
+
+
+def test_rendered_settings_load_in_the_service(helm: Helm, monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        **EXTERNAL,
+        "settings": {
+            "reconcileIntervalS": 15,
+            "leaseTtlS": 90,
+            "leaseRenewS": 20,
+            "configOverrides": ["scoring.views=8"],
+            "policy": {"alpha": 0.05, "budget_mean": 0.2},
+            "championAlias": "prod",
+        },
+    }
+    env = service_env(render(helm, values=values))
+    # every variable is one the service or the runtime reads (extra="ignore" would hide a typo)
+    known_service = {f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields}
+    known_runtime = {f"SSLMEM_{name.upper()}" for name in RuntimeSettings.model_fields}
+    others = {"MLFLOW_S3_ENDPOINT_URL", "XDG_CACHE_HOME", "HOME"}
+    assert set(env) - known_service - known_runtime - others == set()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = ServiceSettings.load()
+    assert settings.host == "0.0.0.0" and settings.port == 8080
+    assert settings.reconcile_interval_s == 15
+    assert (settings.lease_ttl_s, settings.lease_renew_s) == (90, 20)
+    assert settings.config_overrides == ["scoring.views=8"]
+    assert settings.policy == {"alpha": 0.05, "budget_mean": 0.2}
+    assert settings.champion_alias == "prod"
+    runtime = RuntimeSettings()
+    assert runtime.mlflow_tracking_uri == "http://mlflow.mlflow.svc.cluster.local:5000"
+    assert runtime.store_uri == "s3://sslmem/store"
+    assert runtime.s3_endpoint == "minio.minio.svc.cluster.local:9000"
+    assert runtime.s3_secure is False
+
+
+def test_pipeline_config_map_has_the_keys_the_pipeline_reads(helm: Helm) -> None:
+    objects = render(helm, values=EXTERNAL)
+    data = the(objects, "ConfigMap", "sslmem-config")["data"]
+    [config_map] = PlatformConfig().config_maps  # the pipeline's default: optional sslmem-config
+    assert config_map.name == "sslmem-config"
+    assert set(data) == set(config_map.env.values())
+    # each key carries what its variable means in the service's own settings
+    env = service_env(objects)
+    for variable, key in config_map.env.items():
+        assert data[key] == env.get(variable, ""), variable
+    # and the Secrets the service reads are the pipeline's defaults
+    deployment_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in the(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    for secret in PlatformConfig().secrets:
+        for variable, key in secret.env.items():
+            ref = deployment_env[variable]
+            assert (ref["name"], ref["key"]) == (secret.name, key), variable
+
+
+def checksum(objects: list[dict[str, Any]]) -> str:
+    annotations = the(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    value: str = annotations["checksum/config"]
+    return value
+
+
+def test_checksum_changes_with_the_config_only(helm: Helm) -> None:
+    base = checksum(render(helm, values=EXTERNAL))
+    assert len(base) == 64
+    changed = checksum(render(helm, values=EXTERNAL, set={"settings.reconcileIntervalS": 30}))
+    uri = checksum(render(helm, values=EXTERNAL, set={"mlflow.trackingUri": "http://other:5000"}))
+    scaled = checksum(render(helm, values=EXTERNAL, set={"replicaCount": 3}))
+    assert changed != base and uri != base and uri != changed
+    assert scaled == base  # scaling is not a config change: no needless restart
