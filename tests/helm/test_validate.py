@@ -20,6 +20,7 @@ from tests.helm.render import (
     kubernetes_errors,
     lint,
     operator_errors,
+    operator_field_errors,
     render,
     the,
     validation_errors,
@@ -160,6 +161,28 @@ def test_operator_schemas_reject_a_monitor_without_selector() -> None:
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("operator_validator")
+def test_operator_types_reject_unknown_fields() -> None:
+    # The operator's JSON schemas let unknown keys through (an API server would prune them); its
+    # API types do not. One batch: the type check takes seconds to start.
+    misspelt_rule = copy.deepcopy(RULE)
+    rule = misspelt_rule["spec"]["groups"][0]["rules"][0]
+    rule["annotation"] = {"runbook_url": "https://example.com"}
+    misplaced_monitor = copy.deepcopy(MONITOR)
+    misplaced_monitor["spec"]["endpoints"][0]["scrapeTimout"] = "10s"
+    assert operator_errors([misspelt_rule, misplaced_monitor]) == [[], []]
+    valid_rule, valid_monitor, rule_errors, monitor_errors = operator_field_errors(
+        [RULE, MONITOR, misspelt_rule, misplaced_monitor]
+    )
+    assert (valid_rule, valid_monitor) == ([], [])
+    assert len(rule_errors) == 1
+    assert "PrometheusRule/rules against the operator types" in rule_errors[0]
+    assert "'\"annotation\"' does not exist in type 'IRule'" in rule_errors[0]
+    assert len(monitor_errors) == 1
+    assert "'\"scrapeTimout\"' does not exist in type 'IEndpoint'" in monitor_errors[0]
+
+
 @pytest.mark.usefixtures("operator_validator")
 def test_validation_routes_each_kind_to_its_schemas() -> None:
     # Operator kinds go to the operator's schemas (kubernetes-validate only warns on them) and an
@@ -193,6 +216,15 @@ def test_render_applies_files_then_inline_values_then_set(helm: Helm, tmp_path: 
         helm, [first], set={"layer": "set"}, values={"layer": "inline"}, chart=PROBE_CHART
     )
     assert cm["data"]["layer"] == "set"
+
+
+def test_render_sees_a_rewritten_values_file(helm: Helm, tmp_path: Path) -> None:
+    # render() caches helm's output; the cache must not answer for a file whose content changed.
+    values = tmp_path / "values.yaml"
+    values.write_text("layer: before\n")
+    assert the(render(helm, [values], chart=PROBE_CHART), "ConfigMap")["data"]["layer"] == "before"
+    values.write_text("layer: after\n")
+    assert the(render(helm, [values], chart=PROBE_CHART), "ConfigMap")["data"]["layer"] == "after"
 
 
 def test_render_sets_capabilities(helm: Helm) -> None:

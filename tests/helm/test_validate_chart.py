@@ -10,6 +10,7 @@ schemas for its custom resources. Each value set is rendered as on a cluster run
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.helm.render import (
     describe,
     find,
     lint,
+    operator_field_errors,
     render,
     the,
     validation_errors,
@@ -84,6 +86,22 @@ def test_value_set_renders_schema_valid_objects(
     kinds = {o["kind"] for o in objects}
     assert {"Deployment", "Service", "ConfigMap"} <= kinds
     errors = validation_errors(objects, kube_version)
+    assert errors == [], "\n".join(errors)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("operator_validator")
+def test_operator_objects_have_no_unknown_fields(all_helms: list[Helm]) -> None:
+    # One type check over the distinct operator objects of every value set and both helms.
+    distinct: dict[str, dict[str, Any]] = {}
+    for helm in all_helms:
+        for path in VALUE_SETS.values():
+            for obj in render(helm, [path], api_versions=OPERATOR_APIS):
+                if obj["kind"] in MONITORING_KINDS:
+                    distinct[json.dumps(obj, sort_keys=True)] = obj
+    objects = list(distinct.values())
+    assert {o["kind"] for o in objects} == MONITORING_KINDS
+    errors = [e for found in operator_field_errors(objects) for e in found]
     assert errors == [], "\n".join(errors)
 
 
@@ -165,3 +183,11 @@ def test_production_is_replicated_disruption_safe_isolated_and_monitored(helm: H
     for kind in MONITORING_KINDS:
         monitor = the(objects, kind)
         assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    rules = {
+        rule.get("alert"): rule
+        for group in the(objects, "PrometheusRule")["spec"]["groups"]
+        for rule in group["rules"]
+    }
+    assert rules["SSLMemRegressionAgainstChampion"]["labels"]["team"] == "ml-platform"
+    assert rules["SSLMemBacklogGrowing"]["for"] == "30m"
+    assert "sslmem:queue_depth >= 25 and" in rules["SSLMemBacklogGrowing"]["expr"]
