@@ -1,8 +1,9 @@
 """The chart's PrometheusRule is deploy/prometheus/sslmem-rules.yaml, with per-alert overrides.
 
-The rules file is the single source (promtool's unit tests check it). With default values the
-chart must render exactly its groups; an override of one alert's threshold, `for:` or severity
-must change exactly that field and nothing else. Rendered with `--api-versions` for the
+The rules file is the single source (promtool's unit tests check it); the chart reads a
+byte-identical copy in helm/sslmem/files/ (a chart cannot read outside itself). With default
+values the chart must render exactly its groups; an override of one alert's threshold, `for:` or
+severity must change exactly that field and nothing else. Rendered with `--api-versions` for the
 Prometheus Operator's CRD, as on a cluster that has it.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helm.render import REPO, Helm, render, the
+from tests.helm.render import CHART_DIR, REPO, Helm, HelmError, render, the
 from tests.helm.test_chart_security import EXTERNAL
 
 RULES_FILE = REPO / "deploy" / "prometheus" / "sslmem-rules.yaml"
+CHART_RULES_FILE = CHART_DIR / "files" / "sslmem-rules.yaml"
 CRD = "monitoring.coreos.com/v1/PrometheusRule"
 ALERTS = "monitoring.prometheusRule.alerts"
 
@@ -40,6 +43,13 @@ def rendered_groups(helm: Helm, **overrides: Any) -> list[dict[str, Any]]:
 def alert(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
     [found] = [r for g in groups for r in g["rules"] if r.get("alert") == name]
     return found
+
+
+def test_the_chart_ships_the_rules_file_unchanged() -> None:
+    assert CHART_RULES_FILE.read_bytes() == RULES_FILE.read_bytes(), (
+        "helm/sslmem/files/sslmem-rules.yaml differs from deploy/prometheus/sslmem-rules.yaml: "
+        "cp deploy/prometheus/sslmem-rules.yaml helm/sslmem/files/sslmem-rules.yaml"
+    )
 
 
 def test_defaults_render_the_rules_file_exactly(helm: Helm) -> None:
@@ -99,6 +109,63 @@ def test_an_alert_can_be_switched_off(helm: Helm) -> None:
     for group in expected:
         group["rules"] = [r for r in group["rules"] if r.get("alert") != "SSLMemTargetMissing"]
     assert groups == expected
+
+
+def test_the_champion_alias_setting_moves_the_service_and_the_rule_together(helm: Helm) -> None:
+    objects = render(
+        helm, values=EXTERNAL, set={"settings.championAlias": "prod"}, api_versions=[CRD]
+    )
+    # the service judges against the "prod" alias ...
+    assert the(objects, "ConfigMap", "sslmem")["data"]["SSLMEM_SERVICE_CHAMPION_ALIAS"] == "prod"
+    # ... so the version holding "prod" is the champion, which cannot regress against itself,
+    # and a version holding the file's "champion" alias is an ordinary aliased version
+    groups = the(objects, "PrometheusRule")["spec"]["groups"]
+    expected = copy.deepcopy(rules_file_groups())
+    regression = alert(expected, "SSLMemRegressionAgainstChampion")
+    assert regression["expr"] == 'sslmem:version_regression{alias!="champion"} == 1'
+    regression["expr"] = 'sslmem:version_regression{alias!="prod"} == 1'
+    assert groups == expected
+
+
+def _chart_with_rules(tmp_path: Path, edit: tuple[str, str]) -> Path:
+    chart = tmp_path / "sslmem"
+    shutil.copytree(CHART_DIR, chart)
+    rules = chart / "files" / "sslmem-rules.yaml"
+    text = rules.read_text(encoding="utf-8")
+    assert edit[0] in text
+    rules.write_text(text.replace(edit[0], edit[1]), encoding="utf-8")
+    return chart
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            ("sslmem:queue_depth >= 10", "sslmem:queue_depth > 10"),
+            "SSLMemBacklogGrowing: its expression in files/sslmem-rules.yaml no longer has a "
+            'number after "sslmem:queue_depth >= " for the threshold',
+        ),
+        (
+            ('alias!="champion"', 'alias!~"champion|prod"'),
+            "SSLMemRegressionAgainstChampion: its expression in files/sslmem-rules.yaml no "
+            'longer excludes alias!="champion"',
+        ),
+        (
+            ("- alert: SSLMemTargetMissing", "- alert: SSLMemTargetGone"),
+            "monitoring.prometheusRule.alerts.SSLMemTargetGone is missing",
+        ),
+    ],
+    ids=["threshold-fragment", "champion-fragment", "new-alert"],
+)
+def test_a_rules_file_the_template_cannot_apply_values_to_fails_loudly(
+    helm: Helm, tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    # A rule change the values cannot follow must stop the render with the fix, never render
+    # a rule whose threshold or alias silently ignores its value.
+    chart = _chart_with_rules(tmp_path, edit)
+    with pytest.raises(HelmError) as caught:
+        render(helm, values=EXTERNAL, api_versions=[CRD], chart=chart)
+    assert message in re.sub(r"\s+", " ", caught.value.stderr)
 
 
 def test_every_alert_of_the_file_has_values(helm: Helm) -> None:
