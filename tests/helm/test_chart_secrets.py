@@ -41,21 +41,30 @@ def test_credentials_come_from_the_named_secrets(helm: Helm) -> None:
         "apiToken": {"existingSecret": "tok", "key": "t"},
     }
     objects = render(helm, values=values)
-    expected = {
+    mlflow = {
         "MLFLOW_TRACKING_USERNAME": ("ml-auth", "u"),
         "MLFLOW_TRACKING_PASSWORD": ("ml-auth", "p"),
+    }
+    s3 = {
         "SSLMEM_S3_ACCESS_KEY": ("obj", "ak"),
         "AWS_ACCESS_KEY_ID": ("obj", "ak"),
         "SSLMEM_S3_SECRET_KEY": ("obj", "sk"),
         "AWS_SECRET_ACCESS_KEY": ("obj", "sk"),
     }
-    for kind in ("Deployment", "Job"):
+    # The service reads MLflow and the object store; the hook Job talks to MLflow only.
+    for kind, expected in (("Deployment", {**mlflow, **s3}), ("Job", mlflow)):
         spec = the(objects, kind)["spec"]["template"]["spec"]
         container = spec["containers"][0]
         env = env_of(container)
-        for name, (secret, key) in expected.items():
-            ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert (ref["name"], ref["key"]) == (secret, key), f"{kind} {name}"
+        referenced = {
+            name: (
+                var["valueFrom"]["secretKeyRef"]["name"],
+                var["valueFrom"]["secretKeyRef"]["key"],
+            )
+            for name, var in env.items()
+            if "secretKeyRef" in var.get("valueFrom", {})
+        }
+        assert referenced == expected, kind
         # The webhook secret is a file from Secret hmac/h, at the path the *_FILE variable names.
         volumes = {v["name"]: v for v in spec["volumes"]}
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -65,7 +74,10 @@ def test_credentials_come_from_the_named_secrets(helm: Helm) -> None:
         assert item["key"] == "h"
         file_path = env["SSLMEM_SERVICE_WEBHOOK_SECRET_FILE"]["value"]
         assert file_path == f"{mounts['webhook-secret']}/{item['path']}"
-    # Only the service needs the API token (the hook Job is given it too, harmlessly read-only).
+    # Only the service needs the API token: the hook Job has no trace of it.
+    job = the(objects, "Job")["spec"]["template"]["spec"]
+    assert "tok" not in {v.get("secret", {}).get("secretName") for v in job["volumes"]}
+    assert "SSLMEM_SERVICE_API_TOKEN_FILE" not in env_of(job["containers"][0])
     container = the(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     volume = {
         v["name"]: v for v in the(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]
@@ -148,3 +160,46 @@ def test_values_hold_no_credentials() -> None:
     # the walk saw the four credentials (MLflow, S3, webhook HMAC secret, API token)
     assert {"mlflow.credentials.existingSecret", "s3.credentials.existingSecret"} <= set(leaves)
     assert {"webhook.secret.existingSecret", "apiToken.existingSecret"} <= set(leaves)
+
+
+KEEP = "helm.sh/resource-policy"
+
+
+def test_quickstart_persistence_keeps_the_secrets_with_the_volumes(helm: Helm) -> None:
+    # The kept volumes hold data made with the generated credentials (PostgreSQL's password is
+    # fixed at initdb, MLflow's stored webhook secret is encrypted with the encryption key), so a
+    # reinstall can use the data only if the Secrets survive `helm uninstall` too.
+    values = {**QUICKSTART, "quickstart": {"enabled": True, "persistence": {"enabled": True}}}
+    objects = render(helm, values=values)
+    claims = find(objects, "PersistentVolumeClaim")
+    assert {c["metadata"]["name"] for c in claims} == {"sslmem-postgresql", "sslmem-minio"}
+    kept = {
+        (o["kind"], o["metadata"]["name"])
+        for o in objects
+        if o["metadata"].get("annotations", {}).get(KEEP) == "keep"
+    }
+    assert kept == {
+        ("PersistentVolumeClaim", "sslmem-postgresql"),
+        ("PersistentVolumeClaim", "sslmem-minio"),
+        ("Secret", "sslmem-postgresql"),  # the password in PostgreSQL's data directory
+        ("Secret", "sslmem-mlflow-encryption"),  # decrypts the webhook secret MLflow stored
+        ("Secret", "sslmem-webhook"),  # the secret that stored webhook signs with
+        ("Secret", "sslmem-s3"),  # MinIO's root user, owner of the kept objects
+        ("Secret", "sslmem-api-token"),  # clients keep working after a reinstall
+    }
+    # PostgreSQL reads its password from the kept Secret and stores its data on the kept claim
+    postgres = the(objects, "Deployment", "sslmem-postgresql")["spec"]["template"]["spec"]
+    env = env_of(postgres["containers"][0])
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "sslmem-postgresql"
+    claim_names = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in postgres["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    assert claim_names == {"sslmem-postgresql"}
+
+
+def test_quickstart_without_persistence_keeps_nothing(helm: Helm) -> None:
+    objects = render(helm, values=QUICKSTART)
+    assert find(objects, "PersistentVolumeClaim") == []
+    assert [o for o in objects if KEEP in o["metadata"].get("annotations", {})] == []

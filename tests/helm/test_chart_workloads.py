@@ -7,6 +7,11 @@ classes; the pipeline ConfigMap's keys are those pipelines/platform.py maps to v
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +22,8 @@ from sslmem.pipelines.platform import PlatformConfig
 from sslmem.service.settings import ENV_PREFIX, ServiceSettings
 from tests.helm.render import Helm, render, the
 from tests.helm.test_chart_security import EXTERNAL, QUICKSTART, merged
+from tests.servers import MlflowServer, start_mlflow_server
+from tests.service.conftest import WEBHOOK_SERVER_ENV
 
 
 def hook_job(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,6 +68,100 @@ def test_hook_job_runs_webhook_ensure_after_install_and_upgrade(helm: Helm) -> N
         job_env["SSLMEM_SERVICE_WEBHOOK_SECRET_FILE"]
         == served_env["SSLMEM_SERVICE_WEBHOOK_SECRET_FILE"]
     )
+
+
+def job_environment(
+    objects: list[dict[str, Any]], secrets: dict[str, dict[str, str]], root: Path
+) -> dict[str, str]:
+    """The hook container's environment and files as the kubelet would set them up, under ROOT.
+
+    Variables come from its ConfigMaps and `env`; a Secret reference is looked up in SECRETS (a
+    reference to any other Secret raises KeyError), Secret volumes become files below ROOT, and a
+    variable holding a path inside a mount is moved below ROOT with it.
+    """
+    spec = hook_job(objects)["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(the(objects, "ConfigMap", source["configMapRef"]["name"])["data"])
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    for mount in container["volumeMounts"]:
+        target = root / mount["mountPath"].lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        if "secret" in volumes[mount["name"]]:
+            secret = volumes[mount["name"]]["secret"]
+            for item in secret["items"]:
+                (target / item["path"]).write_text(secrets[secret["secretName"]][item["key"]])
+    for name, value in env.items():
+        if any(value == m or value.startswith(m + "/") for m in mounts):
+            env[name] = str(root / value.lstrip("/"))
+    return env
+
+
+@pytest.fixture(scope="module")
+def hook_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` that accepts registry webhooks (as the quick-start one does)."""
+    from cryptography.fernet import Fernet
+
+    root = tmp_path_factory.mktemp("hook-mlflow")
+    env = {
+        **WEBHOOK_SERVER_ENV,
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    }
+    with start_mlflow_server(root, str(root / "artifacts"), env=env) as server:
+        yield server
+
+
+@pytest.mark.slow
+def test_hook_job_has_what_webhook_ensure_needs_and_nothing_else(
+    helm: Helm, hook_mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    objects = render(helm, values=EXTERNAL)
+    job = hook_job(objects)["spec"]["template"]["spec"]
+    # Nothing else: the only Secrets it can read are MLflow's credentials and the webhook secret.
+    [container] = job["containers"]
+    referenced = {
+        var["valueFrom"]["secretKeyRef"]["name"] for var in container["env"] if "valueFrom" in var
+    } | {v["secret"]["secretName"] for v in job["volumes"] if "secret" in v}
+    assert referenced == {"sslmem-mlflow", "sslmem-webhook"}
+    # What it needs: with only those two Secrets, the Job's own command and environment register
+    # the webhook in a real MLflow server. The one substitution: the server's address, since the
+    # cluster DNS name of the values cannot resolve here.
+    secrets = {
+        "sslmem-mlflow": {"username": "sslmem", "password": "mlflow-pass"},
+        "sslmem-webhook": {"webhook-secret": "hook-secret-7d1f0c"},
+    }
+    env = job_environment(objects, secrets, tmp_path)
+    assert env["SSLMEM_MLFLOW_TRACKING_URI"] == EXTERNAL["mlflow"]["trackingUri"]
+    env["SSLMEM_MLFLOW_TRACKING_URI"] = hook_mlflow.url
+    command = container["command"]
+    sslmem = Path(sys.executable).with_name(command[0])  # the venv's console script
+    done = subprocess.run(
+        [str(sslmem), *command[1:]],
+        env={**env, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "webhook 'sslmem-scoring' " in done.stdout
+    assert "hook-secret-7d1f0c" not in done.stdout + done.stderr
+    from mlflow import MlflowClient
+
+    [hook] = [
+        h
+        for h in MlflowClient(tracking_uri=hook_mlflow.url).list_webhooks(max_results=100)
+        if h.name == "sslmem-scoring"
+    ]
+    assert hook.url == "http://sslmem.sslmem.svc:8080/v1/webhooks/mlflow"
 
 
 def test_hook_url_port_events_and_opt_out(helm: Helm) -> None:

@@ -246,8 +246,13 @@ Is a monitoring object rendered? auto: when its CRD's API is known to the cluste
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by every sslmem container: credentials by Secret reference, writable dirs. */}}
+{{/* Credentials of the scoring service by Secret reference: MLflow and the object store. */}}
 {{- define "sslmem.credentialsEnv" -}}
+{{- include "sslmem.mlflowCredentialsEnv" . }}{{ include "sslmem.s3CredentialsEnv" . }}
+{{- end }}
+
+{{/* MLflow's basic-auth credentials (the service and the hook Job). */}}
+{{- define "sslmem.mlflowCredentialsEnv" -}}
 {{- with .Values.mlflow.credentials }}
 {{- if .existingSecret }}
 - name: MLFLOW_TRACKING_USERNAME
@@ -264,6 +269,10 @@ Is a monitoring object rendered? auto: when its CRD's API is known to the cluste
       optional: {{ .optional }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* The object store's credentials (the service only). */}}
+{{- define "sslmem.s3CredentialsEnv" -}}
 {{- $s3Secret := include "sslmem.s3SecretName" . }}
 {{- if $s3Secret }}
 {{- with .Values.s3.credentials }}

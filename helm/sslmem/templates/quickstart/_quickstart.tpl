@@ -66,3 +66,17 @@ spec:
       storage: {{ index . 2 }}
 {{- end }}
 {{- end }}
+
+{{/*
+Annotations of a generated quick-start Secret. With persistence on, the PVCs outlive
+`helm uninstall` (resource-policy keep), and so must the credentials their data was made with:
+PostgreSQL's password is fixed when its data directory is initialised, MLflow's stored webhook
+secret is encrypted with the encryption key, MinIO's data belongs to its root user. A reinstall
+(same release name and namespace) adopts the kept Secrets and `lookup` reuses their values.
+*/}}
+{{- define "sslmem.qs.secretAnnotations" -}}
+{{- if .Values.quickstart.persistence.enabled }}
+annotations:
+  "helm.sh/resource-policy": keep
+{{- end }}
+{{- end }}
