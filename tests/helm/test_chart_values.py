@@ -6,6 +6,7 @@ errors differently; both must name the offending key).
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -161,3 +162,58 @@ def test_defaults_are_valid_against_the_schema(helm: Helm) -> None:
     # values.yaml itself passes the schema (helm validates the merged values, defaults included)
     render(helm, values=EXTERNAL)
     render(helm, values=QUICKSTART)
+
+
+def values_comments() -> dict[str, str]:
+    """The `# --` comment text above each key of values.yaml (continuation lines joined)."""
+    comments: dict[str, str] = {}
+    path: list[str] = []
+    pending: list[str] | None = None
+    for line in (CHART_DIR / "values.yaml").read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("# -- "):
+            pending = [line.strip()[len("# -- ") :]]
+            continue
+        if line.strip().startswith("#"):
+            if pending is not None:
+                pending.append(line.strip().lstrip("#").strip())
+            continue
+        key = re.match(r"^(\s*)([A-Za-z0-9_./\"-]+):", line)
+        if key:
+            path = [*path[: len(key.group(1)) // 2], key.group(2).strip('"')]
+            if pending is not None:
+                comments[".".join(path)] = " ".join(pending)
+        pending = None
+    return comments
+
+
+def schema_descriptions() -> dict[str, str]:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text(encoding="utf-8"))
+    found: dict[str, str] = {}
+
+    def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
+        if "description" in node and path:
+            found[".".join(path)] = node["description"]
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, (*path, key))
+
+    walk(schema, ())
+    return found
+
+
+def test_descriptions_are_sentences() -> None:
+    # They are the Description column of docs/install.md's values table and what editors show.
+    texts = {f"schema {k}": v for k, v in schema_descriptions().items()}
+    texts |= {f"values.yaml {k}": v for k, v in values_comments().items()}
+    assert len(texts) > 150  # both sources were read
+    fragments = {k: v for k, v in texts.items() if not re.match(r"^[A-Z].*[.]$", v, re.S)}
+    assert fragments == {}
+
+
+def test_schema_descriptions_are_the_values_comments() -> None:
+    # One text per key: the schema repeats the values.yaml comment (a copied description that
+    # was never adapted, e.g. "Size of the MinIO volume." on the /tmp size, is caught here).
+    comments = values_comments()
+    descriptions = schema_descriptions()
+    both = set(comments) & set(descriptions)
+    assert len(both) > 150
+    assert {k: descriptions[k] for k in both if descriptions[k] != comments[k]} == {}
