@@ -1,6 +1,6 @@
 {{/* Labels of a quick-start component. Args: list $ "component" */}}
 {{- define "sslmem.qs.labels" -}}
-{{- $ctx := index . 0 }}
+{{- $ctx := index . 0 -}}
 app.kubernetes.io/name: {{ index . 1 }}
 app.kubernetes.io/instance: {{ $ctx.Release.Name }}
 app.kubernetes.io/component: quickstart-{{ index . 1 }}
@@ -32,7 +32,7 @@ seccompProfile:
 
 {{/* Data volume: a PVC when persistence is on, else an emptyDir. Args: list $ "component" size */}}
 {{- define "sslmem.qs.dataVolume" -}}
-{{- $ctx := index . 0 }}
+{{- $ctx := index . 0 -}}
 - name: data
   {{- if $ctx.Values.quickstart.persistence.enabled }}
   persistentVolumeClaim:
