@@ -8,11 +8,17 @@ PIP := $(PY) -m pip
 # Debian packages the project needs: the real Fashion-MNIST images (full-set loader tests) and
 # Prometheus (promtool checks the service's metrics exposition).
 APT_PACKAGES := dataset-fashion-mnist prometheus
+# The torch build on this machine's disk and in the image (PyPI's Linux wheels include CUDA, so one
+# image serves CPU and GPU node pools). deploy/requirements.lock pins the same (a test checks).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The image's dependency lock: Linux x86_64, the Python of deploy/Dockerfile.
+IMAGE_LOCK := deploy/requirements.lock
+IMAGE_PYTHON := 3.11
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: demo test lint typecheck pytest system-deps install install-dev bundle-data bench \
-	fashion-mnist-benchmark clean
+	fashion-mnist-benchmark lock clean
 
 demo: install
 	$(VENV)/bin/sslmem demo
@@ -35,7 +41,7 @@ $(PY):
 
 # torch/torchvision are pinned explicitly so pip takes the builds already on this machine's disk.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install --quiet $(TORCH_PINS)
 	$(PIP) install --quiet -e .
 	touch $@
 
@@ -83,6 +89,16 @@ fashion-mnist-benchmark: install system-deps
 	  $(VENV)/bin/sslmem evaluate --config $(FM_RECIPE) --encoder $(FM_OUT)/$$role/encoder.safetensors \
 	    --out $(FM_OUT)/evaluation-$$role.json; \
 	done
+
+# Re-lock the image's dependencies (after editing pyproject.toml's dependencies or TORCH_PINS):
+# pyproject's runtime dependencies + TORCH_PINS, resolved against PyPI for Linux x86_64 and
+# Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile installs with
+# --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
+lock: install-dev
+	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --quiet --no-config \
+	  --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --custom-compile-command "make lock" --output-file $(IMAGE_LOCK)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache
