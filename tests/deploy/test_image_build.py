@@ -16,8 +16,8 @@ machine's local index (pip.conf's find-links/extra-index-url) and the rest from 
 the installed lock is kept, keyed by the lock's sha256 and the Python version, under
 ``~/.cache/sslmem/image-lock/`` (``$XDG_CACHE_HOME`` honoured; older keys are pruned): a cold
 run installs and byte-compiles it (166 s measured on the shared 2-core machine; the module
-3.5 min), a warm one reuses it (the module then takes 35-50 s). The fresh venv of every run reaches it through a ``.pth``
-file, the way /opt/venv's site-packages holds both in the image.
+3.5 min), a warm one reuses it (the module then takes 35-50 s). The fresh venv of every run
+reaches it through a ``.pth`` file, the way /opt/venv's site-packages holds both in the image.
 """
 
 from __future__ import annotations
