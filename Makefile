@@ -18,7 +18,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: demo test lint typecheck pytest system-deps install install-dev bundle-data bench \
-	fashion-mnist-benchmark lock clean
+	fashion-mnist-benchmark clean
 
 demo: install
 	$(VENV)/bin/sslmem demo
@@ -94,6 +94,7 @@ fashion-mnist-benchmark: install system-deps
 # pyproject's runtime dependencies + TORCH_PINS, resolved against PyPI for Linux x86_64 and
 # Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile installs with
 # --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
+.PHONY: lock
 lock: install-dev
 	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --quiet --no-config \
 	  --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
