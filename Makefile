@@ -8,12 +8,6 @@ PIP := $(PY) -m pip
 # Debian packages the project needs: the real Fashion-MNIST images (full-set loader tests) and
 # Prometheus (promtool checks the service's metrics exposition).
 APT_PACKAGES := dataset-fashion-mnist prometheus
-# The torch build on this machine's disk and in the image (PyPI's Linux wheels include CUDA, so one
-# image serves CPU and GPU node pools). deploy/requirements.lock pins the same (a test checks).
-TORCH_PINS := torch==2.14.1 torchvision==0.29.1
-# The image's dependency lock: Linux x86_64, the Python of deploy/Dockerfile.
-IMAGE_LOCK := deploy/requirements.lock
-IMAGE_PYTHON := 3.11
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
@@ -39,7 +33,8 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# torch/torchvision are pinned explicitly so pip takes the builds already on this machine's disk.
+# torch/torchvision are pinned explicitly (TORCH_PINS, below) so pip takes the builds already on
+# this machine's disk.
 $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet $(TORCH_PINS)
 	$(PIP) install --quiet -e .
@@ -89,6 +84,13 @@ fashion-mnist-benchmark: install system-deps
 	  $(VENV)/bin/sslmem evaluate --config $(FM_RECIPE) --encoder $(FM_OUT)/$$role/encoder.safetensors \
 	    --out $(FM_OUT)/evaluation-$$role.json; \
 	done
+
+# The torch build on this machine's disk and in the image (PyPI's Linux wheels include CUDA, so one
+# image serves CPU and GPU node pools). deploy/requirements.lock pins the same (a test checks).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The image's dependency lock: Linux x86_64, the Python of deploy/Dockerfile.
+IMAGE_LOCK := deploy/requirements.lock
+IMAGE_PYTHON := 3.11
 
 # Re-lock the image's dependencies (after editing pyproject.toml's dependencies or TORCH_PINS):
 # pyproject's runtime dependencies + TORCH_PINS, resolved against PyPI for Linux x86_64 and
