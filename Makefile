@@ -63,9 +63,10 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# torch/torchvision are pinned explicitly so pip takes the builds already on this machine's disk.
+# torch/torchvision are pinned explicitly (TORCH_PINS, below) so pip takes the builds already on
+# this machine's disk.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install --quiet $(TORCH_PINS)
 	$(PIP) install --quiet -e .
 	touch $@
 
@@ -113,6 +114,24 @@ fashion-mnist-benchmark: install system-deps
 	  $(VENV)/bin/sslmem evaluate --config $(FM_RECIPE) --encoder $(FM_OUT)/$$role/encoder.safetensors \
 	    --out $(FM_OUT)/evaluation-$$role.json; \
 	done
+
+# The torch build on this machine's disk and in the image (PyPI's Linux wheels include CUDA, so one
+# image serves CPU and GPU node pools). deploy/requirements.lock pins the same (a test checks).
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+# The image's dependency lock: Linux x86_64, the Python of deploy/Dockerfile.
+IMAGE_LOCK := deploy/requirements.lock
+IMAGE_PYTHON := 3.11
+
+# Re-lock the image's dependencies (after editing pyproject.toml's dependencies or TORCH_PINS):
+# pyproject's runtime dependencies + TORCH_PINS, resolved against PyPI for Linux x86_64 and
+# Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile installs with
+# --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
+.PHONY: lock
+lock: install-dev
+	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --quiet --no-config \
+	  --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --custom-compile-command "make lock" --output-file $(IMAGE_LOCK)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .tools $(OPERATOR_DIR)/node_modules

@@ -1,0 +1,98 @@
+"""deploy/requirements.lock agrees with pyproject.toml, the Makefile and deploy/Dockerfile.
+
+An edited pyproject.toml (or TORCH_PINS) without a re-lock fails here, naming ``make lock``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tomllib
+from packaging.requirements import Requirement
+
+from tests.deploy.image_files import (
+    DOCKERFILE,
+    LOCK,
+    RELOCK,
+    REPO,
+    canonical,
+    makefile_variable,
+    read_lock,
+)
+
+#: The image's platform (deploy/Dockerfile: python:3.11-slim on linux/amd64).
+IMAGE_MARKERS = {
+    "python_version": "3.11",
+    "python_full_version": "3.11.0",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+}
+PYPROJECT_VIA = "sslmem (pyproject.toml)"
+
+
+def runtime_requirements() -> list[Requirement]:
+    """pyproject.toml's runtime dependencies that apply on the image's platform."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    return [r for r in requirements if r.marker is None or r.marker.evaluate(IMAGE_MARKERS)]
+
+
+def test_every_runtime_dependency_is_locked_within_its_range() -> None:
+    lock = read_lock()
+    problems = []
+    for requirement in runtime_requirements():
+        entry = lock.get(canonical(requirement.name))
+        if entry is None:
+            problems.append(f"{requirement} is not in the lock")
+        elif not requirement.specifier.contains(entry.version, prereleases=True):
+            problems.append(f"{requirement}: the lock pins {entry.version}")
+    assert not problems, (
+        f"{LOCK.relative_to(REPO)} is stale against pyproject.toml ({'; '.join(problems)}); "
+        f"re-lock with `{RELOCK}`"
+    )
+
+
+def test_lock_names_exactly_pyprojects_direct_dependencies() -> None:
+    # uv annotates each direct dependency "via sslmem (pyproject.toml)": a dependency removed
+    # from pyproject.toml but still locked as direct means the lock was not regenerated.
+    locked_direct = {name for name, entry in read_lock().items() if PYPROJECT_VIA in entry.via}
+    declared = {canonical(requirement.name) for requirement in runtime_requirements()}
+    assert locked_direct == declared, (
+        f"direct dependencies differ (only in lock: {sorted(locked_direct - declared)}, only in "
+        f"pyproject.toml: {sorted(declared - locked_direct)}); re-lock with `{RELOCK}`"
+    )
+
+
+def test_every_locked_distribution_is_pinned_with_sha256_hashes() -> None:
+    lock = read_lock()
+    assert len(lock) > 50  # the whole tree (mlflow, kfp, torch...), not only the direct ones
+    unhashed = [name for name, entry in lock.items() if not entry.hashes]
+    assert not unhashed, f"no --hash for {unhashed}; re-lock with `{RELOCK}`"
+    for entry in lock.values():
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+!]*", entry.version), entry
+        for digest in entry.hashes:
+            assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), (entry.name, digest)
+
+
+def test_torch_pins_equal_the_makefiles() -> None:
+    pins = dict(pin.split("==") for pin in makefile_variable("TORCH_PINS").split())
+    assert set(pins) == {"torch", "torchvision"}
+    lock = read_lock()
+    for name, version in pins.items():
+        assert lock[name].version == version, (
+            f"Makefile TORCH_PINS has {name}=={version}, the lock {lock[name].version}; "
+            f"re-lock with `{RELOCK}`"
+        )
+
+
+def test_lock_targets_the_dockerfiles_python() -> None:
+    match = re.search(r"^ARG PYTHON_VERSION=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE)
+    assert match, "deploy/Dockerfile: no ARG PYTHON_VERSION=..."
+    assert match.group(1) == makefile_variable("IMAGE_PYTHON"), (
+        "deploy/Dockerfile's PYTHON_VERSION differs from the Makefile's IMAGE_PYTHON (the lock's "
+        f"Python); align them and re-lock with `{RELOCK}`"
+    )
