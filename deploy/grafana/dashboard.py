@@ -471,7 +471,7 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
             SECONDS,
         )
         .no_value("never")
-        .thresholds(_steps((None, "green"), (86400, "orange")))
+        .thresholds(_steps((None, "green"), (3600, "orange")))
     )
     queue = _stat(
         "Queue depth",
@@ -481,10 +481,12 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         "none",
     ).thresholds(_steps((None, "green"), (10, "orange")))
     forged = _stat(
-        "Forged webhook deliveries (range)",
-        "Deliveries with a bad signature in the selected range (alert "
-        "SSLMemForgedWebhookDeliveries): someone probes the endpoint or the secret is wrong.",
-        'sum(increase(sslmem_webhook_deliveries_total{job="sslmem", outcome="forged"}[$__range]))',
+        "Refused webhook deliveries (range)",
+        "Forged, unsigned or stale deliveries in the selected range (alert "
+        "SSLMemForgedWebhookDeliveries): someone probes the endpoint, or MLflow's webhook "
+        "secret differs from the service's.",
+        "sum(increase(sslmem_webhook_deliveries_total"
+        f'{{{JOB}, outcome=~"forged|unsigned|stale"}}[$__range]))',
         "none",
     ).thresholds(_steps((None, "green"), (1, "red")))
     throughput = (
