@@ -166,6 +166,11 @@ def _organize(exclude: Sequence[str], rename: dict[str, str]) -> dash_m.DataTran
     )
 
 
+#: Joins instant table queries into one row per version. Each query's metric name is dropped
+#: first: a recording rule's result keeps ``__name__``, which would keep its rows apart.
+_MERGE = dash_m.DataTransformerConfig(id_val="merge", options={})
+
+
 def memorisation_panels() -> list[Builder[dash_m.Panel]]:
     """What the ML team reads: memorisation, Δ vs champion, accuracy, verdicts."""
     sslmem_mean = (
@@ -332,7 +337,8 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
                 as_table=True,
             )
         )
-        .with_transformation(dash_m.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(["__name__"], {}))
+        .with_transformation(_MERGE)
         .with_transformation(_organize(["Time"], accuracy_columns))
         .decimals(4)
     )
@@ -362,7 +368,8 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
                 as_table=True,
             )
         )
-        .with_transformation(dash_m.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(["__name__"], {}))
+        .with_transformation(_MERGE)
         .series_mapping(xy_m.SeriesMapping.MANUAL)
         .series(
             [
@@ -393,7 +400,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
                 as_table=True,
             )
         )
-        .with_transformation(_organize(["Time", "Value"], {}))
+        .with_transformation(_organize(["Time", "Value", "__name__"], {}))
     )
     judgements = (
         table.Panel()
@@ -414,7 +421,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
                 as_table=True,
             )
         )
-        .with_transformation(_organize(["Time", "Value"], {}))
+        .with_transformation(_organize(["Time", "Value", "__name__"], {}))
     )
     return [
         sslmem_mean,
