@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import REGISTRY
@@ -13,14 +15,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from sslmem.errors import CheckpointError, ManifestMismatchError, TrackingError
 from sslmem.memorization.judgement import JudgementPolicy, judge
 from sslmem.service.metrics import (
+    POLICY_SETTINGS,
     FailureReason,
     LabelPolicy,
     ServiceMetrics,
     VersionRecord,
     failure_reason,
     label_eligibility,
+    model_policy,
 )
 from tests.memorization.scored import make_summary, make_version
+
+if TYPE_CHECKING:
+    from sslmem.tracking import TrackingTarget
 
 CAND = [0.10, 0.12, 0.08, 0.15, 0.11]  # mean 0.112; 3 of 5 above 0.1
 CHAMP = [0.07, 0.10, 0.07, 0.11, 0.09]  # mean 0.088
@@ -243,6 +250,7 @@ def test_exposition_passes_promtool_check_metrics() -> None:
     metrics.version_scored("enc")
     metrics.version_failed("enc", FailureReason.DATA)
     metrics.webhook_delivery("duplicate")
+    metrics.set_policy("enc", JudgementPolicy(budget_mean=0.02))
     done = subprocess.run(
         [promtool, "check", "metrics"],
         input=metrics.render(),
@@ -252,3 +260,88 @@ def test_exposition_passes_promtool_check_metrics() -> None:
     )
     assert done.returncode == 0, (done.stdout + done.stderr).decode()
     assert done.stdout.strip() == b"" and done.stderr.strip() == b"", done.stderr.decode()
+
+
+def policy_series(samples: Samples) -> dict[str, dict[str, float]]:
+    """``{model: {setting: value}}`` of every ``sslmem_model_policy`` sample."""
+    out: dict[str, dict[str, float]] = {}
+    for (name, labels), v in samples.items():
+        if name == "sslmem_model_policy":
+            found = dict(labels)
+            assert set(found) == {"model", "setting"}
+            out.setdefault(found["model"], {})[found["setting"]] = v
+    return out
+
+
+def test_policy_settings_are_the_judgement_policy_fields() -> None:
+    # A new policy field must be exported (or deliberately left out here).
+    assert set(POLICY_SETTINGS) == set(JudgementPolicy.model_fields)
+
+
+def test_model_policy_gauge_set_dropped_and_rebuilt() -> None:
+    metrics = ServiceMetrics()
+    metrics.set_policy("a", JudgementPolicy(budget_fraction=0.25, threshold=0.3))
+    metrics.set_policy("b", JudgementPolicy())
+    assert policy_series(scrape(metrics)) == {
+        "a": {"alpha": 0.01, "min_delta": 0.005, "accuracy_gain": 0.01, "threshold": 0.3,
+              "budget_fraction": 0.25},
+        "b": {"alpha": 0.01, "min_delta": 0.005, "accuracy_gain": 0.01, "threshold": 0.1},
+    }  # fmt: skip
+    metrics.set_policy("b", None)
+    assert set(policy_series(scrape(metrics))) == {"a"}
+    metrics.rebuild([], {"c": JudgementPolicy(budget_mean=0.5), "d": None})
+    assert policy_series(scrape(metrics)) == {
+        "c": {"alpha": 0.01, "min_delta": 0.005, "accuracy_gain": 0.01, "threshold": 0.1,
+              "budget_mean": 0.5},
+    }  # fmt: skip
+
+
+def test_model_policy_of_invalid_tags_is_none() -> None:
+    defaults = JudgementPolicy(min_delta=0.003)
+    assert model_policy("m", {"sslmem.policy.alpha": "abc"}, defaults) is None
+    assert model_policy("m", {"sslmem.policy.budget_fraction": "2"}, defaults) is None
+    assert model_policy("m", {"other": "x"}, defaults) == defaults
+
+
+def test_model_policy_gauge_from_registered_model_tags_in_mlflow(
+    local_mlflow: TrackingTarget, tmp_path: Path
+) -> None:
+    """Start-up rebuild and the reconcile pass read each model's policy tags from MLflow."""
+    from sslmem.service.core import ScoringService
+    from sslmem.service.worker import Job
+    from sslmem.tracking.connection import client
+    from tests.service.scoring_setup import runtime_settings, service_settings
+
+    mlflow_client = client()
+    mlflow_client.create_registered_model(
+        "tagged", tags={"sslmem.policy.budget_mean": "0.02", "sslmem.policy.threshold": "0.2"}
+    )
+    mlflow_client.create_registered_model("plain")
+    mlflow_client.create_registered_model("broken", tags={"sslmem.policy.alpha": "often"})
+    settings = service_settings(policy={"min_delta": 0.003})  # service default, not the library's
+    runtime = runtime_settings(local_mlflow.tracking_uri, tmp_path / "store")
+    service = ScoringService(settings, runtime)
+
+    assert service.rebuild_metrics() == 0  # no versions, but every model's policy
+    assert policy_series(scrape(service.metrics)) == {
+        "tagged": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.2,
+                   "budget_mean": 0.02},
+        "plain": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.1},
+    }  # fmt: skip
+
+    mlflow_client.set_registered_model_tag("plain", "sslmem.policy.budget_fraction", "0.3")
+    mlflow_client.set_registered_model_tag("tagged", "sslmem.policy.budget_mean", "none")
+    mlflow_client.set_registered_model_tag("broken", "sslmem.policy.alpha", "0.05")
+    # A version of "plain" scored or judged: the worker re-reads that model (only).
+    service.worker._refresh(Job("plain", "1"))
+    after_job = policy_series(scrape(service.metrics))
+    assert after_job["plain"]["budget_fraction"] == 0.3
+    assert after_job["tagged"]["budget_mean"] == 0.02 and "broken" not in after_job
+    # Tags changed without a new version: the next reconcile pass updates every model.
+    assert service.reconciler.run_once().error is None
+    assert policy_series(scrape(service.metrics)) == {
+        "tagged": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.2},
+        "plain": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.1,
+                  "budget_fraction": 0.3},
+        "broken": {"alpha": 0.05, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.1},
+    }  # fmt: skip

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sslmem.config import RuntimeSettings
 from sslmem.errors import SSLMemError
 from sslmem.service.lease import LeaseManager
-from sslmem.service.metrics import ServiceMetrics
+from sslmem.service.metrics import ServiceMetrics, model_policy
 from sslmem.service.reconcile import Reconciler
 from sslmem.service.settings import ServiceSettings
 from sslmem.service.webhooks import DeliveryResult, EventKind, RegistryEvent, WebhookVerifier
@@ -113,13 +113,16 @@ class ScoringService:
         from sslmem.service.state import list_models, version_records
 
         records = []
+        policies = {}
+        defaults = self.settings.judgement_policy()
         try:
             for model in list_models():
                 records.extend(version_records(model, self.metrics.label_policy))
+                policies[model.name] = model_policy(model.name, model.tags, defaults)
         except SSLMemError as exc:
             logger.warning("metrics not rebuilt (reconcile will catch up): %s", exc.problem)
             return 0
-        self.metrics.rebuild(records)
+        self.metrics.rebuild(records, policies)
         return len(records)
 
     # -- intake --------------------------------------------------------------------------------

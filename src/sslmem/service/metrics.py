@@ -8,6 +8,8 @@ do not collide. Labels are low-cardinality by construction:
 * ``version`` and ``alias`` -- only for versions that :func:`label_eligibility` selects (the
   versions holding an alias, and the latest few), so a model contributes a bounded number of
   series however many versions it has; a version that loses eligibility loses its series;
+* ``setting`` -- a judgement-policy field (:data:`POLICY_SETTINGS`), on the per-model
+  ``sslmem_model_policy`` gauge (one series per model and setting);
 * small fixed enums: ``reason`` (:class:`FailureReason`), ``outcome`` (webhook deliveries,
   :data:`WEBHOOK_OUTCOMES`; judgements, :class:`~sslmem.memorization.judgement.JudgementOutcome`),
   ``verdict`` (:data:`VERDICT_STATES`), ``set`` (the protocol's sets), ``quantity``
@@ -17,10 +19,14 @@ Per-version gauges are produced at scrape time from a small in-memory table
 (:class:`VersionRecord` per version) by a custom collector, so a scrape sees one consistent
 state and the bound on series holds by construction. The table is rebuilt from MLflow at
 start-up by the caller (:meth:`ServiceMetrics.rebuild`): this module never talks to MLflow.
+Likewise ``sslmem_model_policy`` shows each model's effective judgement policy (service defaults
+overridden by its ``sslmem.policy.*`` tags), so alert rules and dashboards can compare a version
+with its own model's budget and draw ``min_delta``.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -39,11 +45,18 @@ from sslmem.errors import (
     StoreError,
     TrackingError,
 )
-from sslmem.memorization.judgement import Judgement, JudgementOutcome, verdict_state
+from sslmem.memorization.judgement import (
+    Judgement,
+    JudgementOutcome,
+    JudgementPolicy,
+    policy_from_tags,
+    verdict_state,
+)
 from sslmem.memorization.scoring import ScoreSummary
 
 __all__ = [
     "DELTA_QUANTITIES",
+    "POLICY_SETTINGS",
     "RETRY_REASONS",
     "SCORING_BUCKETS",
     "VERDICT_STATES",
@@ -55,7 +68,10 @@ __all__ = [
     "VersionRecord",
     "failure_reason",
     "label_eligibility",
+    "model_policy",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: How a webhook delivery ended (the values of ``sslmem.service.webhooks.DeliveryOutcome``).
 WEBHOOK_OUTCOMES = (
@@ -77,6 +93,16 @@ DELTA_QUANTITIES = (
     "fraction_above_threshold",
     "knn_accuracy",
     "linear_probe_accuracy",
+)
+#: The ``setting`` label of ``sslmem_model_policy``: the judgement-policy fields (budgets only
+#: exported when the model has one).
+POLICY_SETTINGS = (
+    "alpha",
+    "min_delta",
+    "accuracy_gain",
+    "threshold",
+    "budget_mean",
+    "budget_fraction",
 )
 #: Labels of every per-version gauge (some add one enum label).
 VERSION_LABELS = ("model", "version", "alias")
@@ -157,6 +183,30 @@ class LabelPolicy:
                 f"{self.max_aliases}",
                 "use small non-negative limits, e.g. latest=3, max_aliases=5",
             )
+
+
+def model_policy(
+    model: str, tags: Mapping[str, str], defaults: JudgementPolicy
+) -> JudgementPolicy | None:
+    """The effective judgement policy of one registered model, for ``sslmem_model_policy``.
+
+    Args:
+        model: Registered model name (for the warning).
+        tags: The registered model's tags (its ``sslmem.policy.*`` overrides).
+        defaults: The service-wide policy.
+
+    Returns:
+        :func:`~sslmem.memorization.judgement.policy_from_tags` of the tags, or ``None`` (no
+        series) when they are invalid. Its versions are then not judged (each attempt logs the
+        tag), and a model with scored versions but no policy series is what the
+        ``SSLMemModelPolicyInvalid`` alert detects; exporting the defaults instead would show a
+        policy that is not applied.
+    """
+    try:
+        return policy_from_tags(tags, defaults)
+    except ConfigError as exc:
+        logger.warning("no policy metric for model %r: %s", model, exc.problem)
+        return None
 
 
 def _version_number(version: str) -> int:
@@ -324,6 +374,34 @@ class _VersionCollector(Collector):
         return [family.metric() for family in families.values()]
 
 
+class _PolicyCollector(Collector):
+    """``sslmem_model_policy``, computed at scrape time from the owner's policy table."""
+
+    def __init__(self, owner: ServiceMetrics) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for model, policy in self._owner.policies().items():
+            for setting in POLICY_SETTINGS:
+                value = getattr(policy, setting)
+                if value is not None:  # an unset budget has no series
+                    family.add_metric([model, setting], float(value))
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sslmem_model_policy",
+            "Effective judgement policy of a model: service defaults overridden by its "
+            "sslmem.policy.* tags (budgets only when set).",
+            labels=["model", "setting"],
+        )
+
+
 class ServiceMetrics:
     """The service's metric catalogue in its own registry.
 
@@ -343,6 +421,7 @@ class ServiceMetrics:
         self.label_policy = labels or LabelPolicy()
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, VersionRecord]] = {}
+        self._policies: dict[str, JudgementPolicy] = {}
         r = self.registry
         self.scoring_duration = Histogram(
             "sslmem_scoring_duration_seconds",
@@ -384,6 +463,7 @@ class ServiceMetrics:
             registry=r,
         )
         r.register(_VersionCollector(self))
+        r.register(_PolicyCollector(self))
 
     # -- service-wide --------------------------------------------------------------------------
 
@@ -466,16 +546,41 @@ class ServiceMetrics:
         with self._lock:
             self._versions.get(model, {}).pop(str(version), None)
 
-    def rebuild(self, records: Iterable[VersionRecord]) -> None:
+    def set_policy(self, model: str, policy: JudgementPolicy | None) -> None:
+        """Set (or, with ``None``, drop) the ``sslmem_model_policy`` series of one model.
+
+        Args:
+            model: Registered model name.
+            policy: Its effective policy (:func:`model_policy`).
+        """
+        with self._lock:
+            if policy is None:
+                self._policies.pop(model, None)
+            else:
+                self._policies[model] = policy
+
+    def policies(self) -> dict[str, JudgementPolicy]:
+        """A copy of the exported ``{model: effective policy}`` table."""
+        with self._lock:
+            return dict(self._policies)
+
+    def rebuild(
+        self,
+        records: Iterable[VersionRecord],
+        policies: Mapping[str, JudgementPolicy | None] | None = None,
+    ) -> None:
         """Replace every per-version gauge with ``records`` (e.g. read from MLflow at start-up).
 
-        Models and versions not in ``records`` lose their series.
+        Models and versions not in ``records`` lose their series; likewise every model's
+        policy series is replaced by ``policies`` (``None`` values and absent models: none).
         """
         table: dict[str, dict[str, VersionRecord]] = {}
         for record in records:
             table.setdefault(record.model, {})[record.version] = record
+        kept = {m: p for m, p in (policies or {}).items() if p is not None}
         with self._lock:
             self._versions = table
+            self._policies = kept
 
     def labelled(self) -> Iterator[tuple[VersionRecord, str]]:
         """``(record, alias label)`` of every exported series, under the label policy."""

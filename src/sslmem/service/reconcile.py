@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterable
 
 from sslmem.errors import SSLMemError
+from sslmem.service.metrics import model_policy
 from sslmem.service.state import ModelState, list_models, read_model
 from sslmem.service.worker import Worker
 from sslmem.tracking import tags as T
@@ -94,10 +95,15 @@ class Reconciler:
     def run_once(self, models: Iterable[ModelState] | None = None) -> PassResult:
         """One pass over ``models`` (default: every registered model); never raises."""
         result = PassResult()
+        defaults = self.worker.settings.judgement_policy()
         try:
             for model in models if models is not None else list_models():
                 result.models += 1
                 self.worker.metrics.set_aliases(model.name, model.aliases)
+                # Policy tags may change without a new version: keep the gauge current.
+                self.worker.metrics.set_policy(
+                    model.name, model_policy(model.name, model.tags, defaults)
+                )
                 score, judge = plan_model(model, self.champion_alias)
                 result.score += sum(self.worker.submit(model.name, v) for v in score)
                 result.judge += sum(self.worker.submit(model.name, v, "judge") for v in judge)

@@ -33,7 +33,7 @@ from typing import Literal
 from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.errors import SSLMemError
 from sslmem.service.lease import LeaseManager, LeaseRenewer
-from sslmem.service.metrics import RETRY_REASONS, ServiceMetrics, failure_reason
+from sslmem.service.metrics import RETRY_REASONS, ServiceMetrics, failure_reason, model_policy
 from sslmem.service.settings import ServiceSettings
 from sslmem.workflow.score_version import VersionResult
 
@@ -352,3 +352,6 @@ class Worker:
                 linear_probe_accuracy=record.linear_probe_accuracy,
             )
         self.metrics.set_aliases(model.name, model.aliases)
+        self.metrics.set_policy(
+            model.name, model_policy(model.name, model.tags, self.settings.judgement_policy())
+        )
