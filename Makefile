@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # Debian packages the project needs: the real Fashion-MNIST images (full-set loader tests) and
 # Prometheus (promtool checks the service's metrics exposition).
-APT_PACKAGES := dataset-fashion-mnist prometheus
+APT_PACKAGES := dataset-fashion-mnist prometheus prometheus-alertmanager
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 

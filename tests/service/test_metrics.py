@@ -308,6 +308,7 @@ def test_model_policy_gauge_from_registered_model_tags_in_mlflow(
 ) -> None:
     """Start-up rebuild and the reconcile pass read each model's policy tags from MLflow."""
     from sslmem.service.core import ScoringService
+    from sslmem.service.worker import Job
     from sslmem.tracking.connection import client
     from tests.service.scoring_setup import runtime_settings, service_settings
 
@@ -328,10 +329,15 @@ def test_model_policy_gauge_from_registered_model_tags_in_mlflow(
         "plain": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.1},
     }  # fmt: skip
 
-    # Tags changed without a new version: the next reconcile pass updates the gauge.
     mlflow_client.set_registered_model_tag("plain", "sslmem.policy.budget_fraction", "0.3")
     mlflow_client.set_registered_model_tag("tagged", "sslmem.policy.budget_mean", "none")
     mlflow_client.set_registered_model_tag("broken", "sslmem.policy.alpha", "0.05")
+    # A version of "plain" scored or judged: the worker re-reads that model (only).
+    service.worker._refresh(Job("plain", "1"))
+    after_job = policy_series(scrape(service.metrics))
+    assert after_job["plain"]["budget_fraction"] == 0.3
+    assert after_job["tagged"]["budget_mean"] == 0.02 and "broken" not in after_job
+    # Tags changed without a new version: the next reconcile pass updates every model.
     assert service.reconciler.run_once().error is None
     assert policy_series(scrape(service.metrics)) == {
         "tagged": {"alpha": 0.01, "min_delta": 0.003, "accuracy_gain": 0.01, "threshold": 0.2},

@@ -197,8 +197,10 @@ def model_policy(
 
     Returns:
         :func:`~sslmem.memorization.judgement.policy_from_tags` of the tags, or ``None`` (no
-        series) when they are invalid: judging that model fails with reason ``config``, which
-        the failure counter reports; exporting the defaults instead would be a false budget.
+        series) when they are invalid. Its versions are then not judged (each attempt logs the
+        tag), and a model with scored versions but no policy series is what the
+        ``SSLMemModelPolicyInvalid`` alert detects; exporting the defaults instead would show a
+        policy that is not applied.
     """
     try:
         return policy_from_tags(tags, defaults)
