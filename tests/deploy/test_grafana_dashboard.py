@@ -325,3 +325,10 @@ def test_alerts_panel_matches_the_shipped_alerts(
                 assert op == "=~"
                 shown = {a for a in alerts if re.fullmatch(pattern, a)}
                 assert shown == alerts, f"{title} misses {alerts - shown}"
+
+
+def test_monitoring_doc_explains_every_shipped_alert(rules: list[dict[str, Any]]) -> None:
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    for alert in (r["alert"] for r in rules if "alert" in r):
+        assert f"| `{alert}` |" in doc, f"docs/monitoring.md does not explain {alert}"
+        assert f"(runbooks.md#{alert.lower()})" in doc, f"no runbook link for {alert}"
