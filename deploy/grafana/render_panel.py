@@ -122,7 +122,7 @@ def render(deltas: Series, thresholds: Series, out: Path, *, model: str) -> Path
             _dates(points),
             [v for _, v in points],
             linewidth=2,
-            marker=".",
+            marker="." if len(points) <= 60 else None,  # dots only where they stay readable
             markersize=4,
             label=label,
         )

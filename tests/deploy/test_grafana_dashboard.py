@@ -77,6 +77,25 @@ def board() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+@pytest.fixture(scope="module")
+def recorded(rules: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """Recording rule -> the labels its result keeps (its outermost ``by (...)``)."""
+    out = {}
+    for rule in rules:
+        if "record" in rule:
+            grouping = re.search(r"\bby\s*\(([^)]*)\)", rule["expr"])
+            out[rule["record"]] = (
+                {label.strip() for label in grouping.group(1).split(",")} if grouping else set()
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
 def exposition() -> dict[str, set[tuple[str, str]]]:
     """Sample name -> its ``(label, value)`` pairs, from a real scrape of the service metrics."""
     policy = JudgementPolicy(alpha=0.01, min_delta=0.005, accuracy_gain=0.01, threshold=0.1)
@@ -206,24 +225,52 @@ def test_panel_ids_unique_and_grid_without_overlap(board: dict[str, Any]) -> Non
 def test_every_metric_exists_in_the_service_exposition(
     board: dict[str, Any], exposition: dict[str, set[tuple[str, str]]]
 ) -> None:
+    raw = 0
     for title, expr in expressions(board):
         for name, matchers in selectors(expr):
             if name in ("ALERTS", "up") or name.startswith("sslmem:"):
                 continue
+            raw += 1
             assert name in exposition, f"{title}: {name} is not exported by the service"
             labels = exposition[name]
-            known = {label for label, _ in labels}
+            known = {label for label, _ in labels} | {"job"}  # job: added by the scrape
             for label, (op, value) in matchers.items():
                 assert label in known, f"{title}: {name} has no label {label}"
-                if op == "=":
+                if op == "=" and label != "job":
                     assert (label, value) in labels, f"{title}: {name}{{{label}={value!r}}} never"
+    assert raw >= 10
+
+
+def test_recording_rules_used_exist_and_keep_the_filtered_labels(
+    board: dict[str, Any],
+    recorded: dict[str, set[str]],
+    exposition: dict[str, set[tuple[str, str]]],
+) -> None:
+    used = 0
+    for title, expr in expressions(board):
+        for name, matchers in selectors(expr):
+            if name.startswith("sslmem:"):
+                used += 1
+                assert name in recorded, f"{title}: recording rule {name} is not in {RULES.name}"
+                missing = set(matchers) - recorded[name]
+                assert not missing, f"{title}: {name} aggregates away {missing}"
+    assert used >= 5
+    # the policy lines select settings the gauge really exports
+    settings = {v for k, v in exposition["sslmem_model_policy"] if k == "setting"}
+    for title, expr in expressions(board):
+        for name, matchers in selectors(expr):
+            if name == "sslmem:model_policy":
+                assert matchers["setting"][1] in settings, title
 
 
 def test_model_labelled_metrics_are_filtered_on_the_model_variable(
-    board: dict[str, Any], exposition: dict[str, set[tuple[str, str]]]
+    board: dict[str, Any],
+    exposition: dict[str, set[tuple[str, str]]],
+    recorded: dict[str, set[str]],
 ) -> None:
-    # which metrics carry a model label: from the exposition, not from the generator
+    # which series carry a model label: from the exposition and the rules, not the generator
     by_model = {name for name, labels in exposition.items() if any(k == "model" for k, _ in labels)}
+    by_model |= {name for name, kept in recorded.items() if "model" in kept}
     assert {"sslmem_version_sslmem_mean", "sslmem_versions_scored_total"} <= by_model
     checked = 0
     for title, expr in expressions(board):
@@ -247,35 +294,41 @@ def test_the_issue_panels_are_there(board: dict[str, Any]) -> None:
         assert hits, f"no panel queries {needles}"
         return hits[0]
 
-    delta = panel_with('quantity="sslmem_mean"', 'setting="min_delta"')
+    delta = panel_with("sslmem:version_champion_delta_sslmem_mean", 'setting="min_delta"')
     assert delta["type"] == "timeseries"  # Δ vs champion with the regression threshold drawn
-    panel_with("sslmem_version_sslmem_mean", 'set="candidate"')
-    panel_with("sslmem_version_sslmem_mean", "sslmem_version_knn_accuracy")
+    panel_with("sslmem:version_candidate_sslmem_mean")
+    panel_with("sslmem:version_candidate_sslmem_mean", "sslmem_version_knn_accuracy")
     panel_with("sslmem_version_linear_probe_accuracy")
-    panel_with("sslmem_version_fraction_above_threshold")
-    panel_with("sslmem_version_verdict")
+    panel_with("sslmem:version_fraction_above_threshold")
+    panel_with("sslmem:version_verdict")
     panel_with("sslmem_version_judgement")
     panel_with("rate(sslmem_versions_scored_total")
     panel_with("histogram_quantile(", "sslmem_scoring_duration_seconds_bucket")
-    panel_with("sslmem_queue_depth")
-    panel_with("sslmem_versions_failed_total", "reason")
+    panel_with("sslmem:queue_depth")
+    panel_with("sslmem:versions_failed:increase15m")
     panel_with("sslmem_scoring_retries_total")
     panel_with("sslmem_webhook_deliveries_total", "outcome")
-    panel_with("sslmem_last_success_timestamp_seconds")
+    panel_with("sslmem:last_success_timestamp_seconds")
     panel_with('ALERTS{alertname=~"SSLMem.*"')
     assert any('up{job="sslmem"}' in e for e in exprs)
 
 
-@pytest.mark.skipif(not RULES.is_file(), reason="deploy/prometheus/sslmem-rules.yaml not yet here")
-def test_rule_names_used_exist_in_the_rules_file(board: dict[str, Any]) -> None:
-    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    recorded = {r["record"] for r in rules if "record" in r}
+def test_alerts_panel_matches_the_shipped_alerts(
+    board: dict[str, Any], rules: list[dict[str, Any]]
+) -> None:
     alerts = {r["alert"] for r in rules if "alert" in r}
+    assert "SSLMemRegressionAgainstChampion" in alerts
     for title, expr in expressions(board):
         for name, matchers in selectors(expr):
-            if name.startswith("sslmem:"):
-                assert name in recorded, f"{title}: recording rule {name} is not defined"
             if name == "ALERTS":
                 op, pattern = matchers["alertname"]
                 assert op == "=~"
-                assert any(re.fullmatch(pattern, a) for a in alerts), title
+                shown = {a for a in alerts if re.fullmatch(pattern, a)}
+                assert shown == alerts, f"{title} misses {alerts - shown}"
+
+
+def test_monitoring_doc_explains_every_shipped_alert(rules: list[dict[str, Any]]) -> None:
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    for alert in (r["alert"] for r in rules if "alert" in r):
+        assert f"| `{alert}` |" in doc, f"docs/monitoring.md does not explain {alert}"
+        assert f"(runbooks.md#{alert.lower()})" in doc, f"no runbook link for {alert}"

@@ -16,7 +16,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,15 +33,13 @@ from sslmem.tracking.connection import client
 from sslmem.tracking.webhooks import ensure_webhook
 from sslmem.workflow.register_external import register_external_encoder
 from tests.servers import (
-    HOST,
     MlflowServer,
     S3Server,
-    free_port,
+    sslmem_serve_env,
     start_mlflow_server,
-    stop_process,
-    wait_for_http,
+    start_sslmem_serve,
+    webhook_mlflow_env,
 )
-from tests.service.conftest import WEBHOOK_SERVER_ENV
 from tests.service.http import metric, request, scrape, wait_until
 from tests.service.scoring_setup import FAST_SCORING, Encoders, make_encoders
 
@@ -56,15 +53,9 @@ def stack(
     s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[MlflowServer, str]]:
     """An MLflow server delivering webhooks, artifacts in a fresh bucket; the bucket's name."""
-    from cryptography.fernet import Fernet
-
     bucket = s3_server.make_bucket("svc")
-    env = {
-        **WEBHOOK_SERVER_ENV,
-        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        **s3_server.artifact_env(),
-    }
     root = tmp_path_factory.mktemp("svc-mlflow")
+    env = webhook_mlflow_env(s3_server)
     with start_mlflow_server(root, f"s3://{bucket}/mlflow/", env=env) as server:
         yield server, bucket
 
@@ -114,42 +105,17 @@ def serve(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``sslmem serve`` as a subprocess; yield its base URL and process."""
     server, bucket = stack
-    port = free_port()
-    env = {
-        **os.environ,
-        **s3.env(),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "SSLMEM_MLFLOW_TRACKING_URI": server.url,
-        "SSLMEM_STORE_URI": f"s3://{bucket}/sslmem",
-        "SSLMEM_DEVICE": "cpu",
-        "SSLMEM_NUM_THREADS": "1",
-        "SSLMEM_SERVICE_WEBHOOK_SECRET": SECRET,
-        "SSLMEM_SERVICE_REPLICA_ID": replica,
-        "SSLMEM_SERVICE_MODEL_CACHE_DIR": str(tmp / f"cache-{replica}"),
-        "SSLMEM_SERVICE_CONFIG_OVERRIDES": json.dumps(FAST_SCORING),
-        "SSLMEM_SERVICE_LEASE_TTL_S": "6",
-        "SSLMEM_SERVICE_LEASE_RENEW_S": "1",
-        "SSLMEM_SERVICE_SHUTDOWN_GRACE_S": "5",
-        **{f"SSLMEM_SERVICE_{key.upper()}": value for key, value in settings.items()},
-    }
-    log_path = tmp / f"serve-{replica}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sslmem"), "serve", "--port", str(port)],
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://{HOST}:{port}"
+    settings.setdefault("config_overrides", json.dumps(FAST_SCORING))
+    overrides = json.loads(settings.pop("config_overrides"))
+    env = sslmem_serve_env(
+        tmp, mlflow=server, s3=s3, store_uri=f"s3://{bucket}/sslmem", webhook_secret=SECRET,
+        replica=replica, config_overrides=overrides, **settings,
+    )  # fmt: skip
     try:
-        wait_for_http(f"{base}/readyz", 180, ok_statuses=(200,), proc=proc, log_path=log_path)
-        yield base, proc
+        with start_sslmem_serve(tmp, env, name=replica) as running:
+            yield running
     finally:
-        stop_process(proc, grace=30)
-        log_text = log_path.read_text(errors="replace")
+        log_text = (tmp / f"serve-{replica}.log").read_text(errors="replace")
         assert SECRET not in log_text  # the HMAC secret never reaches the logs
 
 
@@ -198,7 +164,14 @@ def test_webhook_delivery_gets_a_new_version_scored(
         body = wait_until(done, 240, "the webhook-triggered scoring")
         assert body["status"] == "scored", body
         assert body["judgement"]["outcome"] == "incomparable"
-        text = scrape(base)
+
+        def counted() -> str | None:
+            # The worker counts a version after re-reading its gauges, i.e. after the judgement
+            # tag this test polled for: wait for the count instead of racing it.
+            text = scrape(base)
+            return text if metric(text, "sslmem_versions_scored_total", model="hooked") else None
+
+        text = wait_until(counted, 60, "the version to be counted as scored")
         assert (metric(text, "sslmem_webhook_deliveries_total", outcome="accepted") or 0) >= 2
         assert metric(text, "sslmem_webhook_deliveries_total", outcome="forged") == 0.0
         assert metric(text, "sslmem_versions_scored_total", model="hooked") == 1.0

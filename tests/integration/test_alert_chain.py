@@ -1,0 +1,86 @@
+"""The alerting chain end to end: MLflow -> sslmem serve -> Prometheus -> Alertmanager -> receiver.
+
+The fixture (conftest.py) registers a champion, the champion's weights again (neutral) and a
+deliberately memorising version (regression), and waits for the regression alert. These tests
+check what reached the on-call side, each against what the contract and the judgement policy
+say independently of the rules file:
+
+* the regression alert names the regressing version (``model``/``version`` labels) and links
+  its runbook section;
+* the neutral version is judged ``neutral`` and raises no regression alert;
+* stopping the service (SIGTERM) raises the service-down alert (runs last: it ends the chain).
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from sslmem.tracking import get_version_tags
+from sslmem.tracking import tags as T
+from tests.integration.conftest import AlertChain
+
+pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(1200)]
+
+RUNBOOKS = "https://github.com/sslmem/sslmem/blob/main/docs/runbooks.md"
+REGRESSION = "SSLMemRegressionAgainstChampion"
+
+
+def test_prometheus_scrapes_the_service_and_loads_the_shipped_rules(
+    alert_chain: AlertChain,
+) -> None:
+    up = alert_chain.query('up{job="sslmem"}')
+    assert [sample["value"][1] for sample in up] == ["1"], up
+    series = alert_chain.query(
+        f'sslmem_version_regression{{job="sslmem", model="{alert_chain.model}"}}'
+    )
+    by_version = {sample["metric"]["version"]: sample["value"][1] for sample in series}
+    assert by_version == {
+        alert_chain.champion_version: "0",
+        alert_chain.neutral_version: "0",
+        alert_chain.regressing_version: "1",
+    }, series
+
+
+def test_regression_alert_reaches_the_receiver_with_model_version_and_runbook(
+    alert_chain: AlertChain,
+) -> None:
+    model, version = alert_chain.model, alert_chain.regressing_version
+    assert get_version_tags(model, version).get(T.JUDGEMENT) == "regression"
+    alerts = alert_chain.received(REGRESSION, model=model, version=version)
+    assert alerts, f"no {REGRESSION} for {model}/{version}" + alert_chain.diagnostics()
+    alert = alerts[0]
+    assert alert["labels"]["severity"] in ("critical", "warning", "info"), alert
+    assert alert["labels"].get("alias", "") != "champion", alert
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOKS}#{REGRESSION.lower()}", alert
+    # The regression is about this version only: no other version of the model is accused.
+    accused = {a["labels"]["version"] for a in alert_chain.received(REGRESSION, model=model)}
+    assert accused == {version}, alert_chain.diagnostics()
+
+
+def test_neutral_version_is_judged_neutral_and_raises_no_alert(alert_chain: AlertChain) -> None:
+    model, version = alert_chain.model, alert_chain.neutral_version
+    tags = get_version_tags(model, version)
+    assert tags.get(T.JUDGEMENT) == "neutral", tags
+    assert tags.get(T.JUDGED_AGAINST) == alert_chain.champion_version, tags
+    # Judged and scraped before the regressing version was registered, with the same rules:
+    # had it raised an alert, it would have reached the receiver before the regression's.
+    assert alert_chain.received(REGRESSION, model=model, version=version) == []
+    firing = [
+        alert
+        for alert in alert_chain.prometheus_alerts()
+        if alert["labels"].get("alertname") == REGRESSION
+        and alert["labels"].get("version") == version
+    ]
+    assert firing == [], alert_chain.diagnostics()
+
+
+@pytest.mark.stops_service
+def test_stopping_the_service_raises_service_down(alert_chain: AlertChain) -> None:
+    code = alert_chain.stop_service()
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+    assert code in (0, -signal.SIGTERM), code
+    alert = alert_chain.wait_for_alert("SSLMemServiceDown", 120, job="sslmem")
+    assert alert["labels"]["severity"] == "critical", alert
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOKS}#sslmemservicedown", alert
