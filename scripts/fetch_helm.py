@@ -72,7 +72,7 @@ def npm_pack(package: str, workdir: Path) -> Path:
             f"`npm pack {package}` failed (exit {result.returncode}): "
             f"{result.stderr.strip()[-2000:]}\nCheck that the npm registry is reachable."
         )
-    filename = json.loads(result.stdout)[0]["filename"]
+    filename = str(json.loads(result.stdout)[0]["filename"])
     return workdir / filename
 
 
