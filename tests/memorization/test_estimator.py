@@ -244,7 +244,7 @@ def test_estimator_settings_are_validated() -> None:
 def test_config_override_names_the_field() -> None:
     from sslmem.config import load_experiment_config
 
-    with pytest.raises(ConfigError, match="scoring"):
+    with pytest.raises(ConfigError, match=r"scoring: .*estimator 'ustat' .* needs mode 'pair'"):
         load_experiment_config(None, ["scoring.estimator=ustat", "scoring.mode=anchor"])
 
 
