@@ -31,6 +31,7 @@ from sslmem.errors import ConfigError
 
 DistanceName = Literal["l2", "cosine"]
 AlignmentMode = Literal["pair", "anchor"]
+PairEstimatorName = Literal["pairs", "ustat"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -174,8 +175,19 @@ class TrainingConfig(_Section):
 class ScoringConfig(_Section):
     """How SSLMem is computed (paper definition by default)."""
 
-    views: int = Field(8, ge=1, description="K view pairs (pair mode) or views (anchor mode).")
+    views: int = Field(
+        8,
+        ge=1,
+        description="K: view pairs (estimator pairs), views (estimator ustat) or views against "
+        "the clean image (anchor mode).",
+    )
     mode: AlignmentMode = "pair"
+    estimator: PairEstimatorName = Field(
+        "pairs",
+        description="Pair mode: 'pairs' (K independent view pairs, 2K forwards: the paper's) or "
+        "'ustat' (all K(K-1)/2 pairs of K views, K forwards; same expectation). Recorded; "
+        "scores of different estimators are never compared.",
+    )
     distance: DistanceName = "l2"
     layer: str = Field(
         "backbone",
@@ -208,6 +220,17 @@ class ScoringConfig(_Section):
         if repeated:
             raise ValueError(f"each set may be scored once; repeated: {', '.join(repeated)}")
         return sets
+
+    @model_validator(mode="after")
+    def _estimator_fits_mode(self) -> ScoringConfig:
+        if self.estimator == "ustat" and self.mode != "pair":
+            raise ValueError(
+                "estimator 'ustat' compares views with each other and needs mode 'pair' "
+                f"(got mode {self.mode!r}); use estimator 'pairs' with mode 'anchor'"
+            )
+        if self.estimator == "ustat" and self.views < 2:
+            raise ValueError(f"estimator 'ustat' needs views >= 2 (got {self.views})")
+        return self
 
 
 class EvaluationConfig(_Section):

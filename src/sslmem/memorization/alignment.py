@@ -3,7 +3,9 @@
 Wang et al. (ICLR 2024), Eq. 1: ``L_align(h, x) = E_{x', x'' ~ Aug(x)} d(h(x'), h(x''))`` with
 ``d`` the l2 distance of l2-normalised representations. Estimated with K view pairs per point
 ("pair" mode, the paper's definition) or with the distance from the clean image to each of K
-views ("anchor" mode, the authors' script).
+views ("anchor" mode, the authors' script). In pair mode the ``estimator`` is either ``pairs``
+(K independent pairs, 2K views: the paper's) or ``ustat`` (all K(K-1)/2 pairs of K views, an
+unbiased U-statistic of the same expectation: :mod:`sslmem.memorization.ustat`).
 
 The points of a chunk go through each encoder together, their K views in blocks of at most
 ``view_batch`` per point, so memory is bounded for any N and K; each block of views is drawn once
@@ -24,9 +26,11 @@ from sslmem.augment import BatchAugmenter
 from sslmem.device import to_device_layout
 from sslmem.errors import ScoringError
 from sslmem.memorization.representation import extract_layers
+from sslmem.memorization.ustat import AllPairsAccumulator
 
 Distance = Literal["l2", "cosine"]
 Mode = Literal["pair", "anchor"]
+PairEstimator = Literal["pairs", "ustat"]
 
 
 def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -51,17 +55,21 @@ class AlignmentEstimator:
     """How the alignment loss is estimated (recorded with every score).
 
     Attributes:
-        views: K, the number of view pairs ("pair") or views ("anchor") per point.
+        views: K: view pairs (``pairs``), views (``ustat``) or views against the clean image
+            ("anchor") per point.
         mode: "pair" (view to view, the paper) or "anchor" (clean image to view, the authors'
             script).
         distance: "l2" (of l2-normalised vectors) or "cosine".
         seed: Seed of the views; the same seed gives the same views for the same point keys.
+        estimator: Pair mode only: "pairs" (K independent pairs, views ``2i, 2i+1``: the
+            paper's) or "ustat" (the mean over all K(K-1)/2 pairs of views ``0..K-1``).
     """
 
     views: int = 8
     mode: Mode = "pair"
     distance: Distance = "l2"
     seed: int = 0
+    estimator: PairEstimator = "pairs"
 
     def __post_init__(self) -> None:
         if self.views < 1:
@@ -72,6 +80,35 @@ class AlignmentEstimator:
             raise ScoringError(
                 f"unknown distance {self.distance!r}", f"use one of {sorted(DISTANCES)}"
             )
+        if self.estimator not in ("pairs", "ustat"):
+            raise ScoringError(
+                f"unknown estimator {self.estimator!r}", "use 'pairs' (default) or 'ustat'"
+            )
+        if self.estimator == "ustat" and self.mode != "pair":
+            raise ScoringError(
+                "the 'ustat' estimator compares views with each other; mode 'anchor' compares "
+                "each view with the clean image",
+                "use mode 'pair' with estimator 'ustat', or estimator 'pairs' with 'anchor'",
+            )
+        if self.estimator == "ustat" and self.views < 2:
+            raise ScoringError(
+                f"the 'ustat' estimator needs at least 2 views, got {self.views}",
+                "use e.g. --set scoring.views=16",
+            )
+
+    @property
+    def terms(self) -> int:
+        """Distances averaged per point: K (pairs, anchor) or K(K-1)/2 (ustat)."""
+        if self.estimator == "ustat":
+            return self.views * (self.views - 1) // 2
+        return self.views
+
+    @property
+    def forwards_per_point(self) -> int:
+        """Encoder forwards per point and encoder: 2K (pairs), K + 1 (anchor), K (ustat)."""
+        if self.mode == "anchor":
+            return self.views + 1
+        return self.views if self.estimator == "ustat" else 2 * self.views
 
 
 @contextlib.contextmanager
@@ -101,7 +138,7 @@ def scoring_precision(device: torch.device, *, autocast_bf16: bool = False) -> I
 def _view_blocks(estimator: AlignmentEstimator, view_batch: int) -> list[torch.Tensor]:
     """View ids per forward: pairs ``(2i, 2i+1)`` are never split; at most ``view_batch`` each."""
     k = estimator.views
-    if estimator.mode == "pair":
+    if estimator.mode == "pair" and estimator.estimator == "pairs":
         step = max(1, view_batch // 2)
         return [torch.arange(2 * p, 2 * min(p + step, k)) for p in range(0, k, step)]
     step = max(1, view_batch)
@@ -141,15 +178,16 @@ def alignment_losses(
         images: uint8 ``[N, C, H, W]`` (any device; moved chunk by chunk).
         keys: int64 ``[N]``: stable point ids (dataset indices) that seed each point's views.
         augmenter: Draws the views.
-        estimator: K, mode, distance and seed.
+        estimator: K, mode, distance, seed and (pair mode) the pairs/ustat estimator.
         layers: L layer names; all are captured in the same forward pass.
         device: Where encoders run (they are moved there).
         chunk_size: Points per forward.
         view_batch: Views per point per forward (pair mode rounds down to whole pairs). Peak
             memory is about ``chunk_size * view_batch`` images and their activations, for any
             K and N: the K views are drawn and run in blocks, and only per-point distance sums
-            are kept. Views depend only on (seed, key, view id), so the blocking does not change
-            which views are drawn.
+            are kept (``ustat`` with ``l2`` also keeps the K representations of each point;
+            see :mod:`sslmem.memorization.ustat`). Views depend only on (seed, key, view id),
+            so the blocking does not change which views are drawn.
         autocast_bf16: bf16 autocast on CUDA (default fp32; see :func:`scoring_precision`).
         progress: Called with the number of points finished after each chunk.
 
@@ -196,6 +234,9 @@ def alignment_losses(
                 chunk_keys = keys[start:stop].to(device)
                 b = stop - start
                 sums = torch.zeros(len(encoders), len(layers), b, device=device)
+                all_pairs = [
+                    [AllPairsAccumulator(estimator.distance) for _ in layers] for _ in encoders
+                ]
                 anchors: list[list[torch.Tensor]] = []
                 if estimator.mode == "anchor":
                     clean = augmenter.clean(chunk).unsqueeze(1)  # [B, 1, C, S, S]
@@ -206,13 +247,19 @@ def alignment_losses(
                     views = augmenter.views(chunk, chunk_keys, ids.to(device), estimator.seed)
                     for e in range(len(encoders)):
                         for li, rep in enumerate(represent(e, views, b)):
-                            if estimator.mode == "pair":
+                            if estimator.estimator == "ustat":
+                                all_pairs[e][li].add(rep)
+                            elif estimator.mode == "pair":
                                 sums[e, li] += pair_distance_sum(rep, estimator.distance)
                             else:
                                 sums[e, li] += anchor_distance_sum(
                                     anchors[e][li], rep, estimator.distance
                                 )
-                out[:, :, start:stop] = (sums / estimator.views).cpu()
+                if estimator.estimator == "ustat":
+                    for e, per_layer in enumerate(all_pairs):
+                        for li, acc in enumerate(per_layer):
+                            sums[e, li] = acc.pair_sum()
+                out[:, :, start:stop] = (sums / estimator.terms).cpu()
                 if progress is not None:
                     progress(b)
     finally:

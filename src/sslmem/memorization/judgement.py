@@ -22,9 +22,9 @@ follows from that:
   smaller than ``min_delta``, and a fall whose accuracy cost cannot be judged (accuracies
   missing).
 * **incomparable** -- no champion, or the two versions were scored under different protocols
-  (dataset, augmentation, layer, K views, alignment mode or distance): raw SSLMem is only
-  comparable on the same protocol (SSLMEM.md), so no Δ is computed and the differing fields
-  are named. A broken budget still makes it a regression.
+  (dataset, augmentation, layer, K views, alignment mode, pair estimator or distance): raw
+  SSLMem is only comparable on the same protocol (SSLMEM.md), so no Δ is computed and the
+  differing fields are named. A broken budget still makes it a regression.
 
 The test of Δ mean SSLMem(S_C) is a **paired t-test** when both versions scored the same
 candidate points (same dataset, identical S_C sample indices): each point's score under the
@@ -183,9 +183,12 @@ class ScoringProtocol(BaseModel):
         manifest_sha256: The split manifest (equal manifests: the same S_C points).
         augmentation: The augmentation distribution ``Aug(x)`` as a JSON-like dict.
         layer: The representation layer.
-        views: K (view pairs in pair mode, views in anchor mode).
+        views: K (view pairs or, estimator ``ustat``, views in pair mode; views in anchor
+            mode).
         mode: Alignment mode (``pair`` or ``anchor``).
         distance: Representation distance.
+        estimator: Pair estimator (``pairs`` or ``ustat``): both estimate the same expectation,
+            but with different noise at a given K, so scores are never mixed.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -197,6 +200,7 @@ class ScoringProtocol(BaseModel):
     views: int
     mode: str
     distance: str
+    estimator: str = "pairs"
 
     @classmethod
     def from_summary(cls, summary: ScoreSummary) -> ScoringProtocol:
@@ -209,11 +213,12 @@ class ScoringProtocol(BaseModel):
             views=summary.scoring.views,
             mode=summary.scoring.mode,
             distance=summary.scoring.distance,
+            estimator=summary.scoring.estimator,
         )
 
 
 #: Fields that must be equal (the manifest may differ: then the test is unpaired).
-COMPARED_FIELDS = ("dataset", "augmentation", "layer", "views", "mode", "distance")
+COMPARED_FIELDS = ("dataset", "augmentation", "layer", "views", "mode", "estimator", "distance")
 
 
 def verdict_state(summary: ScoreSummary) -> str:

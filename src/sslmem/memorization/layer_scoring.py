@@ -174,7 +174,11 @@ def score_layers(
         layers=names,
         augment_spec=augment_spec,
         estimator=AlignmentEstimator(
-            views=scoring.views, mode=scoring.mode, distance=scoring.distance, seed=scoring.seed
+            views=scoring.views,
+            mode=scoring.mode,
+            distance=scoring.distance,
+            seed=scoring.seed,
+            estimator=scoring.estimator,
         ),
         device=device,
         chunk_size=scoring.chunk_size,

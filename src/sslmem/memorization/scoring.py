@@ -95,8 +95,10 @@ class ScoreSummary(PairProvenance):
     def format_table(self) -> str:
         """A compact text table of the per-set statistics, the verdict and what was waived."""
         s = self.scoring
+        # The estimator is named only when it is not the paper's (the default's line is unchanged).
+        how = s.mode if s.estimator == "pairs" else f"{s.mode}, {s.estimator} estimator"
         lines = [
-            f"layer {s.layer}, K = {s.views} ({s.mode}), {s.distance}, {self.precision} "
+            f"layer {s.layer}, K = {s.views} ({how}), {s.distance}, {self.precision} "
             f"on {self.device}",
             f"{'set':<12} {'n':>6} {'mean':>9} {'95% CI':>21} {'p(S_C > set)':>13}",
         ]
@@ -444,7 +446,11 @@ def score_split(
         torch.from_numpy(indices),
         augment_spec=augment_spec,
         estimator=AlignmentEstimator(
-            views=scoring.views, mode=scoring.mode, distance=scoring.distance, seed=scoring.seed
+            views=scoring.views,
+            mode=scoring.mode,
+            distance=scoring.distance,
+            seed=scoring.seed,
+            estimator=scoring.estimator,
         ),
         layer=scoring.layer,
         device=device,

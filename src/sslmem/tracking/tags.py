@@ -34,7 +34,8 @@ Short tags (values are strings; floats with 10 significant digits)::
      "code_version": "0.4.0", "pipeline_run_id": "...", "parent_run_id": "...",
      "train_run_id": "...", "register_run_id": "...",
      "score_run_id": "..." (once scored),
-     "scoring": {"layer", "views", "sslmem_version", "manifest_sha256", "sets"} (once scored),
+     "scoring": {"layer", "views", "estimator", "sslmem_version", "manifest_sha256", "sets"}
+       (once scored),
      "scored_with": "models:/m/3" (references)}
 
 A candidate can be scored again from its version alone: :data:`REQUIRED_PROVENANCE` tags
@@ -371,6 +372,7 @@ def scoring_provenance(report: ScoreReport) -> dict[str, Any]:
         SCORING: {
             "layer": summary.scoring.layer,
             "views": summary.scoring.views,
+            "estimator": summary.scoring.estimator,
             "sslmem_version": summary.sslmem_version,
             "manifest_sha256": summary.manifest_sha256,
             "sets": sorted(summary.sets),
