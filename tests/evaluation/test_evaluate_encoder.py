@@ -8,7 +8,12 @@ from torch import nn
 from sslmem.augment import AugmentationSpec
 from sslmem.config import EvaluationConfig
 from sslmem.errors import DataError, SSLMemError
-from sslmem.evaluation import EvaluationError, evaluate_encoder, extract_features
+from sslmem.evaluation import (
+    EvaluationError,
+    EvaluationResult,
+    evaluate_encoder,
+    extract_features,
+)
 from sslmem.models.encoder import Encoder
 
 SPEC = AugmentationSpec(output_size=8)
@@ -69,6 +74,41 @@ def test_evaluate_encoder_end_to_end_records_hyperparameters() -> None:
     assert record["knn_k_used"] == 5
     assert record["augmentation"]["output_size"] == 8
     assert set(result.metrics()) == {"knn_accuracy", "linear_probe_accuracy"}
+
+
+def test_a_record_reads_back_as_the_same_result_through_json() -> None:
+    result = evaluate_encoder(
+        _encoder(), _data(24, 0), _data(12, 1), config=CONFIG, augment_spec=SPEC, device="cpu"
+    )
+    record = {"encoder": "f.safetensors", **json.loads(json.dumps(result.to_dict()))}
+    assert EvaluationResult.from_dict(record) == result  # extra keys (sslmem evaluate's) ignored
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"knn_accuracy": 1.01}, "knn_accuracy: Input should be less than or equal to 1"),
+        (
+            {"linear_probe_accuracy": float("nan")},
+            "linear_probe_accuracy: Input should be a finite",
+        ),
+        ({"knn_k": 0}, "knn_k: Input should be greater than or equal to 1"),
+        ({"augmentation": None}, "augmentation: Field required"),
+        ({"probe_lr": None}, "missing probe_lr"),
+    ],
+)
+def test_an_invalid_record_names_the_field(change: dict[str, object], says: str) -> None:
+    result = evaluate_encoder(
+        _encoder(), _data(24, 0), _data(12, 1), config=CONFIG, augment_spec=SPEC, device="cpu"
+    )
+    record = result.to_dict()
+    for key, value in change.items():
+        if value is None:
+            del record[key]
+        else:
+            record[key] = value
+    with pytest.raises(EvaluationError, match=says):
+        EvaluationResult.from_dict(record)
 
 
 def test_evaluate_encoder_is_deterministic() -> None:

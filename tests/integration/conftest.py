@@ -38,12 +38,14 @@ from pydantic import SecretStr
 
 from sslmem.config import RuntimeSettings
 from sslmem.data.store import open_store
+from sslmem.evaluation import EvaluationResult
+from sslmem.memorization.judgement import POLICY_TAG_PREFIX
 from sslmem.tracking import RetryPolicy, configure_mlflow, get_version_tags
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 from sslmem.tracking.webhooks import ensure_webhook
 from sslmem.workflow.register_external import register_external_encoder
-from tests.integration.encoders import make_chain_encoders
+from tests.integration.encoders import ChainEncoders, make_chain_encoders
 from tests.servers import (
     Receiver,
     S3Server,
@@ -63,6 +65,12 @@ RULES = REPO / "deploy" / "prometheus" / "sslmem-rules.yaml"
 #: Replaces every alerting rule's ``for:`` (minutes in production) so alerts fire in seconds.
 SHORT_FOR = "1s"
 MODEL = "chain-encoder"
+#: The chain's model policy, γ (``sslmem.policy.accuracy_gain``): the team's policy is that a few
+#: points of downstream accuracy do not justify the extra memorisation (privacy exposure of the
+#: training points), so only a gain of 10 points in every accuracy would excuse it. The
+#: regressing version gains about 4 (kNN) and 2 (probe) points (tests/integration/encoders.py):
+#: far enough below γ that the judgement does not hinge on a point more or less.
+ACCURACY_GAIN = 0.10
 #: 8 views (not FAST_SCORING's 2): enough power for the paired test on 24 S_C points.
 SCORING = [*FAST_SCORING, "scoring.views=8"]
 SECRET = "chain-" + os.urandom(8).hex()
@@ -125,10 +133,13 @@ class AlertChain:
         mlflow_url: ``http://127.0.0.1:PORT`` of the MLflow server.
         model: The registered model (label ``model``).
         champion_version: The version holding the ``champion`` alias.
-        regressing_version: The version judged ``regression`` (memorises more, no accuracy gain).
+        regressing_version: The version judged ``regression`` (memorises more, gains less
+            accuracy than the model's policy γ asks for).
         neutral_version: The champion's weights registered again (judged ``neutral``).
         receiver: The webhook receiver Alertmanager notifies.
         service_log: The service's log file.
+        accuracies: ``{version: (kNN, linear-probe accuracy)}`` each version was registered
+            with (measured by the library's evaluation of its checkpoint).
     """
 
     prometheus_url: str
@@ -143,6 +154,7 @@ class AlertChain:
     regressing_version: str = ""
     neutral_version: str = ""
     _exit_code: list[int | None] = field(default_factory=list)
+    accuracies: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def payloads(self) -> list[dict[str, Any]]:
         """Every notification Alertmanager POSTed (webhook payload version 4), oldest first."""
@@ -316,27 +328,35 @@ def _judgement(model: str, version: str) -> str:
     return get_version_tags(model, version).get(T.JUDGEMENT, "")
 
 
-def _run_scenario(chain: AlertChain, encoders: Any, runtime: RuntimeSettings, split: str) -> None:
+def _run_scenario(
+    chain: AlertChain, encoders: ChainEncoders, runtime: RuntimeSettings, split: str
+) -> None:
     """Register champion (aliased), neutral and regressing versions; wait for each judgement."""
     chain.wait(lambda: chain.query('up{job="sslmem"} == 1'), 60, "Prometheus to scrape the service")
     reference = register_external_encoder(
         encoders.reference, model_name=f"{MODEL}-ref", split_uri=split, settings=runtime
     )
     reference_uri = f"models:/{MODEL}-ref/{reference.version}"
+    # The policy exists before any version of the model does, so every judgement applies it.
+    client().create_registered_model(
+        MODEL, tags={f"{POLICY_TAG_PREFIX}accuracy_gain": str(ACCURACY_GAIN)}
+    )
 
-    def register(checkpoint: Path) -> str:
+    def register(checkpoint: Path, evaluation: EvaluationResult) -> str:
         version = register_external_encoder(
             checkpoint, model_name=MODEL, split_uri=split, reference_uri=reference_uri,
-            settings=runtime,
+            evaluation=evaluation, settings=runtime,
         ).version  # fmt: skip
+        chain.accuracies[version] = (evaluation.knn_accuracy, evaluation.linear_probe_accuracy)
         chain.wait(lambda: _judgement(MODEL, version), 240, f"version {version} to be judged")
         return str(version)
 
-    chain.champion_version = register(encoders.champion)
+    chain.champion_version = register(encoders.champion, encoders.champion_evaluation)
     client().set_registered_model_alias(MODEL, "champion", chain.champion_version)
-    # The same weights again: identical scores under the same protocol, so Δ = 0 (neutral).
-    chain.neutral_version = register(encoders.champion)
-    chain.regressing_version = register(encoders.regressing)
+    # The same weights again: identical scores and accuracies under the same protocol, so
+    # Δ = 0 everywhere (neutral).
+    chain.neutral_version = register(encoders.champion, encoders.champion_evaluation)
+    chain.regressing_version = register(encoders.regressing, encoders.regressing_evaluation)
     chain.wait_for_alert(
         "SSLMemRegressionAgainstChampion", 180, model=MODEL, version=chain.regressing_version
     )

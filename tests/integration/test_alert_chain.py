@@ -5,6 +5,9 @@ deliberately memorising version (regression), and waits for the regression alert
 check what reached the on-call side, each against what the contract and the judgement policy
 say independently of the rules file:
 
+* the regressing version is judged on measured accuracies: both versions carry them, it gained
+  less than the model's policy γ asks for, and more memorisation without that gain is a
+  regression;
 * the regression alert names the regressing version (``model``/``version`` labels) and links
   its runbook section;
 * the neutral version is judged ``neutral`` and raises no regression alert;
@@ -13,12 +16,15 @@ say independently of the rules file:
 
 from __future__ import annotations
 
+import json
 import signal
 
 import pytest
 
+from sslmem.memorization.judgement import POLICY_TAG_PREFIX
 from sslmem.tracking import get_version_tags
 from sslmem.tracking import tags as T
+from sslmem.tracking.connection import client
 from tests.integration.conftest import AlertChain
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(1200)]
@@ -43,6 +49,48 @@ def test_prometheus_scrapes_the_service_and_loads_the_shipped_rules(
     }, series
 
 
+def _accuracy_tags(model: str, version: str) -> tuple[float, float]:
+    tags = get_version_tags(model, version)
+    return float(tags[T.KNN_ACCURACY]), float(tags[T.LINEAR_PROBE_ACCURACY])
+
+
+def test_regression_is_judged_on_measured_accuracies_below_the_policy_gain(
+    alert_chain: AlertChain,
+) -> None:
+    model, version = alert_chain.model, alert_chain.regressing_version
+    champion = alert_chain.champion_version
+    gamma = float(client().get_registered_model(model).tags[f"{POLICY_TAG_PREFIX}accuracy_gain"])
+    tags = get_version_tags(model, version)
+    judgement = json.loads(tags[T.JUDGEMENT_JSON])
+    assert judgement["outcome"] == "regression", judgement["reasons"]
+    assert judgement["champion_version"] == champion
+    assert judgement["policy"]["accuracy_gain"] == pytest.approx(gamma)  # the model's own γ
+    # Both versions were registered with their measured accuracies, and judged on exactly those.
+    for name, ref in (("candidate", version), ("champion", champion)):
+        knn, probe = _accuracy_tags(model, ref)
+        assert (knn, probe) == pytest.approx(alert_chain.accuracies[ref], abs=1e-9)
+        accuracy = judgement["accuracy"]
+        assert accuracy[f"knn_{name}"] == pytest.approx(knn, abs=1e-9)
+        assert accuracy[f"linear_probe_{name}"] == pytest.approx(probe, abs=1e-9)
+    gains = [
+        after - before
+        for after, before in zip(
+            _accuracy_tags(model, version), _accuracy_tags(model, champion), strict=True
+        )
+    ]
+    assert judgement["accuracy"]["worst_delta"] == pytest.approx(min(gains), abs=1e-9)
+    # The scenario's premise, measured: memorisation rose by more than min_delta without a
+    # gain of γ in every accuracy (the extra training may gain a little; the policy says that
+    # is not enough).
+    assert min(gains) < gamma, (
+        f"the regressing version gained {gains} (kNN, probe) in accuracy, not below the "
+        f"model's γ = {gamma}: raise ACCURACY_GAIN in tests/integration/conftest.py above the "
+        "measured gain (with margin) or make the memorising version gain less"
+    )
+    assert judgement["mean"]["delta"] >= judgement["policy"]["min_delta"], judgement["mean"]
+    assert "accuracy not measured" not in " ".join(judgement["reasons"])
+
+
 def test_regression_alert_reaches_the_receiver_with_model_version_and_runbook(
     alert_chain: AlertChain,
 ) -> None:
@@ -64,6 +112,9 @@ def test_neutral_version_is_judged_neutral_and_raises_no_alert(alert_chain: Aler
     tags = get_version_tags(model, version)
     assert tags.get(T.JUDGEMENT) == "neutral", tags
     assert tags.get(T.JUDGED_AGAINST) == alert_chain.champion_version, tags
+    # The champion's weights, evaluated once: exactly the champion's accuracies, Δ = 0.
+    accuracy = json.loads(tags[T.JUDGEMENT_JSON])["accuracy"]
+    assert (accuracy["knn_delta"], accuracy["linear_probe_delta"]) == (0.0, 0.0), accuracy
     # Judged and scraped before the regressing version was registered, with the same rules:
     # had it raised an alert, it would have reached the receiver before the regression's.
     assert alert_chain.received(REGRESSION, model=model, version=version) == []

@@ -27,6 +27,9 @@ from typing import Any
 
 import pytest
 
+from sslmem.memorization.judgement import POLICY_TAG_PREFIX
+from sslmem.tracking.connection import client
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,12 +199,72 @@ def test_version_table_joins_into_one_row_per_version(panels: Panels, alert_chai
     title = "Memorisation vs downstream accuracy per version"
     for version in (alert_chain.regressing_version, alert_chain.neutral_version):
         keys = join_keys(panels, title, version)
-        # mean SSLMem, its Δ and the fraction above threshold of a judged version (the chain
-        # measures no downstream accuracy: tests/integration/encoders.py)
-        assert set(keys) == {"A", "B", "E"}, keys
+        # mean SSLMem, its Δ, kNN and probe accuracy and the fraction above threshold of a
+        # judged version (registered with its accuracies: tests/integration/encoders.py)
+        assert set(keys) == {"A", "B", "C", "D", "E"}, keys
         assert len(set(keys.values())) == 1, keys  # same labels: Grafana merges them into one row
         # an unaliased version: Prometheus stores no empty alias label
         assert dict(keys["A"]) == {"model": alert_chain.model, "version": version}
+
+
+def values(result: list[dict[str, Any]]) -> dict[str, float]:
+    """``{version: value}`` of an instant result with one series per version."""
+    versions = [s["metric"]["version"] for s in result]
+    assert len(versions) == len(set(versions)), result
+    return {s["metric"]["version"]: float(s["value"][1]) for s in result}
+
+
+def test_accuracy_columns_show_the_registered_accuracies(panels: Panels, alert_chain: Any) -> None:
+    title = "Memorisation vs downstream accuracy per version"
+    registered = alert_chain.accuracies  # {version: (kNN, probe)} as registered in MLflow
+    assert len(registered) == 3, registered
+    for ref, which in (("C", 0), ("D", 1)):
+        shown = values(by(panels.instant(title, ref), model=alert_chain.model))
+        assert shown.keys() == registered.keys(), (ref, shown)
+        for version, accuracies in registered.items():
+            assert shown[version] == pytest.approx(accuracies[which], abs=1e-9), (ref, version)
+
+
+def test_xy_chart_pairs_each_versions_knn_accuracy_with_its_memorisation(
+    panels: Panels, alert_chain: Any
+) -> None:
+    title = "Mean SSLMem vs kNN accuracy per version"
+    knn = values(by(panels.instant(title, "A"), model=alert_chain.model))
+    memorisation = values(by(panels.instant(title, "B"), model=alert_chain.model))
+    versions = set(alert_chain.accuracies)
+    assert versions <= knn.keys() and versions <= memorisation.keys(), (knn, memorisation)
+    for version in versions:
+        assert knn[version] == pytest.approx(alert_chain.accuracies[version][0], abs=1e-9)
+        keys = join_keys(panels, title, version)  # one point per version after the merge
+        assert set(keys) == {"A", "B"} and len(set(keys.values())) == 1, keys
+    # the regressing version sits to the upper right: more memorisation, a little more kNN
+    regressing, champion = alert_chain.regressing_version, alert_chain.champion_version
+    assert memorisation[regressing] > memorisation[champion]
+
+
+def test_accuracy_delta_panel_shows_the_regressing_versions_gain_below_gamma(
+    panels: Panels, alert_chain: Any
+) -> None:
+    title = "Δ downstream accuracy vs champion"
+    deltas = by(panels.range(title, "A"), model=alert_chain.model)
+    champion = alert_chain.accuracies[alert_chain.champion_version]
+    for version in (alert_chain.regressing_version, alert_chain.neutral_version):
+        accuracies = alert_chain.accuracies[version]
+        for quantity, which in (("knn_accuracy", 0), ("linear_probe_accuracy", 1)):
+            series = by(deltas, version=version, quantity=quantity)
+            assert len(series) == 1, (version, quantity, [s["metric"] for s in deltas])
+            shown = [float(v) for _, v in series[0]["values"]]
+            # the Δ of the registered accuracies (candidate − champion), constant over time
+            expected = accuracies[which] - champion[which]
+            assert all(abs(v - expected) <= 1e-9 for v in shown), (version, quantity, expected)
+    gamma_series = by(panels.range(title, "B"), model=alert_chain.model)
+    assert len(gamma_series) == 1, gamma_series
+    gamma = float(
+        client().get_registered_model(alert_chain.model).tags[f"{POLICY_TAG_PREFIX}accuracy_gain"]
+    )
+    assert peak(gamma_series[0]) == pytest.approx(gamma)  # the model's own γ line
+    regressing = by(deltas, version=alert_chain.regressing_version)
+    assert max(peak(s) for s in regressing) < gamma  # below the line: no excuse
 
 
 def test_judgement_and_verdict_tables(panels: Panels, alert_chain: Any) -> None:

@@ -26,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layer", default="backbone", help="representation layer to score")
     parser.add_argument("--seed", type=int, help="training seed (default: checkpoint metadata)")
+    parser.add_argument(
+        "--evaluation",
+        type=Path,
+        metavar="FILE",
+        help="the encoder's downstream accuracies: the JSON `sslmem evaluate --out FILE` wrote "
+        "(without them the judgement cannot weigh more memorisation against an accuracy gain)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         reference_uri=None if args.as_reference else args.reference,
         layer=args.layer,
         seed=args.seed,
+        evaluation=args.evaluation,
     )
     role = "reference" if args.as_reference else f"candidate of {args.reference}, status pending"
     print(f"registered {version.uri} ({role})")

@@ -4,13 +4,20 @@
 """
 
 from sslmem.evaluation.checks import EvaluationError
-from sslmem.evaluation.evaluate import EvaluationResult, LabelledImages, evaluate_encoder
+from sslmem.evaluation.evaluate import (
+    EvaluationFile,
+    EvaluationResult,
+    LabelledImages,
+    evaluate_encoder,
+    read_evaluation_file,
+)
 from sslmem.evaluation.features import extract_features
 from sslmem.evaluation.knn import knn_accuracy, knn_class_scores, knn_predict
 from sslmem.evaluation.linear_probe import linear_probe_accuracy
 
 __all__ = [
     "EvaluationError",
+    "EvaluationFile",
     "EvaluationResult",
     "LabelledImages",
     "evaluate_encoder",
@@ -19,4 +26,5 @@ __all__ = [
     "knn_class_scores",
     "knn_predict",
     "linear_probe_accuracy",
+    "read_evaluation_file",
 ]

@@ -8,14 +8,19 @@ same frozen features, extracted once.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import EvaluationConfig
 from sslmem.errors import DataError
+from sslmem.evaluation.checks import EvaluationError
 from sslmem.evaluation.features import extract_features
 from sslmem.evaluation.knn import knn_accuracy
 from sslmem.evaluation.linear_probe import linear_probe_accuracy
@@ -89,6 +94,106 @@ class EvaluationResult:
             **self.config.model_dump(mode="json"),
             "augmentation": self.augment_spec.model_dump(mode="json"),
         }
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> EvaluationResult:
+        """Read back a :meth:`to_dict` record (other keys, e.g. ``sslmem evaluate``'s, ignored).
+
+        Raises:
+            EvaluationError: A field is missing or invalid (e.g. an accuracy outside
+                ``[0, 1]``); the message names every such field.
+
+        """
+        config_fields = EvaluationConfig.model_fields
+        missing = [name for name in config_fields if name not in record]
+        try:
+            numbers = _ResultFields.model_validate(record)
+            config = EvaluationConfig.model_validate(
+                {name: record[name] for name in config_fields if name in record}
+            )
+        except ValidationError as exc:
+            problems = [
+                f"{'.'.join(str(part) for part in item['loc']) or '<root>'}: {item['msg']}"
+                for item in exc.errors()
+            ]
+            raise EvaluationError(f"invalid evaluation record: {'; '.join(problems)}") from None
+        if missing:
+            raise EvaluationError(
+                f"invalid evaluation record: missing {', '.join(missing)} (how it was evaluated)"
+            )
+        return cls(
+            knn_accuracy=numbers.knn_accuracy,
+            linear_probe_accuracy=numbers.linear_probe_accuracy,
+            num_train=numbers.num_train,
+            num_test=numbers.num_test,
+            num_classes=numbers.num_classes,
+            feature_dim=numbers.feature_dim,
+            knn_k_used=numbers.knn_k_used,
+            config=config,
+            augment_spec=numbers.augmentation,
+        )
+
+
+class _ResultFields(BaseModel):
+    """The result fields of a :meth:`EvaluationResult.to_dict` record, validated."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    knn_accuracy: float = Field(ge=0, le=1)
+    linear_probe_accuracy: float = Field(ge=0, le=1)
+    num_train: int = Field(ge=1)
+    num_test: int = Field(ge=1)
+    num_classes: int = Field(ge=1)
+    feature_dim: int = Field(ge=1)
+    knn_k_used: int = Field(ge=1)
+    augmentation: AugmentationSpec
+
+
+@dataclass(frozen=True)
+class EvaluationFile:
+    """A downstream evaluation read from the JSON ``sslmem evaluate --out`` writes.
+
+    Attributes:
+        path: The file.
+        result: The evaluation.
+        encoder_sha256: SHA-256 of the evaluated checkpoint file (``None``: not recorded, e.g.
+            a bare :meth:`EvaluationResult.to_dict` record).
+
+    """
+
+    path: Path
+    result: EvaluationResult
+    encoder_sha256: str | None
+
+
+def read_evaluation_file(path: Path | str) -> EvaluationFile:
+    """Read and validate an evaluation written by ``sslmem evaluate --out FILE``.
+
+    Raises:
+        EvaluationError: The file is missing, not a JSON object, or a field is missing or
+            invalid (accuracies must lie in ``[0, 1]``); the message names the file.
+
+    """
+    file = Path(path)
+    fix = f"write it with `sslmem evaluate --encoder CKPT --out {file}`"
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvaluationError(f"evaluation file {file} does not exist", fix) from None
+    except IsADirectoryError:
+        raise EvaluationError(f"evaluation file {file} is a directory", fix) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"evaluation file {file} is not JSON ({exc})", fix) from None
+    if not isinstance(record, dict):
+        raise EvaluationError(
+            f"evaluation file {file} holds a JSON {type(record).__name__}, not an object", fix
+        )
+    try:
+        result = EvaluationResult.from_dict(record)
+    except EvaluationError as exc:
+        raise EvaluationError(f"evaluation file {file}: {exc.problem}", fix) from None
+    sha = record.get("encoder_sha256")
+    return EvaluationFile(file, result, sha if isinstance(sha, str) and sha else None)
 
 
 def _check_set(data: LabelledImages, name: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,10 @@ A candidate is registered with the provenance the service needs to score it (the
 reference version, the split manifest's URI and hash, the augmentation, layer and seed) and
 ``sslmem.status=pending``; the service (webhook or reconcile) then scores it. A reference is
 registered with ``sslmem.role=reference`` and its split, and is never scored itself.
+
+Its downstream accuracies (``sslmem evaluate --out``) go into the version's creation tags, so
+the service never judges the version before they exist: a judgement without them cannot weigh
+more memorisation against an accuracy gain (:mod:`sslmem.memorization.judgement`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from sslmem.augment import AugmentationSpec
 from sslmem.config import RuntimeSettings
 from sslmem.data.splits import load_manifest
 from sslmem.errors import ManifestMismatchError
-from sslmem.models.checkpoint import read_checkpoint_metadata
+from sslmem.evaluation.checks import EvaluationError
+from sslmem.evaluation.evaluate import EvaluationResult, read_evaluation_file
+from sslmem.models.checkpoint import file_sha256, read_checkpoint_metadata
 from sslmem.tracking import tags as T
 from sslmem.workflow._common import configure_tracking, process_settings
 from sslmem.workflow.versions import VersionInfo
@@ -34,6 +40,7 @@ def register_external_encoder(
     layer: str = "backbone",
     augmentation: AugmentationSpec | None = None,
     seed: int | None = None,
+    evaluation: EvaluationResult | Path | str | None = None,
     settings: RuntimeSettings | None = None,
 ) -> VersionInfo:
     """Register ``checkpoint`` as a new version of ``model_name``, ready for the service.
@@ -49,6 +56,9 @@ def register_external_encoder(
         augmentation: The training augmentation (default: the checkpoint's metadata, else the
             default spec).
         seed: The training seed (default: the checkpoint's metadata, else 0).
+        evaluation: The encoder's downstream evaluation, or the JSON file ``sslmem evaluate
+            --out`` wrote for it; its kNN and linear-probe accuracies become the tags
+            ``sslmem.knn_accuracy`` and ``sslmem.linear_probe_accuracy`` at creation.
         settings: Runtime settings (MLflow, object store).
 
     Returns:
@@ -56,6 +66,8 @@ def register_external_encoder(
 
     Raises:
         CheckpointError: Not an sslmem checkpoint.
+        EvaluationError: The evaluation file is missing or invalid, or evaluated another
+            checkpoint.
         ManifestMismatchError: The checkpoint records another split than ``split_uri``.
         StoreError, DataError: The manifest cannot be read.
         TrackingError: The reference does not exist, or MLflow is unreachable.
@@ -78,6 +90,7 @@ def register_external_encoder(
         augmentation = AugmentationSpec.model_validate(raw) if raw else AugmentationSpec()
     if seed is None:
         seed = int(header.metadata.get("seed", 0))
+    accuracy_tags = _accuracy_tags(evaluation, checkpoint)
     configure_tracking(settings)
     if reference_uri is None:
         tags: dict[str, object] = {
@@ -108,6 +121,28 @@ def register_external_encoder(
             ),
             T.ROLE: "candidate",
         }
+    tags.update(accuracy_tags)  # creation tags: never judged without its accuracies
     ref = register_encoder(checkpoint, model_name=model_name, tags=tags, augmentation=augmentation)
     logger.info("registered %s (%s)", ref.uri, "reference" if reference_uri is None else "pending")
     return VersionInfo(ref.name, ref.version, T.validate_version_tags(tags))
+
+
+def _accuracy_tags(
+    evaluation: EvaluationResult | Path | str | None, checkpoint: Path | str
+) -> dict[str, object]:
+    """The accuracy tags of ``evaluation``; a file must be the evaluation of ``checkpoint``."""
+    if evaluation is None:
+        return {}
+    if not isinstance(evaluation, EvaluationResult):
+        read = read_evaluation_file(evaluation)
+        if read.encoder_sha256 is not None and read.encoder_sha256 != file_sha256(checkpoint):
+            raise EvaluationError(
+                f"evaluation file {read.path} is of another checkpoint "
+                f"(encoder_sha256 {read.encoder_sha256}) than {checkpoint}",
+                f"evaluate this encoder: `sslmem evaluate --encoder {checkpoint} --out FILE`",
+            )
+        evaluation = read.result
+    return {
+        T.KNN_ACCURACY: evaluation.knn_accuracy,
+        T.LINEAR_PROBE_ACCURACY: evaluation.linear_probe_accuracy,
+    }
