@@ -248,3 +248,33 @@ def test_sslmem_split_on_s3_images_end_to_end(
     dataset = manifest_dataset(manifest)
     manifest.verify_against(dataset)
     np.testing.assert_array_equal(dataset.labels.numpy(), labels)
+
+
+def test_images_are_resized_to_image_size(
+    s3_server: S3Server, folders: tuple[str, Any, Any], tmp_path: Path
+) -> None:
+    uri, images, _ = folders
+    bucket, prefix = _split_uri(uri)
+    store = _store(s3_server, bucket, prefix, CountingPool())
+    data = load_s3_dataset(uri, cache_dir=tmp_path, store=store, image_size=(14, 14))
+    assert list(data.images.shape) == [9, 1, 14, 14]
+    # Independent reference: PIL's bilinear resize of the uploaded image.
+    expected = Image.fromarray(images[0], mode="L").resize((14, 14), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(data.images[0, 0].numpy(), np.asarray(expected))
+
+
+def test_a_shard_sample_without_a_label_is_a_clear_error(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    bucket = s3_server.make_bucket("s3bad")
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        png = _png(_bundled()[0])
+        info = tarfile.TarInfo("k0.png")
+        info.size = len(png)
+        tar.addfile(info, io.BytesIO(png))
+    _put(s3_server, bucket, "wds/shard-0.tar", out.getvalue())
+    store = _store(s3_server, bucket, "wds", CountingPool())
+    with pytest.raises(DataError, match=r"sample 'k0' in shard s3://.*shard-0\.tar lacks") as bad:
+        load_s3_dataset(f"s3://{bucket}/wds/", cache_dir=tmp_path, store=store)
+    assert bad.value.fix is not None and "'cls'" in bad.value.fix

@@ -204,15 +204,10 @@ def _default_cache_dir(settings: RuntimeSettings | None) -> Path:
 
 
 def _stack(
-    name: str, split: Split, arrays: list[npt.NDArray[np.uint8]], labels: list[int]
+    arrays: list[npt.NDArray[np.uint8]], labels: list[int]
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """``[N, C, H, W]`` images (all resized to one size on decoding) and ``[N]`` labels."""
     rgb = any(a.ndim == 3 for a in arrays)
-    shapes = {a.shape[:2] for a in arrays}
-    if len(shapes) > 1:
-        raise DataError(
-            f"dataset {name} ({split}): images differ in size {sorted(shapes)}",
-            "pass image_size to resize them to a common size",
-        )
     # One code path for grey and colour: promote grey images only if the set mixes both.
     return np.stack([_as_chw(a, rgb) for a in arrays]), np.asarray(labels, dtype=np.int64)
 
@@ -226,11 +221,12 @@ def _load_folders(
     labels: list[int] = []
     # Sorted by key = by class folder, then file name: a stable dataset order.
     for info in listing.objects:
+        # Every image after the first is resized to the first one's size unless given.
         array = _read_image(cache.fetch(info), image_size, name=f"{listing.uri}{info.key}")
         image_size = image_size or (array.shape[0], array.shape[1])
         arrays.append(array)
         labels.append(label_of[info.key.rsplit("/", 2)[-2]])
-    images, label_array = _stack(listing.uri, split, arrays, labels)
+    images, label_array = _stack(arrays, labels)
     return _with_source(
         _dataset_from_arrays(listing.uri, split, images, label_array, classes), listing
     )
@@ -324,10 +320,7 @@ class WebDatasetShards:
             fields = samples[key]
             image = next((fields[k] for k in _IMAGE_KEYS if k in fields), None)
             if image is None or key not in labels:
-                raise DataError(
-                    f"sample {key!r} in shard {name} lacks an image (png/jpg) or a cls label",
-                    "write every sample with an image and a 'cls' entry (WebDataset convention)",
-                )
+                raise _incomplete(key, name)
             entries.append(
                 _Entry(
                     shard,
@@ -376,7 +369,7 @@ class WebDatasetShards:
         """
         import webdataset as wds
 
-        for shard, info in enumerate(self.listing.objects):
+        for info in self.listing.objects:
             path = self.cache.fetch(info)
             name = f"{self.listing.uri}{info.key}"
             pipeline = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
@@ -384,12 +377,16 @@ class WebDatasetShards:
                 key = str(sample["__key__"])
                 image = next((sample[k] for k in _IMAGE_KEYS if k in sample), None)
                 if image is None or "cls" not in sample:
-                    raise DataError(
-                        f"sample {key!r} in shard {name} (shard {shard}) lacks an image or a cls",
-                        "write every sample with an image and a 'cls' entry",
-                    )
+                    raise _incomplete(key, name)
                 array = _read_image(io.BytesIO(image), size, name=f"{name}:{key}")
                 yield array, _label(sample["cls"], key, name)
+
+
+def _incomplete(key: str, shard: str) -> DataError:
+    return DataError(
+        f"sample {key!r} in shard {shard} lacks an image (png/jpg/jpeg) or a cls label",
+        "write every sample with an image and a 'cls' entry (the WebDataset convention)",
+    )
 
 
 def _label(raw: bytes, key: str, shard: str) -> int:
@@ -420,7 +417,7 @@ def _load_webdataset(
             f"dataset {listing.uri}: streamed samples disagree with the shard index",
             f"remove the cache directory {cache.root / 'index'} and load again",
         )
-    images, label_array = _stack(listing.uri, split, arrays, labels)
+    images, label_array = _stack(arrays, labels)
     classes = tuple(str(k) for k in range(int(label_array.max()) + 1))
     return _with_source(
         _dataset_from_arrays(listing.uri, split, images, label_array, classes), listing
