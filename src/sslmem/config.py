@@ -110,11 +110,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+LOCAL_DATASETS: tuple[str, ...] = ("bundled", "cifar10", "cifar100", "fashion-mnist", "folder")
+"""Dataset names loaded from local files (sslmem.data.datasets registers their loaders)."""
+
+
 class DataConfig(_Section):
     """Which dataset to use."""
 
-    dataset: Literal["bundled", "fashion-mnist", "cifar10", "cifar100", "folder"] = "bundled"
-    root: Path | None = Field(None, description="Local directory (defaults per dataset).")
+    dataset: str = Field(
+        "bundled",
+        description="A dataset name (bundled, fashion-mnist, cifar10, cifar100, folder) or "
+        "s3://bucket/prefix/ of class folders or WebDataset .tar shards.",
+    )
+    root: Path | None = Field(
+        None, description="Local directory (defaults per dataset); for s3:// the local cache."
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value in LOCAL_DATASETS or (value.startswith("s3://") and len(value) > len("s3://")):
+            return value
+        raise ValueError(
+            f"unknown dataset {value!r}: use one of {', '.join(LOCAL_DATASETS)} "
+            "or s3://bucket/prefix/"
+        )
 
 
 class SplitConfig(_Section):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,9 @@ class ImageDataset:
         labels: ``int64 [N]``, each in ``[0, len(classes))``.
         classes: Class names; ``classes[k]`` names label ``k``.
         split: Which split of the source the images come from.
+        source_sha256: For remote datasets (``s3://...``), the SHA-256 of the source listing
+            (keys, sizes, ETags); split manifests then record it instead of the pixel hash, so
+            a changed bucket is detected before anything is decoded. ``None`` for local data.
 
     Raises:
         DataError: On construction, if a shape, dtype or label is invalid.
@@ -76,6 +79,7 @@ class ImageDataset:
     labels: torch.Tensor
     classes: tuple[str, ...]
     split: str = "train"
+    source_sha256: str | None = None
 
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
@@ -125,6 +129,11 @@ class ImageDataset:
             digest.update(f"|{label}:{array.dtype.str}:{list(array.shape)}|".encode())
             digest.update(array.reshape(-1).view(np.uint8).data)
         return digest.hexdigest()
+
+    @property
+    def identity_sha256(self) -> str:
+        """The hash a split manifest records: a remote dataset's listing hash, else the pixels'."""
+        return self.source_sha256 or self.content_hash
 
     def subset(
         self, indices: Sequence[int] | npt.NDArray[np.integer[Any]] | torch.Tensor
@@ -460,8 +469,13 @@ def _folder_split_root(root: Path, split: Split) -> Path:
     return root
 
 
-def _read_image(path: Path, size: ImageSize | None) -> npt.NDArray[np.uint8]:
-    """Decode one image to ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB), resized to ``size``."""
+def _read_image(
+    path: Path | BinaryIO, size: ImageSize | None, name: str | None = None
+) -> npt.NDArray[np.uint8]:
+    """Decode one image to ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB), resized to ``size``.
+
+    ``path`` is a file or an open binary stream; ``name`` names it in errors (default ``path``).
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -471,7 +485,9 @@ def _read_image(path: Path, size: ImageSize | None) -> npt.NDArray[np.uint8]:
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}", "remove or fix the file") from exc
+        raise DataError(
+            f"cannot decode image {name or path}: {exc}", "remove or fix the file"
+        ) from exc
 
 
 def _to_image_size(image_size: int | ImageSize | None) -> ImageSize | None:
@@ -568,15 +584,17 @@ def load_dataset(
     """Load a dataset by registry name.
 
     Args:
-        name: One of :func:`available_datasets`.
+        name: One of :func:`available_datasets`, or ``s3://bucket/prefix/`` holding
+            ``<class>/<image>`` objects or WebDataset ``*.tar`` shards (:mod:`sslmem.data.s3`).
         split: ``"train"`` or ``"test"``.
         root: Local directory. ``"fashion-mnist"``: a directory with the raw IDX files (gzipped
             or not) or torchvision's ``ROOT/FashionMNIST/raw``; default ``SSLMEM_DATA_DIR``,
             then Debian's ``/usr/share/datasets/fashion-mnist``. ``"cifar10"``/``"cifar100"``:
             the directory holding ``cifar-10-batches-py``/``cifar-100-python`` (or that folder
             itself); default ``SSLMEM_DATA_DIR``. ``"folder"``: required. ``"bundled"``: none.
-        image_size: ``"folder"`` only: resize every image to ``(H, W)`` (an int means square);
-            default the first image's size.
+            ``s3://...``: the node-local cache directory (default ``SSLMEM_DATA_DIR/s3-cache``).
+        image_size: ``"folder"`` and ``s3://`` only: resize every image to ``(H, W)`` (an int
+            means square); default the first image's size.
 
     Returns:
         Images ``uint8 [N, C, H, W]`` and labels ``int64 [N]``.
@@ -586,11 +604,21 @@ def load_dataset(
         DataError: The data is missing (the message says how to install it) or malformed.
 
     """
+    if split not in ("train", "test"):
+        raise ConfigError(f"unknown split {split!r}", "use 'train' or 'test'")
+    if name.startswith("s3://"):
+        from sslmem.data.s3 import load_s3_dataset  # local import: keeps local loading light
+
+        return load_s3_dataset(
+            name,
+            split=split,
+            cache_dir=Path(root) if root is not None else None,
+            image_size=_to_image_size(image_size),
+        )
     loader = _LOADERS.get(name)
     if loader is None:
         raise ConfigError(
-            f"unknown dataset {name!r}", f"use one of: {', '.join(available_datasets())}"
+            f"unknown dataset {name!r}",
+            f"use one of: {', '.join(available_datasets())}, or s3://bucket/prefix/",
         )
-    if split not in ("train", "test"):
-        raise ConfigError(f"unknown split {split!r}", "use 'train' or 'test'")
     return loader(split, Path(root) if root is not None else None, _to_image_size(image_size))

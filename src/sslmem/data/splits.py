@@ -163,8 +163,18 @@ class SplitManifest(_ManifestBody):
 
         """
         expected = self.dataset
-        actual = (dataset.name, dataset.split, len(dataset), dataset.content_hash)
+        actual = (dataset.name, dataset.split, len(dataset), dataset.identity_sha256)
         if actual != (expected.name, expected.split, expected.num_samples, expected.content_sha256):
+            if dataset.source_sha256 is not None and dataset.name == expected.name:
+                # A remote dataset under the same URI whose listing changed: the bucket changed.
+                raise ManifestMismatchError(
+                    f"{_name(self._source)} was made from an older listing of {expected.name}: "
+                    f"its objects changed since the split (listing sha256 "
+                    f"{expected.content_sha256} with {expected.num_samples} samples, now "
+                    f"{dataset.source_sha256} with {len(dataset)})",
+                    f"re-create the split for the current objects with `sslmem split --data "
+                    f"{expected.name} --out FILE` (and retrain), or restore the old objects",
+                )
             raise ManifestMismatchError(
                 f"{_name(self._source)} does not match the dataset: made from "
                 f"{_describe(*_fields(expected))}, got {_describe(*actual)}",
@@ -319,7 +329,7 @@ def make_split(dataset: ImageDataset, *, fractions: SplitConfig | None = None) -
             name=dataset.name,
             split=dataset.split,
             num_samples=len(dataset),
-            content_sha256=dataset.content_hash,
+            content_sha256=dataset.identity_sha256,
         ),
         seed=config.seed,
         fractions=SplitFractions(**{name: getattr(config, name) for name in SET_NAMES}),

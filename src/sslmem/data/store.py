@@ -15,12 +15,14 @@ previous object or the new one, never a partial one.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import io
 import os
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LocalStore",
+    "ObjectInfo",
     "ObjectStore",
     "S3Store",
     "open_store",
@@ -238,6 +241,15 @@ class LocalStore(ObjectStore):
             ) from exc
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key (relative to the store prefix), size in bytes and ETag."""
+
+    key: str
+    size: int
+    etag: str
+
+
 def _secret(value: SecretStr | str | None) -> str | None:
     return value.get_secret_value() if isinstance(value, SecretStr) else value
 
@@ -284,6 +296,8 @@ class S3Store(ObjectStore):
         create_bucket: Create the bucket now if it does not exist.
         connect_timeout: Seconds to wait for a TCP/TLS connection per attempt.
         read_timeout: Seconds to wait for data on an open connection per read.
+        http_client: A ready ``urllib3.PoolManager`` to use instead of the one built from the
+            timeouts and retries above (e.g. one that counts requests).
 
     """
 
@@ -301,6 +315,7 @@ class S3Store(ObjectStore):
         create_bucket: bool = False,
         connect_timeout: float = 2.0,
         read_timeout: float = 60.0,
+        http_client: urllib3.PoolManager | None = None,
     ) -> None:
         try:
             check_bucket_name(bucket)
@@ -325,7 +340,7 @@ class S3Store(ObjectStore):
         self.prefix = f"{clean_prefix}/" if clean_prefix else ""
         self.endpoint = host
         self.secure = use_tls
-        http = urllib3.PoolManager(
+        http = http_client or urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             maxsize=10,
             ssl_context=_tls_context() if use_tls else None,
@@ -478,6 +493,33 @@ class S3Store(ObjectStore):
 
         found = self._call(f"list {self.uri('')}{prefix}", names)
         return sorted(name[len(self.prefix) :] for name in found)
+
+    def list_info(self, prefix: str = "") -> builtins.list[ObjectInfo]:
+        """Keys (relative to the store prefix), sizes and ETags under ``prefix``, sorted by key.
+
+        Raises:
+            StoreError: The bucket does not exist, the credentials are refused, or the endpoint
+                cannot be reached.
+
+        """
+        full = self.prefix + prefix
+
+        def infos() -> builtins.list[ObjectInfo]:
+            objects = self._client.list_objects(
+                bucket_name=self.bucket, prefix=full or None, recursive=True
+            )
+            return [
+                ObjectInfo(
+                    str(obj.object_name)[len(self.prefix) :],
+                    int(obj.size or 0),
+                    (obj.etag or "").strip('"'),
+                )
+                for obj in objects
+                if not obj.is_dir
+            ]
+
+        found = self._call(f"list {self.uri('')}{prefix}", infos)
+        return sorted(found, key=lambda info: info.key)
 
     def uri(self, key: str) -> str:  # noqa: D102 - documented on the ABC
         return f"s3://{self.bucket}/{self.prefix}{_validate_key(key) if key else ''}"
