@@ -147,6 +147,7 @@ def test_preempted_step_run_again_ends_with_the_weights_of_an_uninterrupted_run(
     with caplog.at_level(logging.INFO, logger="sslmem"):
         retried = run("attempt", None, seen)
     assert seen.epochs == [2]  # only the epoch the preempted attempt had not finished
+    assert retried.resumed_from_epoch == 2 and full.resumed_from_epoch is None
     assert f"resuming from {store.uri(key)} after epoch 2" in caplog.text
     assert store.list(PREFIX) == []
 
@@ -217,3 +218,19 @@ def test_unusable_stored_state_fails_the_step_naming_the_object(
         run("attempt")
     assert caught.value.fix == f"delete {store.uri(key)} to train this step from epoch 0"
     assert not (tmp_path / "attempt.safetensors").exists()
+
+
+def test_failed_uploads_do_not_stop_training(
+    split_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "store"
+    blocked.write_text("a file where the store directory should be")  # every write fails
+    run = _runner(split_path, RuntimeSettings(store_uri=str(blocked)), tmp_path)
+    reference = _runner(split_path, RuntimeSettings(store_uri=str(tmp_path / "ok")), tmp_path)
+    with caplog.at_level(logging.WARNING, logger="sslmem"):
+        trained = run("blocked")
+    assert "could not upload the resume state after epoch 1" in caplog.text
+    assert "could not upload the resume state after epoch 2" in caplog.text
+    assert trained.resumed_from_epoch is None
+    expected, got = _weights(reference("reference")), _weights(trained)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)

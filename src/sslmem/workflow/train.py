@@ -47,6 +47,8 @@ class TrainedEncoder:
         epochs: Epochs trained.
         num_train: Training images.
         mlflow_run_id: The MLflow run holding its epoch metrics (``None``: not tracked).
+        resumed_from_epoch: Epochs an earlier attempt had completed when this one continued
+            from its resume state in the object store (``None``: trained from epoch 0).
 
     """
 
@@ -58,6 +60,7 @@ class TrainedEncoder:
     epochs: int
     num_train: int
     mlflow_run_id: str | None
+    resumed_from_epoch: int | None = None
 
 
 def _resume_mirror(
@@ -204,4 +207,5 @@ def train_role(
         epochs=result.epochs,
         num_train=result.num_train,
         mlflow_run_id=run_id,
+        resumed_from_epoch=result.resumed_from_epoch,
     )
