@@ -9,6 +9,11 @@ inputs against the same store: a real local directory and a real S3 server (Seaw
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -233,4 +238,62 @@ def test_failed_uploads_do_not_stop_training(
     assert "could not upload the resume state after epoch 2" in caplog.text
     assert trained.resumed_from_epoch is None
     expected, got = _weights(reference("reference")), _weights(trained)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+_KILLED_STEP = """
+import os, signal, sys
+from pathlib import Path
+
+import torch
+
+from sslmem.config import RuntimeSettings
+from sslmem.workflow import train_role
+from tests.training.test_resume_store import _config
+
+
+class KillAfter:  # SIGKILL: no exception handler, finally block or cleanup runs
+    def on_epoch_end(self, epoch, metrics):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+torch.set_num_threads(1)
+split, store, out = sys.argv[1:]
+train_role(
+    manifest_path=Path(split), recipe=_config(), role="candidate", seed=3,
+    out_path=Path(out), device="cpu", settings=RuntimeSettings(store_uri=store),
+    code_version="v1", callbacks=[KillAfter()],
+)
+"""
+
+
+def test_step_killed_by_sigkill_resumes_in_a_new_process(split_path: Path, tmp_path: Path) -> None:
+    settings = RuntimeSettings(store_uri=str(tmp_path / "store"))
+    out = tmp_path / "attempt.safetensors"
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(_KILLED_STEP),
+            str(split_path),
+            settings.store_uri,
+            str(out),
+        ],
+        capture_output=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],  # the repository root: `tests` importable
+        env={**os.environ, "TMPDIR": str(scratch)},  # the killed step's temp dir stays here
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    assert not out.exists()
+    assert len(_store(settings).list(PREFIX)) == 1
+
+    seen = EpochsSeen()
+    retried = _runner(split_path, settings, tmp_path)("attempt", None, seen)
+    assert seen.epochs == [2] and retried.resumed_from_epoch == 2
+    full = _runner(split_path, RuntimeSettings(store_uri=str(tmp_path / "other")), tmp_path)("full")
+    expected, got = _weights(full), _weights(retried)
     assert all(torch.equal(expected[name], got[name]) for name in expected)
