@@ -17,7 +17,9 @@ def train_encoder(
 
     The cache key of this task is its inputs: the split (and its hash), the full training
     recipe, the role, the seed and the code version -- an encoder is reused only when all of
-    them match (never one trained by other code).
+    them match (never one trained by other code). The same identity keys the resume state the
+    step uploads to the object store every ``training.resume_every_epochs`` epochs, so a
+    retried or preempted attempt continues from it (:func:`sslmem.workflow.train_role`).
 
     Args:
         split: The split manifest.
@@ -28,7 +30,7 @@ def train_encoder(
         mlflow_experiment: MLflow experiment of the training run (epoch metrics).
         model: Output: the encoder checkpoint (weights-only safetensors).
         code_version: The code identity (:func:`sslmem.provenance.code_version`), a cache-key
-            input; recorded in the model's metadata.
+            input; recorded in the model's metadata and part of the resume state's key.
 
     """
     from pathlib import Path
@@ -47,6 +49,7 @@ def train_encoder(
         out_path=Path(model.path),
         expected_manifest_sha256=split_sha256,
         experiment=mlflow_experiment,
+        code_version=code_version,
     )
     model.metadata.update(
         {

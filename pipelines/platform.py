@@ -218,6 +218,8 @@ def _gpu_profile() -> TaskProfile:
         accelerator=Accelerator(),
         tolerations=[Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
         shared_memory=SharedMemory(size_limit="8Gi"),
+        # A preempted or failed attempt is retried and resumes from the object store.
+        retries=2,
     )
 
 
@@ -245,7 +247,8 @@ class PlatformConfig(_Model):
         image_pull_policy: ``Always``, ``IfNotPresent`` or ``Never`` (``None``: cluster
             default).
         train: Profile of the training tasks (default: one NVIDIA GPU, GPU taint tolerated,
-            8Gi shared memory).
+            8Gi shared memory, 2 retries -- a retry resumes from the resume state the step
+            uploads, see ``training.resume_every_epochs``).
         evaluate: Profile of the evaluation tasks.
         score: Profile of the scoring task (give it an accelerator to score on a GPU).
         default: Profile of the light tasks (prepare, register, finalize).

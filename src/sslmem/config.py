@@ -186,6 +186,12 @@ class TrainingConfig(_Section):
     temperature: float = Field(0.2, gt=0)
     grad_accum_steps: int = Field(1, ge=1)
     checkpoint_every: int = Field(1, ge=1, description="Write the resume file every N epochs.")
+    resume_every_epochs: int = Field(
+        1,
+        ge=0,
+        description="Pipeline train steps: upload the resume state to the object store every N "
+        "epochs so a retried step continues from it (0: off).",
+    )
     compile: bool = Field(False, description="torch.compile the training step's model.")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms.")
     sync_batchnorm: bool = Field(True, description="SyncBatchNorm under multi-GPU DDP.")

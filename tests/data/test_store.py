@@ -353,3 +353,32 @@ def test_s3_read_write_bytes_uris(s3_server: S3Server, monkeypatch: pytest.Monke
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     assert read_bytes(f"s3://{bucket}/top.bin") == b"top"  # settings from the environment
+
+
+def test_local_delete_removes_only_that_object_and_tolerates_a_missing_one(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "root")
+    store.put_bytes("a/b.bin", b"b")
+    store.put_bytes("a/c.bin", b"c")
+    store.delete("a/b.bin")
+    assert store.list() == ["a/c.bin"]
+    store.delete("a/b.bin")  # gone already: not an error, as in S3
+    store.delete("never/written.bin")
+    assert store.list() == ["a/c.bin"]
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.delete("../outside.bin")
+
+
+@pytest.mark.s3
+def test_s3_delete_removes_only_that_object_and_tolerates_a_missing_one(
+    s3_server: S3Server,
+) -> None:
+    store = _s3_store(s3_server, _bucket(), "p", create_bucket=True)
+    store.put_bytes("a/b.bin", b"b")
+    store.put_bytes("a/c.bin", b"c")
+    store.delete("a/b.bin")
+    assert store.list() == ["a/c.bin"]
+    assert not store.exists("a/b.bin")
+    store.delete("a/b.bin")
+    assert store.list() == ["a/c.bin"]

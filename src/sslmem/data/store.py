@@ -130,6 +130,15 @@ class ObjectStore(ABC):
     def uri(self, key: str) -> str:
         """Return the full URI of ``key`` (``file:///...`` or ``s3://bucket/...``)."""
 
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object under ``key``; a missing object is not an error (as in S3).
+
+        Raises:
+            StoreError: The key is invalid or the store cannot be written.
+
+        """
+
     def put_file(self, key: str, path: Path | str) -> None:
         """Upload the local file ``path`` to ``key`` atomically.
 
@@ -225,6 +234,15 @@ class LocalStore(ObjectStore):
 
     def uri(self, key: str) -> str:  # noqa: D102 - documented on the ABC
         return self.root.joinpath(*_validate_key(key).split("/")).as_uri()
+
+    def delete(self, key: str) -> None:  # noqa: D102 - documented on the ABC
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot delete {self.uri(key)}: {exc}", f"check that {self.root} is writable"
+            ) from exc
 
     def put_file(self, key: str, path: Path | str) -> None:  # noqa: D102 - documented on the ABC
         source = Path(path)
@@ -523,6 +541,14 @@ class S3Store(ObjectStore):
 
     def uri(self, key: str) -> str:  # noqa: D102 - documented on the ABC
         return f"s3://{self.bucket}/{self.prefix}{_validate_key(key) if key else ''}"
+
+    def delete(self, key: str) -> None:  # noqa: D102 - documented on the ABC
+        name = self._name(key)
+        self._call(
+            f"delete {self.uri(key)}",
+            lambda: self._client.remove_object(bucket_name=self.bucket, object_name=name),
+            key,
+        )
 
     def put_file(self, key: str, path: Path | str) -> None:  # noqa: D102 - documented on the ABC
         source = Path(path)

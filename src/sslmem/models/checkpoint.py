@@ -70,7 +70,13 @@ class CheckpointHeader:
 #: Training-config fields left out of a recipe: the seed (candidate and reference may differ in
 #: it), and settings that do not change what a run learns (checkpoint cadence, compilation,
 #: deterministic kernels).
-NON_RECIPE_TRAINING_KEYS = ("seed", "checkpoint_every", "compile", "deterministic")
+NON_RECIPE_TRAINING_KEYS = (
+    "seed",
+    "checkpoint_every",
+    "resume_every_epochs",
+    "compile",
+    "deterministic",
+)
 #: Provenance fields a checkpoint must record to be scored without ``allow_missing_provenance``.
 PROVENANCE_FIELDS = ("role", "split_manifest_sha256", "recipe", "augmentation")
 

@@ -263,6 +263,7 @@ def fit(
     seed: int,
     callbacks: Sequence[EpochCallback] = (),
     progress: bool = True,
+    on_resume_saved: Callable[[Path, int], None] | None = None,
 ) -> FitResult:
     """Train ``method`` on ``images`` for ``training.epochs`` epochs.
 
@@ -283,6 +284,11 @@ def fit(
             :class:`~sslmem.training.callbacks.TrainBeginCallback` first receives the history
             so far (resumed epochs, or nothing).
         progress: Show a progress bar (only on a TTY, only on rank 0).
+        on_resume_saved: Called on rank 0 as ``on_resume_saved(resume_path, epoch)`` right
+            after the resume file is written every ``training.resume_every_epochs`` epochs
+            (not after the last one, whose result is the encoder); it mirrors the file to the
+            object store (:class:`~sslmem.training.resume_store.StoreResume`). ``None``: no
+            mirror, and the file follows ``training.checkpoint_every`` alone.
 
     Returns:
         The :class:`FitResult`.
@@ -377,7 +383,17 @@ def fit(
             history.append(metrics)
             broadcast_buffers(method, dist_ctx)
             completed = epoch + 1
-            if completed % training.checkpoint_every == 0 or completed == training.epochs:
+            mirror_due = (
+                on_resume_saved is not None
+                and training.resume_every_epochs > 0
+                and completed % training.resume_every_epochs == 0
+                and completed < training.epochs
+            )
+            if (
+                mirror_due
+                or completed % training.checkpoint_every == 0
+                or completed == training.epochs
+            ):
                 if dist_ctx.is_main:
                     save_resume_state(
                         resume_path,
@@ -392,6 +408,8 @@ def fit(
                             run=run,
                         ),
                     )
+                    if mirror_due and on_resume_saved is not None:
+                        on_resume_saved(resume_path, completed)
                 barrier(dist_ctx)
                 last_checkpoint = completed
             if dist_ctx.is_main:

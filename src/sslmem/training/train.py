@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,13 +97,17 @@ def _encoder_image_size(dataset: ImageDataset, config: ExperimentConfig) -> int:
     return height
 
 
-def _run_description(
+def run_description(
     config: ExperimentConfig, manifest: SplitManifest, role: Role, seed: int
 ) -> str:
-    """Canonical JSON of everything that must match for a resume to continue the same run."""
+    """Canonical JSON of everything that must match for a resume to continue the same run.
+
+    Stored in every resume file and checked on resume; a pipeline train step also keys its
+    resume state in the object store on it (:func:`~sslmem.training.resume_store.resume_key`).
+    """
     training = config.training.model_dump(mode="json")
-    # Checkpoint cadence and compilation do not change the weights a run produces.
-    for key in ("checkpoint_every", "compile"):
+    # Checkpoint cadences and compilation do not change the weights a run produces.
+    for key in ("checkpoint_every", "resume_every_epochs", "compile"):
         training.pop(key)
     description = {
         "role": role,
@@ -143,6 +147,7 @@ def train_encoder(
     resume: ResumeMode = False,
     seed_override: int | None = None,
     progress: bool = True,
+    on_resume_saved: Callable[[Path, int], None] | None = None,
 ) -> TrainResult:
     """Train the candidate (S_S ∪ S_C) or reference (S_S ∪ S_I) encoder of a split.
 
@@ -168,6 +173,10 @@ def train_encoder(
             afresh and refuses a directory that already holds a run.
         seed_override: Replaces ``config.training.seed`` (several seeds per role).
         progress: Show a progress bar on a TTY.
+        on_resume_saved: Mirror of the resume file, called on rank 0 every
+            ``training.resume_every_epochs`` epochs after it is written (see
+            :func:`~sslmem.training.loop.fit`); a pipeline step passes
+            :meth:`~sslmem.training.resume_store.StoreResume.upload`.
 
     Returns:
         The :class:`TrainResult`.
@@ -195,7 +204,7 @@ def train_encoder(
 
     out_dir = Path(out_dir)
     resume_state = _prepare_out_dir(out_dir, resume)
-    run = _run_description(config, manifest, role, seed)
+    run = run_description(config, manifest, role, seed)
     requested = resolve_device(str(device) if device is not None else "auto")
     with (
         distributed_context(requested) as ctx,
@@ -236,6 +245,7 @@ def train_encoder(
             seed=seed,
             callbacks=callbacks,
             progress=progress,
+            on_resume_saved=on_resume_saved,
         )
         metadata = {
             "role": role,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
-from sslmem.data.splits import Role, load_manifest, manifest_dataset
+from sslmem.data.splits import Role, SplitManifest, load_manifest, manifest_dataset
 from sslmem.errors import (
     ManifestMismatchError,
 )
@@ -24,6 +26,10 @@ from sslmem.workflow._common import (
     copy_atomic,
     process_settings,
 )
+
+if TYPE_CHECKING:  # the training modules import torch: loaded when a step trains
+    from sslmem.training import EpochCallback, TrainResult
+    from sslmem.training.resume_store import StoreResume
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ class TrainedEncoder:
         epochs: Epochs trained.
         num_train: Training images.
         mlflow_run_id: The MLflow run holding its epoch metrics (``None``: not tracked).
+        resumed_from_epoch: Epochs an earlier attempt had completed when this one continued
+            from its resume state in the object store (``None``: trained from epoch 0).
 
     """
 
@@ -52,6 +60,28 @@ class TrainedEncoder:
     epochs: int
     num_train: int
     mlflow_run_id: str | None
+    resumed_from_epoch: int | None = None
+
+
+def _resume_mirror(
+    config: ExperimentConfig,
+    manifest: SplitManifest,
+    role: Role,
+    seed: int,
+    code_version: str,
+    settings: RuntimeSettings,
+) -> StoreResume | None:
+    """Where this step's resume state lives in the object store (``None``: mirroring is off)."""
+    if config.training.resume_every_epochs == 0:
+        return None
+    from sslmem.data.store import open_store
+    from sslmem.provenance import code_version as current_code_version
+    from sslmem.training.resume_store import StoreResume, resume_key
+    from sslmem.training.train import run_description
+
+    run = run_description(config, manifest, role, seed)
+    key = resume_key(run, code_version or current_code_version())
+    return StoreResume(open_store(settings.store_uri, settings), key)
 
 
 def train_role(
@@ -66,6 +96,8 @@ def train_role(
     device: str | None = None,
     settings: RuntimeSettings | None = None,
     progress: bool = False,
+    code_version: str = "",
+    callbacks: Sequence[EpochCallback] = (),
 ) -> TrainedEncoder:
     """Train the ``role`` encoder of a split with ``seed`` and write its checkpoint.
 
@@ -81,14 +113,26 @@ def train_role(
         device: ``auto``/``cpu``/``cuda``; default ``SSLMEM_DEVICE``.
         settings: Runtime settings (default: from the environment).
         progress: Show a progress bar.
+        code_version: The code identity the pipeline computed (``identify-code``); part of
+            the resume state's key (default: :func:`sslmem.provenance.code_version` of this
+            process).
+        callbacks: More per-epoch callbacks (after the MLflow logger).
+
+    Resume across retries: with ``training.resume_every_epochs`` N > 0, the resume state is
+    uploaded to the object store (``settings.store_uri``) every N epochs under
+    :func:`~sslmem.training.resume_store.resume_key` of this step's run description and code
+    version; an attempt that finds it there continues from it, and a step that has written its
+    output deletes it. Same inputs and code give the same final weights as an uninterrupted run.
 
     Raises:
         ManifestMismatchError: The manifest hash differs from ``expected_manifest_sha256``.
         ConfigError, TrainingError: See :func:`sslmem.training.train_encoder`.
         TrackingError: MLflow is unreachable (only with ``experiment``).
+        StoreError: The object store cannot be read when looking for a resume state.
+        CheckpointError: The stored resume state is unusable (the fix names the object).
 
     """
-    from sslmem.training import train_encoder
+    from sslmem.training import RESUME_FILE, train_encoder
 
     settings = process_settings(settings)
     config = recipe if isinstance(recipe, ExperimentConfig) else config_from_json(recipe)
@@ -100,19 +144,28 @@ def train_role(
             "pass the manifest the pipeline's split step produced",
         )
     dataset = manifest_dataset(manifest, config.data.root)
+    mirror = _resume_mirror(config, manifest, role, seed, code_version, settings)
     run_id: str | None = None
     with tempfile.TemporaryDirectory(prefix=f"sslmem-train-{role}-") as tmp:
-        if experiment is None:
-            result = train_encoder(
+        resumed = mirror.fetch(Path(tmp) / RESUME_FILE) if mirror is not None else None
+
+        def train(epoch_callbacks: Sequence[EpochCallback]) -> TrainResult:
+            return train_encoder(
                 dataset,
                 manifest,
                 role=role,
                 config=config,
                 out_dir=Path(tmp),
                 device=device or settings.device,
+                callbacks=[*epoch_callbacks, *callbacks],
+                resume=resumed is not None,
                 seed_override=seed,
                 progress=progress,
+                on_resume_saved=mirror.upload if mirror is not None else None,
             )
+
+        if experiment is None:
+            result = train(())
         else:
             from sslmem.data.store import open_store
             from sslmem.tracking import MlflowEpochLogger, log_config, log_metrics, log_split_input
@@ -133,17 +186,7 @@ def train_role(
                 store_key = f"{SPLIT_STORE_PREFIX}/{manifest.manifest_sha256}.json"
                 split_uri = open_store(settings.store_uri, settings).uri(store_key)
                 log_split_input(manifest, split_uri, run_id=run_id)
-                result = train_encoder(
-                    dataset,
-                    manifest,
-                    role=role,
-                    config=config,
-                    out_dir=Path(tmp),
-                    device=device or settings.device,
-                    callbacks=[MlflowEpochLogger(role, run_id=run_id, strict=False)],
-                    seed_override=seed,
-                    progress=progress,
-                )
+                result = train([MlflowEpochLogger(role, run_id=run_id, strict=False)])
                 log_metrics(
                     {
                         f"{role}/final_loss": result.final_loss,
@@ -153,6 +196,8 @@ def train_role(
                     run_id=run_id,
                 )
         copy_atomic(result.checkpoint, Path(out_path))
+    if mirror is not None:
+        mirror.discard()  # the output is written: nothing is left to resume
     return TrainedEncoder(
         checkpoint=Path(out_path),
         sha256=file_sha256(out_path),
@@ -162,4 +207,5 @@ def train_role(
         epochs=result.epochs,
         num_train=result.num_train,
         mlflow_run_id=run_id,
+        resumed_from_epoch=result.resumed_from_epoch,
     )
