@@ -34,7 +34,8 @@ class TrainedEncoder:
 
     Attributes:
         checkpoint: The encoder checkpoint (weights-only safetensors).
-        sha256: SHA-256 of the checkpoint file.
+        sha256: SHA-256 of the checkpoint file (``""`` on ranks other than 0 of a
+            multi-process run, which write no file).
         role: ``"candidate"`` or ``"reference"``.
         seed: Training seed.
         final_loss: Mean loss of the last epoch.
@@ -82,6 +83,9 @@ def train_role(
         settings: Runtime settings (default: from the environment).
         progress: Show a progress bar.
 
+    Under ``torchrun`` every process calls this (see :mod:`sslmem.workflow.train_launch`);
+    only rank 0 opens the MLflow run and writes ``out_path``.
+
     Raises:
         ManifestMismatchError: The manifest hash differs from ``expected_manifest_sha256``.
         ConfigError, TrainingError: See :func:`sslmem.training.train_encoder`.
@@ -89,6 +93,7 @@ def train_role(
 
     """
     from sslmem.training import train_encoder
+    from sslmem.training.distributed import context_from_env
 
     settings = process_settings(settings)
     config = recipe if isinstance(recipe, ExperimentConfig) else config_from_json(recipe)
@@ -101,8 +106,9 @@ def train_role(
         )
     dataset = manifest_dataset(manifest, config.data.root)
     run_id: str | None = None
+    is_main = context_from_env().is_main
     with tempfile.TemporaryDirectory(prefix=f"sslmem-train-{role}-") as tmp:
-        if experiment is None:
+        if experiment is None or not is_main:
             result = train_encoder(
                 dataset,
                 manifest,
@@ -152,6 +158,17 @@ def train_role(
                     },
                     run_id=run_id,
                 )
+        if not is_main:  # the other ranks trained their shards; rank 0 holds the result
+            return TrainedEncoder(
+                checkpoint=Path(out_path),
+                sha256="",
+                role=role,
+                seed=seed,
+                final_loss=result.final_loss,
+                epochs=result.epochs,
+                num_train=result.num_train,
+                mlflow_run_id=None,
+            )
         copy_atomic(result.checkpoint, Path(out_path))
     return TrainedEncoder(
         checkpoint=Path(out_path),
