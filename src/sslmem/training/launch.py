@@ -66,15 +66,19 @@ def processes_per_node(environ: Mapping[str, str] | None = None) -> int:
 
 
 def torchrun_command(
-    nproc: int, module: str, args: Sequence[str], *, python: str | None = None
+    nproc: int | None, module: str, args: Sequence[str], *, python: str | None = None
 ) -> list[str]:
-    """The command that runs ``python -m module *args`` in ``nproc`` processes on this node.
+    """The command that runs ``python -m module *args`` in several processes.
 
-    ``--standalone`` starts a local rendezvous on a free port (no ``MASTER_ADDR`` needed);
-    ``-m`` makes every process run ``module`` with the same interpreter.
+    With ``nproc``: ``nproc`` processes on this node; ``--standalone`` starts a local
+    rendezvous on a free port (no ``MASTER_ADDR`` needed). With ``None``: the layout comes from
+    the environment, as on several nodes under Kubeflow Trainer's torch runtime, which sets
+    ``PET_NNODES``, ``PET_NPROC_PER_NODE``, ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and
+    ``PET_MASTER_PORT`` (torchrun reads ``PET_<OPTION>`` as its options' defaults). ``-m`` makes
+    every process run ``module`` with the same interpreter.
 
     Args:
-        nproc: Processes (one per accelerator), 1..64.
+        nproc: Processes on this node (one per accelerator), 1..64; ``None``: from ``PET_*``.
         module: The Python module each process runs.
         args: Its arguments.
         python: The interpreter (default: this one, so the image's environment is used).
@@ -86,17 +90,10 @@ def torchrun_command(
         ConfigError: ``nproc`` is out of range.
 
     """
-    check_nproc(nproc)
-    return [
-        python or sys.executable,
-        "-m",
-        TORCHRUN_MODULE,
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "-m",
-        module,
-        *args,
-    ]
+    layout: list[str] = []
+    if nproc is not None:
+        layout = ["--standalone", f"--nproc-per-node={check_nproc(nproc)}"]
+    return [python or sys.executable, "-m", TORCHRUN_MODULE, *layout, "-m", module, *args]
 
 
 def run_processes(command: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:

@@ -27,6 +27,8 @@ from sslmem.pipeline_params import training_recipe
 from sslmem.training.launch import check_nproc, run_processes, torchrun_command
 from sslmem.workflow.train import TrainedEncoder, train_role
 
+#: The module every training process runs (this one).
+TRAIN_MODULE = "sslmem.workflow.train_launch"
 _ROLES: tuple[Role, ...] = ("candidate", "reference")
 
 
@@ -84,21 +86,18 @@ def train_role_processes(
     with tempfile.TemporaryDirectory(prefix=f"sslmem-launch-{role}-") as tmp:
         recipe_file, result_file = Path(tmp) / "recipe.json", Path(tmp) / "result.json"
         recipe_file.write_text(recipe_json, encoding="utf-8")
-        args = [
-            f"--manifest={manifest_path}",
-            f"--recipe={recipe_file}",
-            f"--role={role}",
-            f"--seed={seed}",
-            f"--out={out_path}",
-            f"--result={result_file}",
-        ]
-        if expected_manifest_sha256:
-            args.append(f"--expected-manifest-sha256={expected_manifest_sha256}")
-        if experiment is not None:
-            args.append(f"--experiment={experiment}")
-        if device is not None:
-            args.append(f"--device={device}")
-        run_processes(torchrun_command(nproc, __name__, args))
+        args = launch_args(
+            manifest_path=manifest_path,
+            recipe_file=recipe_file,
+            role=role,
+            seed=seed,
+            out_path=out_path,
+            result_file=result_file,
+            expected_manifest_sha256=expected_manifest_sha256,
+            experiment=experiment,
+            device=device,
+        )
+        run_processes(torchrun_command(nproc, TRAIN_MODULE, args))
         if not result_file.is_file():
             raise TrainingError(
                 f"distributed training exited without rank 0's result {result_file}",
@@ -107,6 +106,40 @@ def train_role_processes(
         fields = json.loads(result_file.read_text(encoding="utf-8"))
     fields["checkpoint"] = Path(fields["checkpoint"])
     return TrainedEncoder(**fields)
+
+
+def launch_args(
+    *,
+    manifest_path: Path | str,
+    recipe_file: Path | str,
+    role: Role,
+    seed: int,
+    out_path: Path | str,
+    result_file: Path | str,
+    expected_manifest_sha256: str | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+) -> list[str]:
+    """Arguments of this module's entry point (one process of a multi-process train step).
+
+    The single-node launch (:func:`train_role_processes`) and the multi-node TrainJob
+    (:func:`sslmem.pipelines.trainjob.build_train_job`) both run this module with them.
+    """
+    args = [
+        f"--manifest={manifest_path}",
+        f"--recipe={recipe_file}",
+        f"--role={role}",
+        f"--seed={seed}",
+        f"--out={out_path}",
+        f"--result={result_file}",
+    ]
+    if expected_manifest_sha256:
+        args.append(f"--expected-manifest-sha256={expected_manifest_sha256}")
+    if experiment is not None:
+        args.append(f"--experiment={experiment}")
+    if device is not None:
+        args.append(f"--device={device}")
+    return args
 
 
 def _parser() -> argparse.ArgumentParser:
