@@ -10,21 +10,24 @@ and ``--nproc-per-node`` options: the torch runtime sets ``PET_NNODES``, ``PET_N
 reads. Every process runs the same :mod:`sslmem.workflow.train_launch` entry point.
 
 The object is built with the models of ``kubeflow-trainer-api`` 2.3 (``pip install
-sslmem[cluster]``). Submitting it and waiting for it need a cluster and are not done here yet.
+sslmem[cluster]``). :func:`wait_for_train_job` polls it until its ``Complete`` or ``Failed``
+condition; :func:`submit_and_wait` does both through the Kubernetes API (needs a cluster).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
-from sslmem.errors import ConfigError
+from sslmem.errors import ConfigError, TrainingError
 from sslmem.pipelines.platform import TaskProfile
 from sslmem.training.launch import torchrun_command
 from sslmem.workflow.train_launch import TRAIN_MODULE
 
-TRAINER_API_VERSION = "trainer.kubeflow.org/v1alpha1"
+TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
+TRAINER_API_VERSION = f"{TRAINER_GROUP}/{TRAINER_VERSION}"
 #: The ClusterTrainingRuntime Kubeflow Trainer installs for PyTorch (torchrun) jobs.
 TORCH_RUNTIME = "torch-distributed"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -132,3 +135,89 @@ def build_train_job(
     )
     result: dict[str, Any] = job.to_dict()
     return result
+
+
+TrainJobState = Literal["running", "complete"]
+
+
+def train_job_state(job: Mapping[str, Any]) -> TrainJobState:
+    """Where a TrainJob stands, from its ``status.conditions`` (Trainer v2.3 condition types).
+
+    Returns:
+        ``"complete"`` once ``Complete`` is true, else ``"running"`` (also while suspended or
+        before the controller wrote a status).
+
+    Raises:
+        TrainingError: ``Failed`` is true; names the job, the reason and the message.
+
+    """
+    conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
+    name = (job.get("metadata") or {}).get("name", "?")
+    failed = conditions.get("Failed")
+    if failed is not None and failed.get("status") == "True":
+        raise TrainingError(
+            f"TrainJob {name} failed: {failed.get('reason', '')}: {failed.get('message', '')}",
+            f"see the logs of its pods (kubectl logs -l jobset.sigs.k8s.io/jobset-name={name}); "
+            "fix the cause and run the step again",
+        )
+    complete = conditions.get("Complete")
+    if complete is not None and complete.get("status") == "True":
+        return "complete"
+    return "running"
+
+
+def wait_for_train_job(
+    read: Callable[[], Mapping[str, Any]],
+    *,
+    timeout_s: float,
+    poll_s: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Mapping[str, Any]:
+    """Poll a TrainJob (``read()`` returns it) until it completes.
+
+    Returns:
+        The completed TrainJob.
+
+    Raises:
+        TrainingError: It failed, or did not finish within ``timeout_s``.
+
+    """
+    deadline = clock() + timeout_s
+    while True:
+        job = read()
+        if train_job_state(job) == "complete":
+            return job
+        if clock() >= deadline:
+            name = (job.get("metadata") or {}).get("name", "?")
+            raise TrainingError(
+                f"TrainJob {name} did not finish within {timeout_s:.0f} s",
+                "raise the timeout, or check why its pods are pending "
+                f"(kubectl describe trainjob {name})",
+            )
+        sleep(poll_s)
+
+
+def submit_and_wait(
+    job: Mapping[str, Any], *, timeout_s: float, poll_s: float = 30.0
+) -> Mapping[str, Any]:  # pragma: no cover - needs a Kubernetes API server with Trainer
+    """Create ``job`` with the in-cluster (or kubeconfig) credentials and wait for it."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    api = client.CustomObjectsApi()
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    api.create_namespaced_custom_object(
+        TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL, dict(job)
+    )
+
+    def read() -> Mapping[str, Any]:
+        got: Mapping[str, Any] = api.get_namespaced_custom_object(
+            TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL, name
+        )
+        return got
+
+    return wait_for_train_job(read, timeout_s=timeout_s, poll_s=poll_s)

@@ -16,9 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from sslmem.errors import ConfigError
+from sslmem.errors import ConfigError, TrainingError
 from sslmem.pipelines.platform import Accelerator, Resources, TaskProfile
-from sslmem.pipelines.trainjob import build_train_job
+from sslmem.pipelines.trainjob import build_train_job, wait_for_train_job
 from sslmem.training.launch import torchrun_command
 from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args
 
@@ -122,3 +122,46 @@ def test_bad_train_job_settings_are_config_errors(field: str, value: Any) -> Non
     with pytest.raises(ConfigError) as info:
         _job(**{field: value})
     assert info.value.fix
+
+
+def _with_status(*conditions: tuple[str, str, str]) -> dict[str, Any]:
+    job = _job()
+    job["status"] = {
+        "conditions": [
+            {
+                "type": kind,
+                "status": status,
+                "reason": reason,
+                "message": f"{kind} {reason}",
+                "lastTransitionTime": "2026-12-01T12:00:00Z",
+            }
+            for kind, status, reason in conditions
+        ]
+    }
+    _validate(job)  # the status the controller would write, per the CRD
+    return job
+
+
+def test_wait_returns_when_the_job_completes() -> None:
+    states = [
+        _job(),
+        _with_status(("Suspended", "True", "Suspended")),
+        _with_status(("Suspended", "False", "Resumed"), ("Complete", "True", "JobsCompleted")),
+    ]
+    reads, sleeps = iter(states), []
+    done = wait_for_train_job(lambda: next(reads), timeout_s=100, poll_s=5, sleep=sleeps.append)
+    assert done is states[-1] and sleeps == [5, 5]
+
+
+def test_a_failed_job_is_a_training_error_with_its_reason() -> None:
+    failed = _with_status(("Failed", "True", "DeadlineExceeded"))
+    with pytest.raises(TrainingError, match="train-reference-2 failed: DeadlineExceeded"):
+        wait_for_train_job(lambda: failed, timeout_s=100, sleep=lambda _: None)
+
+
+def test_waiting_stops_at_the_timeout() -> None:
+    now = iter(range(0, 1000, 40))
+    with pytest.raises(TrainingError, match="did not finish within 100 s"):
+        wait_for_train_job(
+            _job, timeout_s=100, poll_s=40, sleep=lambda _: None, clock=lambda: next(now)
+        )
