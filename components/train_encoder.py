@@ -15,6 +15,10 @@ def train_encoder(
 ) -> None:
     """Train the candidate (S_S ∪ S_C) or reference (S_S ∪ S_I) encoder of the split.
 
+    With ``SSLMEM_TRAIN_NPROC_PER_NODE`` = N > 1 (the pipeline sets it from the train step's
+    accelerator limit) it trains in N processes under torchrun (DDP, one per device, same
+    global batch); otherwise in this process.
+
     The cache key of this task is its inputs: the split (and its hash), the full training
     recipe, the role, the seed and the code version -- an encoder is reused only when all of
     them match (never one trained by other code). The same identity keys the resume state the
@@ -35,13 +39,15 @@ def train_encoder(
     """
     from pathlib import Path
 
-    from sslmem import workflow
     from sslmem.runtime import apply_process_settings
+    from sslmem.training.launch import processes_per_node
+    from sslmem.workflow.train_launch import train_role_processes
 
     if role not in ("candidate", "reference"):
         raise ValueError(f"role must be 'candidate' or 'reference', got {role!r}")
     apply_process_settings()  # process-wide: the adapter's job
-    trained = workflow.train_role(
+    trained = train_role_processes(
+        nproc=processes_per_node(),
         manifest_path=split.path,
         recipe=recipe_json,
         role="candidate" if role == "candidate" else "reference",

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sslmem.config import format_validation_error
 from sslmem.errors import ConfigError
 from sslmem.redaction import redact
+from sslmem.training.launch import NPROC_ENV
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -165,6 +166,9 @@ class TaskProfile(_Model):
         tolerations: Taints the pod tolerates (e.g. of a GPU node pool).
         shared_memory: Memory-backed ``/dev/shm`` (``None``: the container default).
         retries: Retries on failure (e.g. preempted spot nodes); 0 for none.
+        processes_per_node: Training processes in the pod (train step only); ``None``: one per
+            accelerator (the accelerator limit), 1 without one. More than 1 runs ``torchrun``
+            (DDP) in the pod, see :mod:`sslmem.training.launch`.
 
     """
 
@@ -174,6 +178,13 @@ class TaskProfile(_Model):
     tolerations: list[Toleration] = Field(default_factory=list)
     shared_memory: SharedMemory | None = None
     retries: int = Field(0, ge=0, le=10)
+    processes_per_node: int | None = Field(None, ge=1, le=64)
+
+    def nproc(self) -> int:
+        """Processes the task runs: ``processes_per_node``, else the accelerator limit, else 1."""
+        if self.processes_per_node is not None:
+            return self.processes_per_node
+        return self.accelerator.limit if self.accelerator is not None else 1
 
 
 def _default_secrets() -> list[SecretEnv]:
@@ -364,6 +375,8 @@ def apply_platform(task: Any, step: Step, config: PlatformConfig) -> Any:
         task.set_retry(profile.retries, backoff_duration="60s", backoff_factor=2)
     for name, value in sorted(config.env.items()):
         task.set_env_variable(name, value)
+    if step == "train" and profile.nproc() > 1:
+        task.set_env_variable(NPROC_ENV, str(profile.nproc()))
     for label, value in sorted(profile.node_selector.items()):
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     for toleration in profile.tolerations:

@@ -90,6 +90,8 @@ def test_platform_settings_reach_the_train_task(tmp_path: Path) -> None:
     assert resources["resourceCpuRequest"] == "8"
     assert resources["resourceMemoryLimit"] == "48Gi"
     assert {"name": "SSLMEM_STORE_URI", "value": "s3://sslmem/store"} in container["env"]
+    # Two GPUs reserved -> two training processes (torchrun) in the pod.
+    assert {"name": "SSLMEM_TRAIN_NPROC_PER_NODE", "value": "2"} in container["env"]
 
     kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"][train]
     assert kubernetes["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
@@ -174,6 +176,9 @@ def test_default_platform_gives_training_a_gpu_and_others_none(tmp_path: Path) -
         resources = executors[label]["container"].get("resources", {})
         has_gpu = "accelerator" in resources
         assert has_gpu == component.startswith("comp-train-encoder"), component
+        # One GPU: training stays in the component's own process (no torchrun).
+        env_names = {e["name"] for e in executors[label]["container"].get("env", [])}
+        assert "SSLMEM_TRAIN_NPROC_PER_NODE" not in env_names, component
         secret_names = {entry["secretName"] for entry in kubernetes[label]["secretAsEnv"]}
         assert secret_names == {"sslmem-mlflow", "sslmem-s3"}, component
 
@@ -283,6 +288,17 @@ def test_invalid_image_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = tmp_path / "p.yaml"
     assert main(["pipeline", "compile", "-o", str(out), "--image", "Not An Image"]) == 2
     assert "--image" in capsys.readouterr().err
+
+
+def test_processes_per_node_overrides_the_accelerator_count(tmp_path: Path) -> None:
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(PLATFORM_YAML.replace("  retries: 2\n", "  processes_per_node: 3\n"))
+    config = load_platform_config(platform)
+    assert config.train.nproc() == 3
+    pipeline_spec, _ = _load(compile_pipeline(tmp_path / "p.yaml", platform=config))
+    train = _executor_for(pipeline_spec, "comp-train-encoder")
+    env = pipeline_spec["deploymentSpec"]["executors"][train]["container"]["env"]
+    assert {"name": "SSLMEM_TRAIN_NPROC_PER_NODE", "value": "3"} in env
 
 
 def test_platform_defaults_are_valid() -> None:

@@ -79,3 +79,78 @@ def test_two_process_gloo_training_ends_with_identical_weights(tmp_path: Path) -
             assert losses == [(h["loss"], h["lr"]) for h in ranks[0]["history"]]
             for name, tensor in reference.items():
                 assert torch.equal(rank["state"][name], tensor), f"{method}: {name}"
+
+
+def _byol_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+    )
+    torch.set_num_threads(1)
+    data = tiny_dataset()
+    result = train_encoder(
+        data,
+        tiny_split(data),
+        role="candidate",
+        config=tiny_config("byol", "small_cnn", "training.epochs=2", "training.batch_size=8"),
+        out_dir=Path(out) / f"rank{rank}",
+        device="cpu",
+        progress=False,
+    )
+    torch.save(
+        {"state": result.encoder.state_dict(), "history": list(result.history)},
+        Path(out) / f"byol-rank{rank}.pt",
+    )
+
+
+@pytest.mark.slow
+def test_two_processes_of_half_the_batch_equal_one_process_accumulating_two_halves(
+    tmp_path: Path,
+) -> None:
+    """2 x B/2 under DDP is the same optimisation as 1 process with B in two micro-batches.
+
+    Batch norm (every projection head has one) normalises over the images of one forward,
+    so DDP with B/2 per process couples images like 1 process with two micro-batches of B/2
+    (``grad_accum_steps=2``), not like one forward of B: the reference is therefore the
+    accumulating run. Both see the same global batches (the shuffle does not depend on the
+    world size), each half in the same forward, and average the same two gradients. BYOL is
+    used because it has no cross-process coupling (SimCLR gathers negatives across ranks).
+    Batch-norm *running* statistics differ (DDP keeps rank 0's, accumulation updates twice),
+    so only parameters are compared; they do not affect training-mode forwards.
+    """
+    mp.spawn(_byol_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    ddp = torch.load(tmp_path / "byol-rank0.pt", weights_only=True)
+    data = tiny_dataset()
+    runs = {}
+    for accum in (2, 1):
+        config = tiny_config(
+            "byol",
+            "small_cnn",
+            "training.epochs=2",
+            "training.batch_size=8",
+            f"training.grad_accum_steps={accum}",
+        )
+        runs[accum] = train_encoder(
+            data,
+            tiny_split(data),
+            role="candidate",
+            config=config,
+            out_dir=tmp_path / f"single-accum{accum}",
+            device="cpu",
+            progress=False,
+        )
+    single = runs[2]
+    params = dict(single.encoder.named_parameters())
+    assert params, "no parameters compared"
+    for name, tensor in params.items():
+        torch.testing.assert_close(ddp["state"][name], tensor.detach(), rtol=1e-4, atol=1e-5)
+    for got, want in zip(ddp["history"], single.history, strict=True):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+        assert got["lr"] == want["lr"]
+    # One forward of B (no accumulation) normalises over 8 images, not 4: same steps and
+    # data, different weights -- what is equal is the schedule, not the numbers.
+    assert runs[1].steps == single.steps
+    assert [h["lr"] for h in runs[1].history] == [h["lr"] for h in single.history]

@@ -40,7 +40,8 @@ class TrainedEncoder:
 
     Attributes:
         checkpoint: The encoder checkpoint (weights-only safetensors).
-        sha256: SHA-256 of the checkpoint file.
+        sha256: SHA-256 of the checkpoint file (``""`` on ranks other than 0 of a
+            multi-process run, which write no file).
         role: ``"candidate"`` or ``"reference"``.
         seed: Training seed.
         final_loss: Mean loss of the last epoch.
@@ -124,6 +125,9 @@ def train_role(
     version; an attempt that finds it there continues from it, and a step that has written its
     output deletes it. Same inputs and code give the same final weights as an uninterrupted run.
 
+    Under ``torchrun`` every process calls this (see :mod:`sslmem.workflow.train_launch`);
+    only rank 0 opens the MLflow run and writes ``out_path``.
+
     Raises:
         ManifestMismatchError: The manifest hash differs from ``expected_manifest_sha256``.
         ConfigError, TrainingError: See :func:`sslmem.training.train_encoder`.
@@ -133,6 +137,7 @@ def train_role(
 
     """
     from sslmem.training import RESUME_FILE, train_encoder
+    from sslmem.training.distributed import context_from_env
 
     settings = process_settings(settings)
     config = recipe if isinstance(recipe, ExperimentConfig) else config_from_json(recipe)
@@ -146,6 +151,7 @@ def train_role(
     dataset = manifest_dataset(manifest, config.data.root)
     mirror = _resume_mirror(config, manifest, role, seed, code_version, settings)
     run_id: str | None = None
+    is_main = context_from_env().is_main
     with tempfile.TemporaryDirectory(prefix=f"sslmem-train-{role}-") as tmp:
         resumed = mirror.fetch(Path(tmp) / RESUME_FILE) if mirror is not None else None
 
@@ -164,7 +170,7 @@ def train_role(
                 on_resume_saved=mirror.upload if mirror is not None else None,
             )
 
-        if experiment is None:
+        if experiment is None or not is_main:  # only rank 0 opens the step's MLflow run
             result = train(())
         else:
             from sslmem.data.store import open_store
@@ -195,6 +201,18 @@ def train_role(
                     },
                     run_id=run_id,
                 )
+        if not is_main:  # the other ranks trained their shards; rank 0 holds the result
+            return TrainedEncoder(
+                checkpoint=Path(out_path),
+                sha256="",
+                role=role,
+                seed=seed,
+                final_loss=result.final_loss,
+                epochs=result.epochs,
+                num_train=result.num_train,
+                mlflow_run_id=None,
+                resumed_from_epoch=result.resumed_from_epoch,
+            )
         copy_atomic(result.checkpoint, Path(out_path))
     if mirror is not None:
         mirror.discard()  # the output is written: nothing is left to resume

@@ -1,0 +1,194 @@
+"""Step 2 on several processes: the train step under ``torchrun`` when it holds N devices.
+
+:func:`train_role_processes` is what the train component calls. With one process it is
+:func:`~sslmem.workflow.train_role`; with N > 1 it runs this module under
+``python -m torch.distributed.run --standalone --nproc-per-node N`` (see
+:func:`sslmem.training.launch.torchrun_command`), where every process calls the same
+:func:`~sslmem.workflow.train_role` and rank 0 writes the checkpoint, the MLflow run and a small
+JSON result that the launching process reads back. Child processes take their runtime settings
+(store, MLflow, device) from the environment they inherit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from sslmem.atomic import atomic_write_bytes
+from sslmem.config import ExperimentConfig
+from sslmem.data.splits import Role
+from sslmem.errors import TrainingError
+from sslmem.pipeline_params import training_recipe
+from sslmem.training.launch import check_nproc, run_processes, torchrun_command
+from sslmem.workflow.train import TrainedEncoder, train_role
+
+#: The module every training process runs (this one).
+TRAIN_MODULE = "sslmem.workflow.train_launch"
+_ROLES: tuple[Role, ...] = ("candidate", "reference")
+
+
+def train_role_processes(
+    *,
+    nproc: int,
+    manifest_path: Path | str,
+    recipe: ExperimentConfig | str,
+    role: Role,
+    seed: int,
+    out_path: Path,
+    expected_manifest_sha256: str | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+    code_version: str = "",
+) -> TrainedEncoder:
+    """Train the ``role`` encoder in ``nproc`` processes on this node (DDP) or in this one.
+
+    The global batch is ``training.batch_size`` whatever ``nproc`` is (each process takes
+    ``batch_size / nproc`` images of every step), so the recipe -- and the step's cache key --
+    mean the same on 1 or N devices.
+
+    Args:
+        nproc: Processes, one per accelerator; 1 trains in this process.
+        manifest_path: The split manifest (path or store URI).
+        recipe: The config, or its recipe JSON.
+        role: ``"candidate"`` or ``"reference"``.
+        seed: Training seed.
+        out_path: Where rank 0 writes the checkpoint file.
+        expected_manifest_sha256: Refuse a manifest with another hash.
+        experiment: MLflow experiment of the training run (rank 0); ``None``: none.
+        device: ``auto``/``cpu``/``cuda``; default ``SSLMEM_DEVICE`` (each rank takes
+            ``cuda:LOCAL_RANK``).
+        code_version: The pipeline's code identity, passed to every process so the resume
+            state's key is the one ``identify-code`` computed (see :func:`train_role`).
+
+    Returns:
+        Rank 0's :class:`~sslmem.workflow.TrainedEncoder`.
+
+    Raises:
+        ConfigError: ``nproc`` is out of range, or the batch does not divide by it.
+        TrainingError: A process failed (its error is in the log).
+
+    """
+    check_nproc(nproc)
+    if nproc == 1:
+        return train_role(
+            manifest_path=manifest_path,
+            recipe=recipe,
+            role=role,
+            seed=seed,
+            out_path=out_path,
+            expected_manifest_sha256=expected_manifest_sha256,
+            experiment=experiment,
+            device=device,
+            code_version=code_version,
+        )
+    recipe_json = recipe if isinstance(recipe, str) else training_recipe(recipe)
+    with tempfile.TemporaryDirectory(prefix=f"sslmem-launch-{role}-") as tmp:
+        recipe_file, result_file = Path(tmp) / "recipe.json", Path(tmp) / "result.json"
+        recipe_file.write_text(recipe_json, encoding="utf-8")
+        args = launch_args(
+            manifest_path=manifest_path,
+            recipe_file=recipe_file,
+            role=role,
+            seed=seed,
+            out_path=out_path,
+            result_file=result_file,
+            expected_manifest_sha256=expected_manifest_sha256,
+            experiment=experiment,
+            device=device,
+            code_version=code_version,
+        )
+        run_processes(torchrun_command(nproc, TRAIN_MODULE, args))
+        if not result_file.is_file():
+            raise TrainingError(
+                f"distributed training exited without rank 0's result {result_file}",
+                "see the log above; every rank must finish train_role",
+            )
+        fields = json.loads(result_file.read_text(encoding="utf-8"))
+    fields["checkpoint"] = Path(fields["checkpoint"])
+    return TrainedEncoder(**fields)
+
+
+def launch_args(
+    *,
+    manifest_path: Path | str,
+    recipe_file: Path | str,
+    role: Role,
+    seed: int,
+    out_path: Path | str,
+    result_file: Path | str,
+    expected_manifest_sha256: str | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+    code_version: str = "",
+) -> list[str]:
+    """Arguments of this module's entry point (one process of a multi-process train step).
+
+    The single-node launch (:func:`train_role_processes`) and the multi-node TrainJob
+    (:func:`sslmem.pipelines.trainjob.build_train_job`) both run this module with them.
+    """
+    args = [
+        f"--manifest={manifest_path}",
+        f"--recipe={recipe_file}",
+        f"--role={role}",
+        f"--seed={seed}",
+        f"--out={out_path}",
+        f"--result={result_file}",
+    ]
+    if expected_manifest_sha256:
+        args.append(f"--expected-manifest-sha256={expected_manifest_sha256}")
+    if experiment is not None:
+        args.append(f"--experiment={experiment}")
+    if device is not None:
+        args.append(f"--device={device}")
+    if code_version:
+        args.append(f"--code-version={code_version}")
+    return args
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--recipe", type=Path, required=True, help="file with the recipe JSON")
+    parser.add_argument("--role", required=True, choices=_ROLES)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--result", type=Path, required=True, help="rank 0's JSON result")
+    parser.add_argument("--expected-manifest-sha256")
+    parser.add_argument("--experiment")
+    parser.add_argument("--device")
+    parser.add_argument("--code-version", default="")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One process of :func:`train_role_processes` (run by torchrun, never by hand)."""
+    from sslmem.runtime import apply_process_settings
+    from sslmem.training.distributed import context_from_env
+
+    args = _parser().parse_args(argv)
+    apply_process_settings()
+    role: Role = "candidate" if args.role == "candidate" else "reference"
+    trained = train_role(
+        manifest_path=args.manifest,
+        recipe=args.recipe.read_text(encoding="utf-8"),
+        role=role,
+        seed=args.seed,
+        out_path=args.out,
+        expected_manifest_sha256=args.expected_manifest_sha256,
+        experiment=args.experiment,
+        device=args.device,
+        code_version=args.code_version,
+    )
+    if context_from_env().is_main:
+        result = {**asdict(trained), "checkpoint": str(trained.checkpoint)}
+        atomic_write_bytes(args.result, json.dumps(result).encode("utf-8"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
