@@ -133,6 +133,12 @@ def test_the_merge_refuses_shards_of_another_run(
         merge_shards(sixes, [pair[0]], [pair[1]], data[1], scoring=other, augment_spec=SPEC)
     with pytest.raises(ScoringError, match="another candidates"):
         merge_shards(sixes, [pair[1]], [pair[1]], data[1], scoring=SCORING, augment_spec=SPEC)
+    # A waiver the shards were not checked under is never recorded in the summary.
+    with pytest.raises(ScoringError, match="another allow_cross_split"):
+        merge_shards(
+            sixes, [pair[0]], [pair[1]], data[1], scoring=SCORING, augment_spec=SPEC,
+            allow_cross_split=True,
+        )  # fmt: skip
 
 
 def test_a_shard_beyond_the_points_is_refused(data: Any, pair: Any) -> None:

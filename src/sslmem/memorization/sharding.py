@@ -73,6 +73,8 @@ class ShardInfo(BaseModel):
     seconds: float
     device: str
     precision: str
+    allow_cross_split: bool = False
+    allow_missing_provenance: bool = False
 
 
 class ShardTable(BaseModel):
@@ -214,6 +216,8 @@ def score_shard(
         seconds=points.seconds,
         device=points.device,
         precision=points.precision,
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
     )
     return ShardTable(points=points, info=info)
 
@@ -336,8 +340,8 @@ def merge_shards(
 ) -> ScoreReport:
     """One report from shard tables, exactly as :func:`score_split` makes it from one pass.
 
-    Every shard must come from these encoders, this split, scoring config and augmentation,
-    and together they must cover every scored point exactly once. The summary records the
+    Every shard must come from these encoders, this split, scoring config, augmentation and
+    provenance waivers (the encoders were checked when each shard was scored), and together they must cover every scored point exactly once. The summary records the
     shard size (the largest shard), the summed shard time and each distinct device.
 
     Raises:
@@ -355,6 +359,9 @@ def merge_shards(
         "scoring": scoring,
         "augmentation": augment_spec,
         "total": len(indices),
+        # The waivers the summary records are those the shards were checked under.
+        "allow_cross_split": allow_cross_split,
+        "allow_missing_provenance": allow_missing_provenance,
     }
     for shard in shards:
         for field, value in expected.items():
