@@ -341,8 +341,9 @@ def merge_shards(
     """One report from shard tables, exactly as :func:`score_split` makes it from one pass.
 
     Every shard must come from these encoders, this split, scoring config, augmentation and
-    provenance waivers (the encoders were checked when each shard was scored), and together they must cover every scored point exactly once. The summary records the
-    shard size (the largest shard), the summed shard time and each distinct device.
+    provenance waivers (the encoders were checked when each shard was scored), and together
+    they must cover every scored point exactly once. The summary records the shard size (the
+    largest shard), the summed shard time and each distinct device.
 
     Raises:
         ScoringError: Shards of another run, or a gap or overlap (the ranges are named).
