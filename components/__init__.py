@@ -15,10 +15,13 @@ from sslmem import __version__
 from sslmem.components.evaluate_encoder import evaluate_encoder
 from sslmem.components.finalize_run import finalize_run
 from sslmem.components.identify_code import identify_code
+from sslmem.components.merge_score_shards import merge_score_shards
+from sslmem.components.plan_score_shards import plan_score_shards
 from sslmem.components.prepare_split import prepare_split
 from sslmem.components.register_model import register_model
 from sslmem.components.resolve_config import resolve_config
 from sslmem.components.score_memorization import score_memorization
+from sslmem.components.score_shard import score_shard
 from sslmem.components.train_encoder import train_encoder
 from sslmem.errors import ConfigError
 
@@ -44,6 +47,9 @@ class Components:
     evaluate_encoder: Any
     register_model: Any
     score_memorization: Any
+    plan_score_shards: Any
+    score_shard: Any
+    merge_score_shards: Any
     finalize_run: Any
 
 
@@ -88,6 +94,9 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
         evaluate_encoder=build(evaluate_encoder),
         register_model=build(register_model),
         score_memorization=build(score_memorization),
+        plan_score_shards=build(plan_score_shards),
+        score_shard=build(score_shard),
+        merge_score_shards=build(merge_score_shards),
         finalize_run=build(finalize_run),
     )
 
@@ -100,9 +109,12 @@ __all__ = [
     "evaluate_encoder",
     "finalize_run",
     "identify_code",
+    "merge_score_shards",
+    "plan_score_shards",
     "prepare_split",
     "register_model",
     "resolve_config",
     "score_memorization",
+    "score_shard",
     "train_encoder",
 ]

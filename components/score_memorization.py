@@ -38,33 +38,21 @@ def score_memorization(
         report: Output: the summary table.
 
     """
-    from pathlib import Path
+    from sslmem.components._scoring import score_version_outputs
 
-    from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json, reference_model_for
-    from sslmem.runtime import apply_process_settings
-
-    apply_process_settings()  # process-wide: the adapter's job
-    candidate = workflow.VersionInfo(model_name, candidate_version)
-    reference = workflow.VersionInfo(
-        reference_model_for(model_name, reference_model_name), reference_version
-    )
-    # Under the version's exactly-once claim, shared with the scoring service.
-    result = workflow.score_pair_claimed(
-        candidate_checkpoints=[m.path for m in candidate_models],
-        reference_checkpoints=[m.path for m in reference_models],
-        manifest_path=split.path,
-        config=config_from_json(config_json),
-        out_dir=Path(scores.path),
+    score_version_outputs(
+        candidate_models=candidate_models,
+        reference_models=reference_models,
+        split=split,
+        config_json=config_json,
         alpha=alpha,
-        candidate=candidate,
-        reference=reference,
-        experiment=mlflow_experiment,
+        model_name=model_name,
+        candidate_version=candidate_version,
+        reference_model_name=reference_model_name,
+        reference_version=reference_version,
+        mlflow_experiment=mlflow_experiment,
         pipeline_run_id=pipeline_run_id,
-    )
-    for key, value in workflow.finite_score_metrics(result).items():
-        summary.log_metric(key, value)
-    scores.metadata["model_version"] = candidate.uri
-    Path(report.path).write_text(
-        f"# SSLMem of {candidate.uri}\n\n```\n{result.summary.format_table()}\n```\n"
+        scores=scores,
+        summary=summary,
+        report=report,
     )

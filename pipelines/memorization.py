@@ -9,7 +9,9 @@ Graph (inside one ``dsl.ExitHandler`` whose exit task is ``finalize-run``)::
       ├─ train-candidates: ParallelFor(candidate_seeds) train-encoder → evaluate-encoder
       └─ train-references: ParallelFor(reference_seeds) train-encoder → evaluate-encoder
       → register-model (Collected encoders + evaluations)
-      → score-memorization (all candidates vs all references, resolved version)
+      → score-memorization (all candidates vs all references, resolved version), or with
+        shard_size > 0: plan-score-shards → ParallelFor(ranges) score-shard
+        → merge-score-shards (the same outputs, statistics and tags)
     finalize-run: marks every version of the run that was not scored as failed
 
 (The per-role loops live in a sub-pipeline so that task outputs reach the loop body as
@@ -148,6 +150,7 @@ def build_pipeline(
         candidate_seeds: list[int] = [0],  # noqa: B006 - KFP needs a literal default
         reference_seeds: list[int] = [0],  # noqa: B006
         alpha: float = 0.01,
+        shard_size: int = 0,
         mlflow_experiment: str = "sslmem",
         model_name: str = "sslmem-encoder",
         reference_model_name: str = "",
@@ -229,21 +232,48 @@ def build_pipeline(
             register.set_display_name("register-model").set_caching_options(False)
             apply_platform(register, "register", settings)
 
-            score = ops.score_memorization(
+            scoring_inputs = dict(
                 candidate_models=roles["candidate"].outputs["models"],
                 reference_models=roles["reference"].outputs["models"],
                 split=prepare.outputs["split"],
                 config_json=resolve.outputs["config_json"],
-                alpha=alpha,
+            )
+            version_inputs = dict(
                 model_name=model_name,
                 candidate_version=register.outputs["candidate_version"],
                 reference_model_name=reference_model_name,
                 reference_version=register.outputs["reference_version"],
+            )
+            tracking_inputs = dict(
+                alpha=alpha,
                 mlflow_experiment=mlflow_experiment,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
-            score.set_display_name("score-memorization").set_caching_options(False)
-            apply_platform(score, "score", settings)
+            with dsl.If(shard_size == 0, name="score-unsharded"):
+                score = ops.score_memorization(
+                    **scoring_inputs, **version_inputs, **tracking_inputs
+                )
+                score.set_display_name("score-memorization").set_caching_options(False)
+                apply_platform(score, "score", settings)
+            with dsl.Else(name="score-sharded"):
+                # Every check once, then one scoring pod per index range, then one merge.
+                plan = ops.plan_score_shards(
+                    **scoring_inputs, **version_inputs, shard_size=shard_size
+                )
+                plan.set_display_name("plan-score-shards").set_caching_options(False)
+                apply_platform(plan, "prepare", settings)
+                with dsl.ParallelFor(plan.output, name="score-shards") as shard:
+                    part = ops.score_shard(**scoring_inputs, shard=shard)
+                    part.set_display_name("score-shard").set_caching_options(False)
+                    apply_platform(part, "score", settings)
+                merge = ops.merge_score_shards(
+                    **scoring_inputs,
+                    **version_inputs,
+                    **tracking_inputs,
+                    shards=dsl.Collected(part.outputs["table"]),
+                )
+                merge.set_display_name("merge-score-shards").set_caching_options(False)
+                apply_platform(merge, "score", settings)
 
     return memorization
 

@@ -90,6 +90,8 @@ class PipelineParams(BaseModel):
         candidate_seeds: One candidate encoder f is trained per seed; SSLMem averages over them.
         reference_seeds: One reference encoder g per seed.
         alpha: Significance level of the Welch t-tests in the verdict.
+        shard_size: Points per scoring shard; ``0`` scores in one step, ``> 0`` fans scoring
+            out over shards (``ParallelFor``) and merges them into the same report.
         mlflow_experiment: MLflow experiment of the pipeline's runs.
         model_name: Registered model of the candidate encoders.
         reference_model_name: Registered model of the reference encoders (default
@@ -118,6 +120,7 @@ class PipelineParams(BaseModel):
     candidate_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     reference_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     alpha: float = Field(0.01, gt=0, lt=1)
+    shard_size: int = Field(0, ge=0)
     mlflow_experiment: str = Field(DEFAULT_EXPERIMENT, min_length=1)
     model_name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     reference_model_name: str = ""

@@ -368,3 +368,28 @@ def test_candidate_alone_is_inconclusive_and_exit_status_follows_fail_on(
     assert _score(setup, tmp_path / "b", *args, "--fail-on", "failed") == 0
     assert _score(setup, tmp_path / "c", *args, "--fail-on", "inconclusive") == 1
     assert (tmp_path / "c/summary.json").exists()  # the report is written either way
+
+
+def test_sharded_cli_run_merges_to_the_unsharded_report(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--shard` twice (a range not a multiple of anything) and `--merge` == one plain run."""
+    plain, shards, merged = tmp_path / "plain", tmp_path / "shards", tmp_path / "merged"
+    assert _score(setup, plain, "--no-plots") == 0
+    n = pq.read_table(plain / "scores.parquet").num_rows  # default sets: S_C, S_I, S_E
+    for part in ("0:7", f"7:{n}"):
+        assert _score(setup, shards, "--shard", part) == 0
+    assert _score(setup, merged, "--no-plots", "--merge", str(shards)) == 0
+    assert pq.read_table(merged / "scores.parquet").equals(pq.read_table(plain / "scores.parquet"))
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (plain, merged))
+    timing = ("seconds", "points_per_second", "shard_size")
+    assert {k: v for k, v in a.items() if k not in timing} == {
+        k: v for k, v in b.items() if k not in timing
+    }
+    assert (a["shard_size"], b["shard_size"]) == (None, n - 7)
+    capsys.readouterr()
+    # A missing range: exit 2, the range named, nothing written.
+    (shards / f"shard-{0:012d}-{7:012d}.parquet").unlink()
+    _fails(_score(setup, tmp_path / "gap", "--merge", str(shards)), capsys, "missing [0, 7)")
+    assert not (tmp_path / "gap").exists()
+    _fails(_score(setup, shards, "--shard", "9:3"), capsys, "START:STOP")

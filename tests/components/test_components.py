@@ -21,10 +21,13 @@ from sslmem.components import (
     build_components,
     evaluate_encoder,
     finalize_run,
+    merge_score_shards,
+    plan_score_shards,
     prepare_split,
     register_model,
     resolve_config,
     score_memorization,
+    score_shard,
     train_encoder,
 )
 from sslmem.errors import ScoringError
@@ -234,3 +237,53 @@ def test_collect_encoders_orders_by_seed_and_pairs_evaluations(chain: Chain) -> 
     assert collected[0].evaluation["checkpoint_sha256"] == candidate.metadata["sha256"]
     with pytest.raises(ScoringError, match="expected"):
         collect_encoders(items, evaluations, [3])
+
+
+def test_sharded_components_give_the_one_pass_report_and_tags(tracking: Chain) -> None:
+    """plan-score-shards → score-shard per range → merge-score-shards == score-memorization."""
+    import pyarrow.parquet as pq
+
+    plain = _score(tracking, "run-plain", _register(tracking, "run-plain"), tracking.config_json)
+    versions = _register(tracking, "run-sharded")
+    inputs: dict[str, Any] = dict(
+        candidate_models=[tracking.models["candidate"]],
+        reference_models=[tracking.models["reference"]],
+        split=tracking.split,
+        config_json=tracking.config_json,
+    )
+    ranges = plan_score_shards(
+        **inputs,
+        shard_size=7,
+        model_name=MODEL,
+        candidate_version=versions[0],
+        reference_model_name="",
+        reference_version=versions[1],
+    )
+    n = pq.read_table(plain / "scores.parquet").num_rows
+    assert ranges[0] == "0:7" and ranges[-1].endswith(f":{n}") and len(ranges) == -(-n // 7)
+    tables = []
+    for shard in ranges:
+        tables.append(_artifact(dsl.Artifact, tracking.root, f"shard-{shard.replace(':', '-')}"))
+        score_shard(**inputs, shard=shard, table=tables[-1])
+    assert get_version_tags(MODEL, versions[0])[T.STATUS] == "training"  # shards never tag
+    scores = _artifact(dsl.Artifact, tracking.root, "scores-run-sharded")
+    merge_score_shards(
+        **inputs,
+        shards=tables,
+        alpha=0.01,
+        model_name=MODEL,
+        candidate_version=versions[0],
+        reference_model_name="",
+        reference_version=versions[1],
+        mlflow_experiment="components",
+        pipeline_run_id="run-sharded",
+        scores=scores,
+        summary=_artifact(dsl.Metrics, tracking.root, "summary-run-sharded"),
+        report=_artifact(dsl.Markdown, tracking.root, "report-run-sharded.md"),
+    )
+    merged = Path(scores.path)
+    assert pq.read_table(merged / "scores.parquet").equals(pq.read_table(plain / "scores.parquet"))
+    assert json.loads((merged / "summary.json").read_text())["shard_size"] == 7
+    tags = get_version_tags(MODEL, versions[0])
+    assert tags[T.STATUS] == "scored"
+    assert tags[T.VERDICT] == get_version_tags(MODEL, str(int(versions[0]) - 1))[T.VERDICT]

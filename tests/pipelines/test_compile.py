@@ -304,3 +304,37 @@ def test_processes_per_node_overrides_the_accelerator_count(tmp_path: Path) -> N
 def test_platform_defaults_are_valid() -> None:
     config = PlatformConfig()
     assert config.train.accelerator is not None and config.profile("score").accelerator is None
+
+
+def test_shard_size_selects_one_pass_or_a_parallel_for_of_shards(tmp_path: Path) -> None:
+    """``shard_size == 0``: score-memorization; else plan → ParallelFor(score-shard) → merge."""
+    spec, _ = _load(compile_pipeline(tmp_path / "p.yaml"))
+    assert spec["root"]["inputDefinitions"]["parameters"]["shard_size"]["defaultValue"] == 0
+    components = spec["components"]
+    body = components["comp-exit-handler-1"]["dag"]["tasks"]
+    (branches,) = [
+        t for t in body.values() if t["componentRef"]["name"].startswith("comp-condition-b")
+    ]
+    conditions = {
+        task["componentRef"]["name"]: task["triggerPolicy"]["condition"]
+        for task in components[branches["componentRef"]["name"]]["dag"]["tasks"].values()
+    }
+    one_pass = [c for c, cond in conditions.items() if cond.endswith("shard_size']) == 0")]
+    sharded = [c for c, cond in conditions.items() if cond.startswith("!(")]
+    assert len(one_pass) == len(sharded) == 1, conditions
+    assert set(components[one_pass[0]]["dag"]["tasks"]) == {"score-memorization"}
+    tasks = components[sharded[0]]["dag"]["tasks"]
+    loops = [t for t in tasks.values() if "parameterIterator" in t]
+    assert len(loops) == 1
+    assert loops[0]["parameterIterator"]["items"]["inputParameter"].endswith(
+        "plan-score-shards-Output"
+    )
+    loop_tasks = components[loops[0]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(loop_tasks) == {"score-shard"}
+    merge = tasks["merge-score-shards"]
+    assert merge["inputs"]["artifacts"]["shards"]["taskOutputArtifact"]["producerTask"] == next(
+        n for n, t in tasks.items() if t is loops[0]
+    )
+    # The merge fills the same outputs as the one-pass step.
+    outputs = components["comp-score-memorization"]["outputDefinitions"]
+    assert components["comp-merge-score-shards"]["outputDefinitions"] == outputs

@@ -71,6 +71,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default: exit 0 whenever the report is written",
     )
     parser.add_argument("--no-progress", action="store_true")
+    sharded = parser.add_mutually_exclusive_group()
+    sharded.add_argument(
+        "--shard",
+        metavar="START:STOP",
+        help="score only points START..STOP-1 of the scored sets (in --sets order) and write "
+        "their table shard-START-STOP.parquet into --out (merge with --merge)",
+    )
+    sharded.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="merge the shard tables in DIR... (written by --shard, covering every point once) "
+        "into the report the unsharded run writes",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     add_config_arguments(parser)
     add_device_argument(parser)
@@ -118,14 +133,30 @@ def run(args: argparse.Namespace) -> int:
         select_points,
         write_score_outputs,
     )
+    from sslmem.memorization.sharding import (
+        merge_shards,
+        parse_range,
+        read_shards,
+        score_shard,
+        write_shard,
+    )
     from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
     from sslmem.reporting import LAYERMEM_FILE, layermem_figure
 
     if args.grid_k < 1:
         raise ConfigError(f"--grid-k must be >= 1, got {args.grid_k}", "pass e.g. --grid-k 16")
+    if args.layers is not None and (args.shard or args.merge):
+        raise ConfigError(
+            "--layers cannot be sharded",
+            "score the layers in an unsharded run (no --shard/--merge)",
+        )
+    shard = parse_range(args.shard) if args.shard else None  # before the work
     args.overrides = _overrides(args)
     config = experiment_config(args)
-    check_report_dir(args.out)  # before the work, not after it
+    if shard is None:
+        check_report_dir(args.out)  # before the work, not after it
+    elif args.out.exists() and not args.out.is_dir():
+        raise ConfigError(f"--out {args.out} is a file", "pass a directory for the shard tables")
     settings = RuntimeSettings()
     device = resolve_device(args.device or settings.device)
     manifest = load_manifest(args.split, settings)
@@ -145,19 +176,53 @@ def run(args: argparse.Namespace) -> int:
             seed=config.scoring.seed,
         )[0]
     )
-    with tqdm(total=total, unit="pt", desc="scoring", disable=args.no_progress) as bar:
-        report = score_split(
+    waivers = {
+        "allow_cross_split": args.allow_cross_split,
+        "allow_missing_provenance": args.allow_missing_provenance,
+    }
+    if shard is not None:
+        start, stop = shard
+        with tqdm(total=stop - start, unit="pt", desc="shard", disable=args.no_progress) as bar:
+            table = score_shard(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                start=start,
+                stop=stop,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                device=device,
+                progress=bar.update,
+                **waivers,
+            )
+        path = write_shard(table, args.out)
+        print(f"wrote {path} ({stop - start} of {table.info.total} points)")
+        return 0
+    if args.merge:
+        report = merge_shards(
+            read_shards(args.merge),
             candidates,
             references,
-            dataset,
             manifest,
             scoring=config.scoring,
             augment_spec=augment_spec,
-            device=device,
-            progress=bar.update,
-            allow_cross_split=args.allow_cross_split,
-            allow_missing_provenance=args.allow_missing_provenance,
+            **waivers,
         )
+    else:
+        with tqdm(total=total, unit="pt", desc="scoring", disable=args.no_progress) as bar:
+            report = score_split(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                device=device,
+                progress=bar.update,
+                allow_cross_split=args.allow_cross_split,
+                allow_missing_provenance=args.allow_missing_provenance,
+            )
     layer_report = None
     if args.layers is not None:
         with tqdm(total=total, unit="pt", desc="layers", disable=args.no_progress) as bar:

@@ -91,6 +91,8 @@ class ScoreSummary(PairProvenance):
     welch_tests: dict[str, WelchTest]
     verdict: Verdict
     normalization: str
+    #: Points per shard of a sharded run (``None``: scored in one pass).
+    shard_size: int | None = None
 
     def format_table(self) -> str:
         """A compact text table of the per-set statistics, the verdict and what was waived."""
@@ -434,10 +436,93 @@ def score_split(
         allow_missing_provenance=allow_missing_provenance,
     )
     device = device or torch.device("cpu")
-    bf16 = scoring.autocast_bf16 and device.type == "cuda"
     indices, set_names = select_points(
         manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
     )
+    points = score_points(
+        candidates,
+        references,
+        dataset,
+        indices,
+        set_names,
+        scoring=scoring,
+        augment_spec=augment_spec,
+        device=device,
+        progress=progress,
+    )
+    return build_report(
+        points,
+        candidates,
+        references,
+        manifest,
+        scoring=scoring,
+        augment_spec=augment_spec,
+        alpha=alpha,
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
+    )
+
+
+class PointScores(BaseModel):
+    """Per-point results of one scoring pass over some points, before any set statistic.
+
+    Everything here depends on each point alone (its views are keyed by its dataset index), so
+    passes over disjoint ranges of the scored points concatenate to the pass over all of them
+    (sharded scoring, :mod:`sslmem.memorization.sharding`).
+
+    Attributes:
+        sample_index: ``[N]`` int64 dataset indices.
+        set: ``[N]`` set name of each point.
+        sslmem_raw: ``[N]`` float64 raw SSLMem.
+        candidate_alignment: ``[N]`` float64 mean alignment loss over the candidates.
+        reference_alignment: ``[N]`` float64 mean alignment loss over the references.
+        seconds: Wall time of the pass.
+        device: Where it ran (device and processor).
+        precision: ``"fp32"`` or ``"bf16 autocast"``.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    sample_index: Any
+    set: Any
+    sslmem_raw: Any
+    candidate_alignment: Any
+    reference_alignment: Any
+    seconds: float
+    device: str
+    precision: str
+
+
+def score_points(
+    candidates: Sequence[LoadedCheckpoint],
+    references: Sequence[LoadedCheckpoint],
+    dataset: ImageDataset,
+    indices: np.ndarray[Any, Any],
+    set_names: np.ndarray[Any, Any],
+    *,
+    scoring: ScoringConfig,
+    augment_spec: AugmentationSpec,
+    device: torch.device,
+    progress: Callable[[int], object] | None = None,
+) -> PointScores:
+    """Raw SSLMem and mean alignment losses of the points ``indices`` (no checks, no stats).
+
+    Callers check the encoders first (:func:`check_compatible`). Each point's views depend only
+    on ``(scoring.seed, its dataset index, view id)``, never on which other points share its
+    forward, so any partition of the points gives the same per-point values.
+
+    Args:
+        candidates: m loaded candidate checkpoints.
+        references: n loaded reference checkpoints.
+        dataset: The data the indices refer to.
+        indices: ``[N]`` int64 dataset indices.
+        set_names: ``[N]`` set name of each point.
+        scoring: K, mode, distance, layer, chunk size, view batch, precision, seed.
+        augment_spec: The augmentation distribution of the views.
+        device: Compute device.
+        progress: Called with the number of points finished after each chunk.
+    """
+    bf16 = scoring.autocast_bf16 and device.type == "cuda"
     started = time.perf_counter()
     result = compute_sslmem(
         [c.encoder for c in candidates],
@@ -459,8 +544,50 @@ def score_split(
         autocast_bf16=bf16,
         progress=progress,
     )
-    seconds = time.perf_counter() - started
-    raw = result.raw.numpy().astype(np.float64)
+    return PointScores(
+        sample_index=np.asarray(indices, dtype=np.int64),
+        set=np.asarray(set_names).astype(str),
+        sslmem_raw=result.raw.numpy().astype(np.float64),
+        candidate_alignment=result.candidate_alignment.mean(0).numpy().astype(np.float64),
+        reference_alignment=result.reference_alignment.mean(0).numpy().astype(np.float64),
+        seconds=time.perf_counter() - started,
+        device=f"{device} ({platform.processor() or platform.machine()})",
+        precision="bf16 autocast" if bf16 else "fp32",
+    )
+
+
+def build_report(
+    points: PointScores,
+    candidates: Sequence[LoadedCheckpoint],
+    references: Sequence[LoadedCheckpoint],
+    manifest: SplitManifest,
+    *,
+    scoring: ScoringConfig,
+    augment_spec: AugmentationSpec,
+    alpha: float = 0.01,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
+    shard_size: int | None = None,
+) -> ScoreReport:
+    """Per-set normalisation, statistics, verdict and provenance of all scored points.
+
+    The one place a report is made from per-point scores: :func:`score_split` and the merge of
+    sharded scoring (:func:`sslmem.memorization.sharding.merge_shards`) both end here.
+
+    Args:
+        points: Per-point scores of every scored point, in :func:`select_points` order.
+        candidates: The candidate checkpoints (provenance).
+        references: The reference checkpoints.
+        manifest: The split scored.
+        scoring: The scoring config.
+        augment_spec: The augmentation of the views.
+        alpha: Significance level of the verdict.
+        allow_cross_split: Recorded waiver.
+        allow_missing_provenance: Recorded waiver.
+        shard_size: Points per shard of a sharded run (``None``: unsharded).
+    """
+    raw = points.sslmem_raw
+    set_names = points.set
     # Normalised per scored set, as the authors normalise over the set they score.
     range_scores, minmax_scores = np.empty_like(raw), np.empty_like(raw)
     by_set: dict[str, np.ndarray[Any, Any]] = {}
@@ -472,14 +599,15 @@ def score_split(
         by_set[name] = raw[mask]
     summaries, tests, verdict = summarize_scores(by_set, alpha=alpha)
     columns = {
-        "sample_index": indices,
-        "set": set_names.astype(str),
+        "sample_index": points.sample_index,
+        "set": set_names,
         "sslmem_raw": raw,
         "sslmem_range": range_scores,
         "sslmem_minmax": minmax_scores,
-        "candidate_alignment": result.candidate_alignment.mean(0).numpy().astype(np.float64),
-        "reference_alignment": result.reference_alignment.mean(0).numpy().astype(np.float64),
+        "candidate_alignment": points.candidate_alignment,
+        "reference_alignment": points.reference_alignment,
     }
+    seconds = points.seconds
     summary = ScoreSummary(
         sets=summaries,
         welch_tests=tests,
@@ -493,12 +621,13 @@ def score_split(
         normalization="raw kept; 'range' = raw/(max-min) and 'minmax' per scored set",
         sslmem_version=__version__,
         torch_version=torch.__version__,
-        device=f"{device} ({platform.processor() or platform.machine()})",
+        device=points.device,
         seconds=seconds,
-        points_per_second=len(indices) / seconds if seconds > 0 else float("inf"),
-        precision="bf16 autocast" if bf16 else "fp32",
+        points_per_second=len(raw) / seconds if seconds > 0 else float("inf"),
+        precision=points.precision,
         allow_cross_split=allow_cross_split,
         allow_missing_provenance=allow_missing_provenance,
+        shard_size=shard_size,
     )
     return ScoreReport(columns=columns, summary=summary)
 

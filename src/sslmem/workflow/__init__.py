@@ -16,7 +16,8 @@ into arguments. One function per step:
    augmentation, layer, seed) and ``sslmem.status=training``.
 5. :func:`score_pair` -- SSLMem of all candidate vs all reference encoders (the expectation
    over seeds); report logged; summary tags set on the version with ``sslmem.status=scored``
-   written last.
+   written last. Sharded: :func:`plan_score_shards` (checks once, index ranges),
+   :func:`score_pair_shard` per range, then :func:`score_pair` with ``shards`` merges.
 6. :func:`finalize_pipeline_run` -- the exit step: every version of this pipeline run that is
    still ``training`` is marked ``failed`` with the reason (scoring marks its own failures).
 
@@ -44,7 +45,13 @@ from sslmem.workflow.register import (
 )
 from sslmem.workflow.resolve import ResolvedConfig, resolve_config
 from sslmem.workflow.result import RunResult, read_run_result
-from sslmem.workflow.score import SCORE_SUMMARY_ARTIFACT, finite_score_metrics, score_pair
+from sslmem.workflow.score import (
+    SCORE_SUMMARY_ARTIFACT,
+    finite_score_metrics,
+    plan_score_shards,
+    score_pair,
+    score_pair_shard,
+)
 from sslmem.workflow.score_version import score_pair_claimed
 from sslmem.workflow.split import SPLIT_STORE_PREFIX, PreparedSplit, prepare_split
 from sslmem.workflow.train import TrainedEncoder, train_role
@@ -67,6 +74,7 @@ __all__ = [
     "finite_score_metrics",
     "loaded_checkpoint",
     "manifest_dataset",
+    "plan_score_shards",
     "prepare_split",
     "read_run_result",
     "register_candidate",
@@ -74,5 +82,6 @@ __all__ = [
     "save_evaluation",
     "score_pair",
     "score_pair_claimed",
+    "score_pair_shard",
     "train_role",
 ]

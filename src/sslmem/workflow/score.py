@@ -22,6 +22,13 @@ from sslmem.memorization.scoring import (
     score_split,
     write_score_report,
 )
+from sslmem.memorization.sharding import (
+    merge_shards,
+    plan_shards,
+    read_shards,
+    score_shard,
+    write_shard,
+)
 from sslmem.models.checkpoint import (
     LoadedCheckpoint,
 )
@@ -89,6 +96,7 @@ def score_pair(
     pipeline_run_id: str | None = None,
     device: str | None = None,
     settings: RuntimeSettings | None = None,
+    shards: Sequence[Path] | None = None,
 ) -> ScoreReport:
     """SSLMem of the candidates vs the references on the split; report written and tracked.
 
@@ -113,10 +121,12 @@ def score_pair(
         pipeline_run_id: Groups the score run with the other steps of the pipeline run.
         device: Compute device; default ``SSLMEM_DEVICE``.
         settings: Runtime settings (default: from the environment).
+        shards: Shard tables (directories or files, :func:`score_pair_shard`) covering every
+            scored point: merged instead of scoring (sharded scoring's merge step).
 
     Raises:
         ScoringError, CheckpointError: Incompatible or mismatched encoders, or a version that
-            does not hold the scored checkpoint.
+            does not hold the scored checkpoint; shards that do not cover the points once.
         ManifestMismatchError: The split is not the one the encoders or version were made on.
         TrackingError: MLflow is unreachable (only with a version).
 
@@ -138,17 +148,29 @@ def score_pair(
             _check_version(reference.name, reference.version, manifest, references)
     if not candidates:
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
+    augment_spec = checkpoint_augmentation(candidates[0], config.augmentation)
     try:
-        report = score_split(
-            candidates,
-            references,
-            dataset,
-            manifest,
-            scoring=config.scoring,
-            augment_spec=checkpoint_augmentation(candidates[0], config.augmentation),
-            device=resolve_device(device or settings.device),
-            alpha=alpha,
-        )
+        if shards is not None:
+            report = merge_shards(
+                read_shards([Path(s) for s in shards]),
+                candidates,
+                references,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                alpha=alpha,
+            )
+        else:
+            report = score_split(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                device=resolve_device(device or settings.device),
+                alpha=alpha,
+            )
         write_score_report(report, Path(out_dir))
         if candidate is not None and experiment is not None and pipeline_run_id is not None:
             _track_score(
@@ -169,6 +191,89 @@ def score_pair(
             _mark_failed_quietly([candidate, *([reference] if reference else [])], reason)
         raise
     return report
+
+
+def plan_score_shards(
+    *,
+    candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    reference_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    shard_size: int,
+    candidate: VersionInfo | None = None,
+    reference: VersionInfo | None = None,
+    settings: RuntimeSettings | None = None,
+) -> list[str]:
+    """Sharded scoring's plan step: every check once, then the shards' ranges.
+
+    The encoders are checked against each other and the split
+    (:func:`~sslmem.memorization.sharding.plan_shards`) and, with a ``candidate`` version,
+    the versions against the checkpoints and split (as :func:`score_pair` does), before any
+    shard runs.
+
+    Returns:
+        ``"START:STOP"`` per shard, in order (what ``sslmem score --shard`` takes).
+
+    Raises:
+        ConfigError: ``shard_size < 1``.
+        ScoringError, ManifestMismatchError: See :func:`score_pair`.
+    """
+    settings = process_settings(settings)
+    manifest = load_manifest(manifest_path, settings)
+    dataset = manifest_dataset(manifest, config.data.root)
+    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
+    references = [loaded_checkpoint(item) for item in reference_checkpoints]
+    if candidate is not None:
+        configure_tracking(settings)
+        _check_version(candidate.name, candidate.version, manifest, candidates)
+        if reference is not None:
+            _check_version(reference.name, reference.version, manifest, references)
+    ranges = plan_shards(
+        candidates, references, dataset, manifest, scoring=config.scoring, shard_size=shard_size
+    )
+    return [f"{start}:{stop}" for start, stop in ranges]
+
+
+def score_pair_shard(
+    *,
+    candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    reference_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    shard: str,
+    out_dir: Path,
+    device: str | None = None,
+    settings: RuntimeSettings | None = None,
+) -> Path:
+    """One shard of sharded scoring: the points ``START:STOP``, table written to ``out_dir``.
+
+    Untracked: the merge step (:func:`score_pair` with ``shards``) logs and tags the report.
+
+    Returns:
+        The shard table written.
+    """
+    from sslmem.device import resolve_device
+    from sslmem.memorization.sharding import parse_range
+
+    start, stop = parse_range(shard)
+    settings = process_settings(settings)
+    manifest = load_manifest(manifest_path, settings)
+    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
+    references = [loaded_checkpoint(item) for item in reference_checkpoints]
+    if not candidates:
+        raise ScoringError("no candidate checkpoint to score", "pass at least one")
+    table = score_shard(
+        candidates,
+        references,
+        manifest_dataset(manifest, config.data.root),
+        manifest,
+        start=start,
+        stop=stop,
+        scoring=config.scoring,
+        augment_spec=checkpoint_augmentation(candidates[0], config.augmentation),
+        device=resolve_device(device or settings.device),
+    )
+    return write_shard(table, Path(out_dir))
 
 
 def _mark_failed_quietly(versions: Sequence[VersionInfo], reason: str) -> None:

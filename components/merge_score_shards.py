@@ -1,0 +1,61 @@
+"""KFP component: merge sharded scoring into the report the one-pass scoring step makes."""
+
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+
+def merge_score_shards(
+    candidate_models: Input[list[Model]],
+    reference_models: Input[list[Model]],
+    split: Input[Dataset],
+    shards: Input[list[Artifact]],
+    config_json: str,
+    alpha: float,
+    model_name: str,
+    candidate_version: str,
+    reference_model_name: str,
+    reference_version: str,
+    mlflow_experiment: str,
+    pipeline_run_id: str,
+    scores: Output[Artifact],
+    summary: Output[Metrics],
+    report: Output[Markdown],
+) -> None:
+    """Merge the shard tables; statistics, verdict, tracking and outputs as ``score-memorization``.
+
+    Args:
+        candidate_models: All candidate encoders.
+        reference_models: All reference encoders.
+        split: The split manifest.
+        shards: Every shard's table (from ``score-shard``), covering each point once.
+        config_json: The resolved experiment config.
+        alpha: Significance level of the verdict.
+        model_name: Registered model of the candidate.
+        candidate_version: The resolved candidate version this score belongs to.
+        reference_model_name: Registered model of the reference ("" = <model_name>-reference).
+        reference_version: The resolved reference version.
+        mlflow_experiment: MLflow experiment.
+        pipeline_run_id: The pipeline run.
+        scores: Output: directory with scores.parquet (per point) and summary.json.
+        summary: Output: summary metrics (SSLMem per set, Welch tests, verdict).
+        report: Output: the summary table.
+
+    """
+    from sslmem.components._scoring import score_version_outputs
+
+    score_version_outputs(
+        candidate_models=candidate_models,
+        reference_models=reference_models,
+        split=split,
+        config_json=config_json,
+        alpha=alpha,
+        model_name=model_name,
+        candidate_version=candidate_version,
+        reference_model_name=reference_model_name,
+        reference_version=reference_version,
+        mlflow_experiment=mlflow_experiment,
+        pipeline_run_id=pipeline_run_id,
+        scores=scores,
+        summary=summary,
+        report=report,
+        shards=[s.path for s in shards],
+    )
