@@ -186,20 +186,27 @@ def test_default_platform_gives_training_a_gpu_and_others_none(tmp_path: Path) -
 def test_scoring_register_and_exit_tasks_are_never_cached(tmp_path: Path) -> None:
     pipeline_spec, _ = _load(compile_pipeline(tmp_path / "p.yaml"))
     body = pipeline_spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
-    root = pipeline_spec["root"]["dag"]["tasks"]
-    tasks = {**body, **root}
+    # Every task of every DAG (the scoring tasks sit in the shard_size condition branches).
+    tasks = {
+        name: task
+        for component in [pipeline_spec["root"], *pipeline_spec["components"].values()]
+        for name, task in component.get("dag", {}).get("tasks", {}).items()
+    }
 
     def cached(name: str) -> bool:
         return bool(tasks[name].get("cachingOptions", {}).get("enableCache", False))
 
     assert cached("resolve-config") and cached("prepare-split")
     assert not cached("register-model") and not cached("score-memorization")
+    # The sharded path claims the version too: none of its steps may come from the cache.
+    for name in ("plan-score-shards", "score-shard", "merge-score-shards"):
+        assert not cached(name), name
     assert not cached("finalize-run")
     # The code identity is computed in every run, so it must never come from the cache.
     assert not cached("identify-code")
     loop = pipeline_spec["components"]["comp-for-loop-1"]["dag"]["tasks"]
     assert loop["train-encoder"]["cachingOptions"]["enableCache"]
-    assert "candidate_version" in body["score-memorization"]["inputs"]["parameters"]
+    assert "candidate_version" in tasks["score-memorization"]["inputs"]["parameters"]
     train_inputs = pipeline_spec["components"]["comp-train-encoder"]["inputDefinitions"]
     assert {"split_sha256", "recipe_json", "role", "seed"} <= set(train_inputs["parameters"])
     assert "split" in train_inputs["artifacts"]
@@ -221,8 +228,13 @@ def test_every_cached_step_is_keyed_on_the_code_version(tmp_path: Path) -> None:
     # The per-role sub-pipelines get it from identify-code and hand it to every loop task.
     for role_task in ("train-and-evaluate", "train-and-evaluate-2"):
         assert _code_version_source(body[role_task]) == from_identify, role_task
-    loops = [c for c in components if c.startswith("comp-for-loop-")]
-    assert loops
+    # The role loops (the scoring shards' loop holds no training task).
+    loops = [
+        c
+        for c in components
+        if c.startswith("comp-for-loop-") and "train-encoder" in components[c]["dag"]["tasks"]
+    ]
+    assert len(loops) == 2
     for loop in loops:
         tasks = components[loop]["dag"]["tasks"]
         for name in ("train-encoder", "evaluate-encoder"):
