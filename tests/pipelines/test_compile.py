@@ -185,7 +185,6 @@ def test_default_platform_gives_training_a_gpu_and_others_none(tmp_path: Path) -
 
 def test_scoring_register_and_exit_tasks_are_never_cached(tmp_path: Path) -> None:
     pipeline_spec, _ = _load(compile_pipeline(tmp_path / "p.yaml"))
-    body = pipeline_spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     # Every task of every DAG (the scoring tasks sit in the shard_size condition branches).
     tasks = {
         name: task
