@@ -158,7 +158,10 @@ def test_hook_job_has_what_webhook_ensure_needs_and_nothing_else(
 
     [hook] = [
         h
-        for h in MlflowClient(tracking_uri=hook_mlflow.url).list_webhooks(max_results=100)
+        # registry_uri too: an earlier test may have set the process-wide registry URI.
+        for h in MlflowClient(
+            tracking_uri=hook_mlflow.url, registry_uri=hook_mlflow.url
+        ).list_webhooks(max_results=100)
         if h.name == "sslmem-scoring"
     ]
     assert hook.url == "http://sslmem.sslmem.svc:8080/v1/webhooks/mlflow"
