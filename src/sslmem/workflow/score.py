@@ -82,6 +82,32 @@ def _manifest_uri(manifest_path: Path | str, candidate: VersionInfo) -> str:
     return text if "://" in text else Path(text).resolve().as_uri()
 
 
+def _checked_inputs(
+    candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    reference_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    settings: RuntimeSettings,
+    candidate: VersionInfo | None,
+    reference: VersionInfo | None,
+) -> tuple[SplitManifest, ImageDataset, list[LoadedCheckpoint], list[LoadedCheckpoint]]:
+    """Split, dataset and encoders loaded; with a ``candidate``, the versions checked.
+
+    Shared by :func:`score_pair` and :func:`plan_score_shards` so both refuse the same
+    mismatches (:func:`_check_version`) before any work.
+    """
+    manifest = load_manifest(manifest_path, settings)
+    dataset = manifest_dataset(manifest, config.data.root)
+    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
+    references = [loaded_checkpoint(item) for item in reference_checkpoints]
+    if candidate is not None:
+        configure_tracking(settings)
+        _check_version(candidate.name, candidate.version, manifest, candidates)
+        if reference is not None:
+            _check_version(reference.name, reference.version, manifest, references)
+    return manifest, dataset, candidates, references
+
+
 def score_pair(
     *,
     candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
@@ -137,15 +163,15 @@ def score_pair(
     if candidate is not None and (experiment is None or pipeline_run_id is None):
         raise ConfigError("scoring a registered version needs experiment and pipeline_run_id")
     check_report_dir(Path(out_dir))  # before the work, not after it
-    manifest = load_manifest(manifest_path, settings)
-    dataset = manifest_dataset(manifest, config.data.root)
-    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
-    references = [loaded_checkpoint(item) for item in reference_checkpoints]
-    if candidate is not None:
-        configure_tracking(settings)
-        _check_version(candidate.name, candidate.version, manifest, candidates)
-        if reference is not None:
-            _check_version(reference.name, reference.version, manifest, references)
+    manifest, dataset, candidates, references = _checked_inputs(
+        candidate_checkpoints,
+        reference_checkpoints,
+        manifest_path,
+        config,
+        settings,
+        candidate,
+        reference,
+    )
     if not candidates:
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
     augment_spec = checkpoint_augmentation(candidates[0], config.augmentation)
@@ -219,15 +245,15 @@ def plan_score_shards(
         ScoringError, ManifestMismatchError: See :func:`score_pair`.
     """
     settings = process_settings(settings)
-    manifest = load_manifest(manifest_path, settings)
-    dataset = manifest_dataset(manifest, config.data.root)
-    candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
-    references = [loaded_checkpoint(item) for item in reference_checkpoints]
-    if candidate is not None:
-        configure_tracking(settings)
-        _check_version(candidate.name, candidate.version, manifest, candidates)
-        if reference is not None:
-            _check_version(reference.name, reference.version, manifest, references)
+    manifest, dataset, candidates, references = _checked_inputs(
+        candidate_checkpoints,
+        reference_checkpoints,
+        manifest_path,
+        config,
+        settings,
+        candidate,
+        reference,
+    )
     ranges = plan_shards(
         candidates, references, dataset, manifest, scoring=config.scoring, shard_size=shard_size
     )
