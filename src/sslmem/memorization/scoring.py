@@ -383,6 +383,42 @@ def select_points(
     return np.concatenate(index_parts), np.concatenate(name_parts)
 
 
+def checked_points(
+    candidates: Sequence[LoadedCheckpoint],
+    references: Sequence[LoadedCheckpoint],
+    dataset: ImageDataset,
+    manifest: SplitManifest,
+    *,
+    scoring: ScoringConfig,
+    allow_cross_split: bool = False,
+    allow_missing_provenance: bool = False,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The encoders checked (:func:`check_compatible`), then the points to score.
+
+    What every scorer of ``scoring.layer`` does first: one-pass scoring, sharded scoring's plan
+    and each shard, so none of them can score encoders another would refuse.
+
+    Returns:
+        ``(indices [N] int64, set_names [N] str)`` as :func:`select_points`.
+
+    Raises:
+        ScoringError, ManifestMismatchError: See :func:`check_compatible` and
+            :func:`select_points`.
+    """
+    check_compatible(
+        candidates,
+        references,
+        dataset,
+        manifest=manifest,
+        layers=[scoring.layer],
+        allow_cross_split=allow_cross_split,
+        allow_missing_provenance=allow_missing_provenance,
+    )
+    return select_points(
+        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
+    )
+
+
 def score_split(
     candidates: Sequence[LoadedCheckpoint],
     references: Sequence[LoadedCheckpoint],
@@ -426,19 +462,16 @@ def score_split(
         ScoringError: See :func:`check_compatible`; non-finite representations.
         ManifestMismatchError: The manifest was not made from ``dataset``.
     """
-    check_compatible(
+    indices, set_names = checked_points(
         candidates,
         references,
         dataset,
-        manifest=manifest,
-        layers=[scoring.layer],
+        manifest,
+        scoring=scoring,
         allow_cross_split=allow_cross_split,
         allow_missing_provenance=allow_missing_provenance,
     )
     device = device or torch.device("cpu")
-    indices, set_names = select_points(
-        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
-    )
     points = score_points(
         candidates,
         references,

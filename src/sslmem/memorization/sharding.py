@@ -34,7 +34,7 @@ from sslmem.memorization.scoring import (
     PointScores,
     ScoreReport,
     build_report,
-    check_compatible,
+    checked_points,
     score_points,
     select_points,
 )
@@ -137,17 +137,14 @@ def plan_shards(
         ScoringError, ManifestMismatchError: See :func:`check_compatible`.
         ConfigError: ``shard_size < 1``.
     """
-    check_compatible(
+    indices, _ = checked_points(
         candidates,
         references,
         dataset,
-        manifest=manifest,
-        layers=[scoring.layer],
+        manifest,
+        scoring=scoring,
         allow_cross_split=allow_cross_split,
         allow_missing_provenance=allow_missing_provenance,
-    )
-    indices, _ = select_points(
-        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
     )
     return shard_ranges(len(indices), shard_size)
 
@@ -176,17 +173,14 @@ def score_shard(
         ConfigError: The range is empty or beyond the scored points.
         ScoringError, ManifestMismatchError: See :func:`check_compatible`.
     """
-    check_compatible(
+    indices, set_names = checked_points(
         candidates,
         references,
         dataset,
-        manifest=manifest,
-        layers=[scoring.layer],
+        manifest,
+        scoring=scoring,
         allow_cross_split=allow_cross_split,
         allow_missing_provenance=allow_missing_provenance,
-    )
-    indices, set_names = select_points(
-        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
     )
     if not 0 <= start < stop <= len(indices):
         raise ConfigError(
