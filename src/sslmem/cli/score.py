@@ -220,8 +220,7 @@ def run(args: argparse.Namespace) -> int:
                 augment_spec=augment_spec,
                 device=device,
                 progress=bar.update,
-                allow_cross_split=args.allow_cross_split,
-                allow_missing_provenance=args.allow_missing_provenance,
+                **waivers,
             )
     layer_report = None
     if args.layers is not None:
@@ -236,8 +235,7 @@ def run(args: argparse.Namespace) -> int:
                 layers=args.layers,
                 device=device,
                 progress=bar.update,
-                allow_cross_split=args.allow_cross_split,
-                allow_missing_provenance=args.allow_missing_provenance,
+                **waivers,
             )
 
     def write_layers(staging: Path) -> list[Path]:
