@@ -22,6 +22,7 @@ The local runner ignores all of it (``sslmem run`` on a laptop). Load a YAML fil
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +40,8 @@ from sslmem.training.launch import NPROC_ENV
 NODES_ENV = "SSLMEM_TRAIN_NODES"
 TRAIN_PROFILE_ENV = "SSLMEM_TRAIN_PROFILE"
 TRAIN_IMAGE_ENV = "SSLMEM_TRAIN_IMAGE"
+#: Also set there: the platform's Secret mappings (JSON), which the TrainJob's nodes use too.
+TRAIN_SECRETS_ENV = "SSLMEM_TRAIN_SECRETS"
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -400,6 +403,9 @@ def apply_platform(
         task.set_env_variable(NODES_ENV, str(profile.nodes))
         task.set_env_variable(TRAIN_PROFILE_ENV, profile.model_dump_json())
         task.set_env_variable(TRAIN_IMAGE_ENV, image)
+        # Only the Secrets' names and keys: the values stay in the cluster.
+        secrets = [secret.model_dump(mode="json") for secret in config.secrets]
+        task.set_env_variable(TRAIN_SECRETS_ENV, json.dumps(secrets, sort_keys=True))
     for label, value in sorted(profile.node_selector.items()):
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     for toleration in profile.tolerations:

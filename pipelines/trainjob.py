@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from sslmem.errors import ConfigError, TrainingError
-from sslmem.pipelines.platform import NODES_ENV, TRAIN_IMAGE_ENV, TRAIN_PROFILE_ENV, TaskProfile
+from sslmem.pipelines.platform import (
+    NODES_ENV,
+    TRAIN_IMAGE_ENV,
+    TRAIN_PROFILE_ENV,
+    TRAIN_SECRETS_ENV,
+    SecretEnv,
+    TaskProfile,
+)
 from sslmem.training.launch import processes_per_node, torchrun_command
 from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args, train_role_processes
 
@@ -88,6 +95,7 @@ def build_train_job(
     profile: TaskProfile,
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
+    secrets: Sequence[SecretEnv] = (),
     runtime: str = TORCH_RUNTIME,
     python: str = "python",
 ) -> dict[str, Any]:
@@ -103,7 +111,9 @@ def build_train_job(
         args: The entry point's arguments (:func:`sslmem.workflow.train_launch.launch_args`;
             paths must be on storage every node reads, e.g. ``s3://`` URIs).
         env: Plain environment variables of the training container (no credentials: those
-            come from the runtime's Secrets).
+            come from ``secrets``).
+        secrets: Kubernetes Secrets mapped to environment variables of every node (the
+            platform's ``secrets``: S3 and MLflow credentials), by reference only.
         runtime: The ClusterTrainingRuntime to reference.
         python: The interpreter in the image.
 
@@ -138,6 +148,18 @@ def build_train_job(
         env=[
             models.IoK8sApiCoreV1EnvVar(name=key, value=value)
             for key, value in sorted((env or {}).items())
+        ]
+        + [
+            models.IoK8sApiCoreV1EnvVar(
+                name=variable,
+                valueFrom=models.IoK8sApiCoreV1EnvVarSource(
+                    secretKeyRef=models.IoK8sApiCoreV1SecretKeySelector(
+                        name=secret.name, key=key, optional=secret.optional
+                    )
+                ),
+            )
+            for secret in secrets
+            for variable, key in sorted(secret.env.items())
         ]
         or None,
     )
@@ -344,6 +366,16 @@ def _profile(environ: Mapping[str, str]) -> TaskProfile:
         ) from exc
 
 
+def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
+    try:
+        return [SecretEnv.model_validate(item) for item in json.loads(environ[TRAIN_SECRETS_ENV])]
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{TRAIN_SECRETS_ENV} does not hold the platform's Secret mappings",
+            "compile the pipeline again (sslmem pipeline compile --platform ...)",
+        ) from exc
+
+
 def _nodes(environ: Mapping[str, str]) -> int:
     raw = environ.get(NODES_ENV, "").strip() or "1"
     try:
@@ -372,6 +404,7 @@ def train_on_nodes(
     code_version: str,
     env: Mapping[str, str],
     timeout_s: float,
+    secrets: Sequence[SecretEnv] = (),
     submit: Callable[..., Mapping[str, Any]] = submit_and_wait,
 ) -> TrainedEncoder:
     """Train one encoder as a TrainJob of ``nodes`` nodes and fetch rank 0's checkpoint.
@@ -392,6 +425,7 @@ def train_on_nodes(
         code_version: The code identity (resume key, metadata).
         env: Plain environment of the training containers.
         timeout_s: How long to wait for the TrainJob.
+        secrets: Secrets mapped to the training containers' environment (credentials).
         submit: Creates the TrainJob and waits (:func:`submit_and_wait`).
 
     Returns:
@@ -434,6 +468,7 @@ def train_on_nodes(
         profile=profile,
         args=args,
         env=env,
+        secrets=secrets,
     )
     submit(job, timeout_s=timeout_s)
     return collect_result(store, base, out_path)
@@ -510,4 +545,5 @@ def train_step(
         code_version=code_version,
         env={key: env[key] for key in FORWARDED_ENV if env.get(key)},
         timeout_s=timeout_s,
+        secrets=_secrets(env),
     )

@@ -39,9 +39,11 @@ from sslmem.pipelines.platform import (
     NODES_ENV,
     TRAIN_IMAGE_ENV,
     TRAIN_PROFILE_ENV,
+    TRAIN_SECRETS_ENV,
     Accelerator,
     PlatformConfig,
     Resources,
+    SecretEnv,
     TaskProfile,
 )
 from sslmem.pipelines.trainjob import (
@@ -213,6 +215,21 @@ def test_a_failed_job_reports_the_conditions_message_and_a_fix() -> None:
     )
 
 
+def test_credentials_reach_the_nodes_by_secret_reference_only() -> None:
+    secret = SecretEnv(name="sslmem-s3", env={"SSLMEM_S3_ACCESS_KEY": "access-key"}, optional=True)
+    job = _job(secrets=[secret])
+    _validate(job)
+    assert job["spec"]["trainer"]["env"] == [
+        {"name": "SSLMEM_STORE_URI", "value": "s3://sslmem/store"},
+        {
+            "name": "SSLMEM_S3_ACCESS_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": "sslmem-s3", "key": "access-key", "optional": True}
+            },
+        },
+    ]
+
+
 # ----------------------------------------------------------------- compiled pipeline
 
 
@@ -235,8 +252,10 @@ def test_multi_node_compile_gives_the_train_step_nodes_profile_and_image(tmp_pat
     assert env[TRAIN_IMAGE_ENV] == "reg.example/sslmem:1.2"
     got = TaskProfile.model_validate_json(env[TRAIN_PROFILE_ENV])
     assert got.nodes == 2 and got.nproc() == 4 and got == profile
+    secrets = [SecretEnv.model_validate(item) for item in json.loads(env[TRAIN_SECRETS_ENV])]
+    assert secrets == PlatformConfig().secrets  # names and keys only: sslmem-mlflow, sslmem-s3
     single = _train_env(compile_pipeline(tmp_path / "s.yaml", image="reg.example/sslmem:1.2"))
-    assert not {NODES_ENV, TRAIN_IMAGE_ENV, TRAIN_PROFILE_ENV} & set(single)
+    assert not {NODES_ENV, TRAIN_IMAGE_ENV, TRAIN_PROFILE_ENV, TRAIN_SECRETS_ENV} & set(single)
 
 
 def test_nodes_must_be_positive() -> None:
