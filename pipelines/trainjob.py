@@ -295,7 +295,7 @@ def step_prefix(
     identity = json.dumps(
         {
             "code_version": code_version,
-            "recipe": json.loads(recipe_json),
+            "recipe": recipe_json,
             "role": role,
             "seed": seed,
             "split_sha256": split_sha256,
