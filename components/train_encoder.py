@@ -17,7 +17,10 @@ def train_encoder(
 
     With ``SSLMEM_TRAIN_NPROC_PER_NODE`` = N > 1 (the pipeline sets it from the train step's
     accelerator limit) it trains in N processes under torchrun (DDP, one per device, same
-    global batch); otherwise in this process.
+    global batch); otherwise in this process. With ``SSLMEM_TRAIN_NODES`` > 1 (platform
+    ``train: {nodes: N}``) it submits a Kubeflow Trainer TrainJob of N nodes running the same
+    training entry point, waits for it and reads rank 0's checkpoint from the object store
+    (:func:`sslmem.pipelines.trainjob.train_step`).
 
     The cache key of this task is its inputs: the split (and its hash), the full training
     recipe, the role, the seed and the code version -- an encoder is reused only when all of
@@ -39,17 +42,15 @@ def train_encoder(
     """
     from pathlib import Path
 
+    from sslmem.pipelines.trainjob import train_step
     from sslmem.runtime import apply_process_settings
-    from sslmem.training.launch import processes_per_node
-    from sslmem.workflow.train_launch import train_role_processes
 
     if role not in ("candidate", "reference"):
         raise ValueError(f"role must be 'candidate' or 'reference', got {role!r}")
     apply_process_settings()  # process-wide: the adapter's job
-    trained = train_role_processes(
-        nproc=processes_per_node(),
+    trained = train_step(
         manifest_path=split.path,
-        recipe=recipe_json,
+        recipe_json=recipe_json,
         role="candidate" if role == "candidate" else "reference",
         seed=int(seed),
         out_path=Path(model.path),

@@ -115,7 +115,7 @@ def build_pipeline(
             )
             train.set_display_name("train-encoder")
             cacheable(train)
-            apply_platform(train, "train", settings)
+            apply_platform(train, "train", settings, image=image)
             evaluate = ops.evaluate_encoder(
                 model=train.outputs["model"],
                 evaluation_json=evaluation_json,

@@ -22,6 +22,7 @@ The local runner ignores all of it (``sslmem run`` on a laptop). Load a YAML fil
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,14 @@ from sslmem.config import format_validation_error
 from sslmem.errors import ConfigError
 from sslmem.redaction import redact
 from sslmem.training.launch import NPROC_ENV
+
+#: Set on a train step with ``nodes > 1``: the node count, the train profile (JSON) and the
+#: image, which the step's pod needs to build the TrainJob (:mod:`sslmem.pipelines.trainjob`).
+NODES_ENV = "SSLMEM_TRAIN_NODES"
+TRAIN_PROFILE_ENV = "SSLMEM_TRAIN_PROFILE"
+TRAIN_IMAGE_ENV = "SSLMEM_TRAIN_IMAGE"
+#: Also set there: the platform's Secret mappings (JSON), which the TrainJob's nodes use too.
+TRAIN_SECRETS_ENV = "SSLMEM_TRAIN_SECRETS"
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -169,6 +178,10 @@ class TaskProfile(_Model):
         processes_per_node: Training processes in the pod (train step only); ``None``: one per
             accelerator (the accelerator limit), 1 without one. More than 1 runs ``torchrun``
             (DDP) in the pod, see :mod:`sslmem.training.launch`.
+        nodes: Nodes the train step runs on (train step only). More than 1 runs it as a
+            Kubeflow Trainer ``TrainJob`` of ``nodes`` nodes with ``nproc()`` processes and this
+            profile's resources each, which the step's pod submits and waits on (see
+            :mod:`sslmem.pipelines.trainjob`; needs Trainer and RBAC, docs/training.md).
 
     """
 
@@ -179,6 +192,7 @@ class TaskProfile(_Model):
     shared_memory: SharedMemory | None = None
     retries: int = Field(0, ge=0, le=10)
     processes_per_node: int | None = Field(None, ge=1, le=64)
+    nodes: int = Field(1, ge=1, le=1024)
 
     def nproc(self) -> int:
         """Processes the task runs: ``processes_per_node``, else the accelerator limit, else 1."""
@@ -344,13 +358,16 @@ def _key_to_env_rounds(env: dict[str, str]) -> list[dict[str, str]]:
     return rounds
 
 
-def apply_platform(task: Any, step: Step, config: PlatformConfig) -> Any:
+def apply_platform(
+    task: Any, step: Step, config: PlatformConfig, *, image: str | None = None
+) -> Any:
     """Apply the profile of ``step`` and the shared env/secrets to a pipeline task.
 
     Args:
         task: A ``kfp.dsl.PipelineTask``.
         step: Which profile applies.
         config: The platform config.
+        image: The task's image; a train step with ``nodes > 1`` passes it on to its TrainJob.
 
     Returns:
         The task (settings applied in a fixed order, so compiling is deterministic).
@@ -377,6 +394,18 @@ def apply_platform(task: Any, step: Step, config: PlatformConfig) -> Any:
         task.set_env_variable(name, value)
     if step == "train" and profile.nproc() > 1:
         task.set_env_variable(NPROC_ENV, str(profile.nproc()))
+    if step == "train" and profile.nodes > 1:
+        if image is None:
+            raise ConfigError(
+                "a train step on several nodes needs the image its TrainJob runs",
+                "pass image= to apply_platform",
+            )
+        task.set_env_variable(NODES_ENV, str(profile.nodes))
+        task.set_env_variable(TRAIN_PROFILE_ENV, profile.model_dump_json())
+        task.set_env_variable(TRAIN_IMAGE_ENV, image)
+        # Only the Secrets' names and keys: the values stay in the cluster.
+        secrets = [secret.model_dump(mode="json") for secret in config.secrets]
+        task.set_env_variable(TRAIN_SECRETS_ENV, json.dumps(secrets, sort_keys=True))
     for label, value in sorted(profile.node_selector.items()):
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     for toleration in profile.tolerations:

@@ -12,19 +12,45 @@ reads. Every process runs the same :mod:`sslmem.workflow.train_launch` entry poi
 The object is built with the models of ``kubeflow-trainer-api`` 2.3 (``pip install
 sslmem[cluster]``). :func:`wait_for_train_job` polls it until its ``Complete`` or ``Failed``
 condition; :func:`submit_and_wait` does both through the Kubernetes API (needs a cluster).
+
+:func:`train_step` is what the train component calls: on one node it is
+:func:`~sslmem.workflow.train_launch.train_role_processes`; on ``nodes > 1`` (the pipeline sets
+``SSLMEM_TRAIN_NODES``, the train profile and the image in the step's environment) it stages the
+split manifest and the recipe in the object store under a prefix derived from the step's
+identity (:func:`step_prefix`), submits the TrainJob, waits, and reads rank 0's checkpoint and
+result back from the store (:func:`collect_result`) -- the nodes share no disk with the step.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
 
 from sslmem.errors import ConfigError, TrainingError
-from sslmem.pipelines.platform import TaskProfile
-from sslmem.training.launch import torchrun_command
-from sslmem.workflow.train_launch import TRAIN_MODULE
+from sslmem.pipelines.platform import (
+    NODES_ENV,
+    TRAIN_IMAGE_ENV,
+    TRAIN_PROFILE_ENV,
+    TRAIN_SECRETS_ENV,
+    SecretEnv,
+    TaskProfile,
+)
+from sslmem.training.launch import processes_per_node, torchrun_command
+from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args, train_role_processes
+
+if TYPE_CHECKING:
+    from sslmem.data.splits import Role
+    from sslmem.data.store import ObjectStore
+    from sslmem.workflow.train import TrainedEncoder
 
 TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
 TRAINER_API_VERSION = f"{TRAINER_GROUP}/{TRAINER_VERSION}"
@@ -69,6 +95,7 @@ def build_train_job(
     profile: TaskProfile,
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
+    secrets: Sequence[SecretEnv] = (),
     runtime: str = TORCH_RUNTIME,
     python: str = "python",
 ) -> dict[str, Any]:
@@ -84,7 +111,9 @@ def build_train_job(
         args: The entry point's arguments (:func:`sslmem.workflow.train_launch.launch_args`;
             paths must be on storage every node reads, e.g. ``s3://`` URIs).
         env: Plain environment variables of the training container (no credentials: those
-            come from the runtime's Secrets).
+            come from ``secrets``).
+        secrets: Kubernetes Secrets mapped to environment variables of every node (the
+            platform's ``secrets``: S3 and MLflow credentials), by reference only.
         runtime: The ClusterTrainingRuntime to reference.
         python: The interpreter in the image.
 
@@ -119,6 +148,18 @@ def build_train_job(
         env=[
             models.IoK8sApiCoreV1EnvVar(name=key, value=value)
             for key, value in sorted((env or {}).items())
+        ]
+        + [
+            models.IoK8sApiCoreV1EnvVar(
+                name=variable,
+                valueFrom=models.IoK8sApiCoreV1EnvVarSource(
+                    secretKeyRef=models.IoK8sApiCoreV1SecretKeySelector(
+                        name=secret.name, key=key, optional=secret.optional
+                    )
+                ),
+            )
+            for secret in secrets
+            for variable, key in sorted(secret.env.items())
         ]
         or None,
     )
@@ -221,3 +262,288 @@ def submit_and_wait(
         return got
 
     return wait_for_train_job(read, timeout_s=timeout_s, poll_s=poll_s)
+
+
+#: The TrainJob's namespace (default: the step pod's own, from its service account).
+NAMESPACE_ENV = "SSLMEM_TRAINJOB_NAMESPACE"
+#: Seconds the step waits for its TrainJob (default :data:`DEFAULT_TIMEOUT_S`).
+TIMEOUT_ENV = "SSLMEM_TRAINJOB_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 7 * 24 * 3600.0
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: Plain settings the training nodes need from the step's environment (never credentials:
+#: those come from Secrets the runtime mounts, see docs/training.md).
+FORWARDED_ENV = (
+    "SSLMEM_STORE_URI",
+    "SSLMEM_S3_ENDPOINT",
+    "SSLMEM_S3_SECURE",
+    "SSLMEM_S3_REGION",
+    "SSLMEM_MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "SSLMEM_DEVICE",
+)
+STEP_PREFIX = "trainjob"
+
+
+def step_prefix(
+    *, split_sha256: str, recipe_json: str, role: str, seed: int, code_version: str
+) -> str:
+    """The store prefix of one train step's multi-node exchange, from the step's identity.
+
+    The identity is the step's cache-key inputs (split hash, recipe, role, seed, code version),
+    so two different steps never share a prefix and a retried step finds its own.
+    """
+    identity = json.dumps(
+        {
+            "code_version": code_version,
+            "recipe": recipe_json,
+            "role": role,
+            "seed": seed,
+            "split_sha256": split_sha256,
+        },
+        sort_keys=True,
+    )
+    return f"{STEP_PREFIX}/{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]}"
+
+
+def job_name(role: str, seed: int, attempt: str) -> str:
+    """A TrainJob name (a DNS label) for one attempt of the step: ``sslmem-<role>-<seed>-<id>``."""
+    return _check_name(f"sslmem-{role}-{seed}-{attempt}"[:63].rstrip("-"), "name")
+
+
+def collect_result(store: ObjectStore, prefix: str, out_path: Path) -> TrainedEncoder:
+    """Read rank 0's result and checkpoint from ``prefix`` in ``store`` into ``out_path``.
+
+    Returns:
+        Rank 0's :class:`~sslmem.workflow.TrainedEncoder`, its checkpoint at ``out_path``.
+
+    Raises:
+        TrainingError: No result (rank 0 never finished), or the checkpoint's SHA-256 is not
+            the one rank 0 reported (a partial or foreign object).
+
+    """
+    from sslmem.models.checkpoint import file_sha256
+    from sslmem.workflow.train import TrainedEncoder
+
+    result_key, checkpoint_key = f"{prefix}/result.json", f"{prefix}/encoder.safetensors"
+    if not store.exists(result_key):
+        raise TrainingError(
+            f"the TrainJob completed without rank 0's result {store.uri(result_key)}",
+            "see the logs of its rank-0 pod; every node needs write access to the store",
+        )
+    fields = json.loads(store.get_bytes(result_key).decode("utf-8"))
+    store.get_file(checkpoint_key, out_path)
+    got = file_sha256(out_path)
+    if got != fields["sha256"]:
+        out_path.unlink(missing_ok=True)
+        raise TrainingError(
+            f"checkpoint {store.uri(checkpoint_key)} has SHA-256 {got}, rank 0 reported "
+            f"{fields['sha256']}",
+            "run the step again (the object was replaced or cut short)",
+        )
+    fields["checkpoint"] = out_path
+    return TrainedEncoder(**fields)
+
+
+def _namespace(environ: Mapping[str, str]) -> str:
+    if environ.get(NAMESPACE_ENV):
+        return environ[NAMESPACE_ENV]
+    if _SA_NAMESPACE.is_file():
+        return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
+    raise ConfigError(
+        "no namespace for the TrainJob: not in a pod and SSLMEM_TRAINJOB_NAMESPACE is unset",
+        f"set {NAMESPACE_ENV} to the namespace Kubeflow Trainer runs jobs in",
+    )
+
+
+def _profile(environ: Mapping[str, str]) -> TaskProfile:
+    try:
+        return TaskProfile.model_validate_json(environ.get(TRAIN_PROFILE_ENV, ""))
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{TRAIN_PROFILE_ENV} does not hold a train profile: {exc.errors()[0]['msg']}",
+            "compile the pipeline again with the platform config's train profile "
+            "(sslmem pipeline compile --platform ...)",
+        ) from exc
+
+
+def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
+    try:
+        return [SecretEnv.model_validate(item) for item in json.loads(environ[TRAIN_SECRETS_ENV])]
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"{TRAIN_SECRETS_ENV} does not hold the platform's Secret mappings",
+            "compile the pipeline again (sslmem pipeline compile --platform ...)",
+        ) from exc
+
+
+def _nodes(environ: Mapping[str, str]) -> int:
+    raw = environ.get(NODES_ENV, "").strip() or "1"
+    try:
+        nodes = int(raw)
+    except ValueError:
+        nodes = 0
+    if nodes < 1:
+        raise ConfigError(f"{NODES_ENV}={raw!r} is not a node count", "set train.nodes >= 1")
+    return nodes
+
+
+def train_on_nodes(
+    *,
+    nodes: int,
+    profile: TaskProfile,
+    image: str,
+    namespace: str,
+    store: ObjectStore,
+    manifest_path: Path | str,
+    recipe_json: str,
+    role: Role,
+    seed: int,
+    out_path: Path,
+    expected_manifest_sha256: str,
+    experiment: str | None,
+    code_version: str,
+    env: Mapping[str, str],
+    timeout_s: float,
+    secrets: Sequence[SecretEnv] = (),
+    submit: Callable[..., Mapping[str, Any]] = submit_and_wait,
+) -> TrainedEncoder:
+    """Train one encoder as a TrainJob of ``nodes`` nodes and fetch rank 0's checkpoint.
+
+    Args:
+        nodes: Nodes (> 1).
+        profile: The train profile (resources and processes per node).
+        image: The sslmem image the step runs (every node runs the same).
+        namespace: The TrainJob's namespace.
+        store: The object store every node reaches (``SSLMEM_STORE_URI``).
+        manifest_path: The split manifest on the step's disk (staged in the store).
+        recipe_json: The training recipe.
+        role: ``"candidate"`` or ``"reference"``.
+        seed: Training seed.
+        out_path: Where the checkpoint is written on the step's disk.
+        expected_manifest_sha256: The manifest's hash (checked by every rank).
+        experiment: MLflow experiment of rank 0's run.
+        code_version: The code identity (resume key, metadata).
+        env: Plain environment of the training containers.
+        timeout_s: How long to wait for the TrainJob.
+        secrets: Secrets mapped to the training containers' environment (credentials).
+        submit: Creates the TrainJob and waits (:func:`submit_and_wait`).
+
+    Returns:
+        Rank 0's result, its checkpoint at ``out_path``.
+
+    Raises:
+        TrainingError: The TrainJob failed (its condition's message), timed out, or left no
+            result.
+
+    """
+    prefix = step_prefix(
+        split_sha256=expected_manifest_sha256,
+        recipe_json=recipe_json,
+        role=role,
+        seed=seed,
+        code_version=code_version,
+    )
+    # A fresh sub-prefix per attempt: a retry never reads an earlier attempt's result.
+    attempt = uuid.uuid4().hex[:8]
+    name = job_name(role, seed, attempt)
+    base = f"{prefix}/{attempt}"
+    store.put_file(f"{base}/manifest.json", manifest_path)
+    store.put_bytes(f"{base}/recipe.json", recipe_json.encode("utf-8"))
+    args = launch_args(
+        manifest_path=store.uri(f"{base}/manifest.json"),
+        recipe_file=store.uri(f"{base}/recipe.json"),
+        role=role,
+        seed=seed,
+        out_path=store.uri(f"{base}/encoder.safetensors"),
+        result_file=store.uri(f"{base}/result.json"),
+        expected_manifest_sha256=expected_manifest_sha256,
+        experiment=experiment,
+        code_version=code_version,
+    )
+    job = build_train_job(
+        name=name,
+        namespace=namespace,
+        image=image,
+        nodes=nodes,
+        profile=profile,
+        args=args,
+        env=env,
+        secrets=secrets,
+    )
+    submit(job, timeout_s=timeout_s)
+    return collect_result(store, base, out_path)
+
+
+def train_step(
+    *,
+    manifest_path: Path | str,
+    recipe_json: str,
+    role: Role,
+    seed: int,
+    out_path: Path,
+    expected_manifest_sha256: str,
+    experiment: str | None,
+    code_version: str,
+    environ: Mapping[str, str] | None = None,
+) -> TrainedEncoder:
+    """The train step: in this pod (one or N processes) or, on ``nodes > 1``, as a TrainJob.
+
+    The node count, train profile and image come from the step's environment
+    (:func:`sslmem.pipelines.platform.apply_platform` sets them).
+
+    Raises:
+        ConfigError: A bad node count or profile, no namespace, or a local store on several
+            nodes.
+        TrainingError: Training (or the TrainJob) failed.
+
+    """
+    env = os.environ if environ is None else environ
+    nodes = _nodes(env)
+    if nodes == 1:
+        return train_role_processes(
+            nproc=processes_per_node(env),
+            manifest_path=manifest_path,
+            recipe=recipe_json,
+            role=role,
+            seed=seed,
+            out_path=out_path,
+            expected_manifest_sha256=expected_manifest_sha256,
+            experiment=experiment,
+            code_version=code_version,
+        )
+    from sslmem.config import RuntimeSettings
+    from sslmem.data.store import open_store
+
+    settings = RuntimeSettings()
+    if "://" not in settings.store_uri or settings.store_uri.startswith("file://"):
+        raise ConfigError(
+            f"training on {nodes} nodes needs a shared object store, SSLMEM_STORE_URI is "
+            f"{settings.store_uri!r}",
+            "set SSLMEM_STORE_URI to an s3:// store every node reaches",
+        )
+    image = env.get(TRAIN_IMAGE_ENV, "")
+    if not image:
+        raise ConfigError(f"{TRAIN_IMAGE_ENV} is unset", "compile the pipeline again")
+    try:
+        timeout_s = float(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
+    except ValueError as exc:
+        raise ConfigError(f"{TIMEOUT_ENV} is not a number", "give it in seconds") from exc
+    store = open_store(settings.store_uri, settings)
+    return train_on_nodes(
+        nodes=nodes,
+        profile=_profile(env),
+        image=image,
+        namespace=_namespace(env),
+        store=store,
+        manifest_path=manifest_path,
+        recipe_json=recipe_json,
+        role=role,
+        seed=seed,
+        out_path=out_path,
+        expected_manifest_sha256=expected_manifest_sha256,
+        experiment=experiment,
+        code_version=code_version,
+        env={key: env[key] for key in FORWARDED_ENV if env.get(key)},
+        timeout_s=timeout_s,
+        secrets=_secrets(env),
+    )

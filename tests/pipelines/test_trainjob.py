@@ -2,25 +2,62 @@
 
 No Kubernetes API server runs here: the object is validated with the CRD's own
 openAPIV3Schema (tests/pipelines/fixtures, taken from kubeflow/trainer v2.3.0), strictly --
-an unknown field is an error, as with ``kubectl apply --validate=strict``.
+an unknown field is an error, as with ``kubectl apply --validate=strict``. The real submission
+(:func:`submit_and_wait` against a cluster with Trainer) never runs here; instead the step's
+library function is run with a submitter that validates the TrainJob it was given and runs that
+TrainJob's own command on this machine as node 0 of 1 (torchrun reads the ``PET_*`` layout the
+torch runtime would set), against a real local store and a real S3 server.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
+import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
+from sslmem.config import RuntimeSettings, SplitConfig
+from sslmem.data import make_split
+from sslmem.data.datasets import load_dataset
+from sslmem.data.splits import load_manifest, save_manifest
+from sslmem.data.store import ObjectStore, open_store
 from sslmem.errors import ConfigError, TrainingError
-from sslmem.pipelines.platform import Accelerator, Resources, TaskProfile
-from sslmem.pipelines.trainjob import build_train_job, wait_for_train_job
+from sslmem.models import load_checkpoint
+from sslmem.models.checkpoint import file_sha256
+from sslmem.pipeline_params import training_recipe
+from sslmem.pipelines.memorization import compile_pipeline
+from sslmem.pipelines.platform import (
+    NODES_ENV,
+    TRAIN_IMAGE_ENV,
+    TRAIN_PROFILE_ENV,
+    TRAIN_SECRETS_ENV,
+    Accelerator,
+    PlatformConfig,
+    Resources,
+    SecretEnv,
+    TaskProfile,
+)
+from sslmem.pipelines.trainjob import (
+    build_train_job,
+    collect_result,
+    step_prefix,
+    train_on_nodes,
+    train_step,
+    wait_for_train_job,
+)
 from sslmem.training.launch import torchrun_command
-from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args
+from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args, train_role_processes
+from tests.servers import S3Server, free_port
+from tests.training.helpers import tiny_config
 
 CRD = json.loads((Path(__file__).parent / "fixtures" / "trainjob-v2.3.0.schema.json").read_text())
 ARGS = launch_args(
@@ -165,3 +202,266 @@ def test_waiting_stops_at_the_timeout() -> None:
         wait_for_train_job(
             _job, timeout_s=100, poll_s=40, sleep=lambda _: None, clock=lambda: next(now)
         )
+
+
+def test_a_failed_job_reports_the_conditions_message_and_a_fix() -> None:
+    failed = _with_status(("Created", "True", "JobsCreated"), ("Failed", "True", "PodFailed"))
+    with pytest.raises(TrainingError) as info:
+        wait_for_train_job(lambda: failed, timeout_s=100, sleep=lambda _: None)
+    # _with_status writes the message "<type> <reason>" (schema-valid, as the controller would).
+    assert info.value.problem == "TrainJob train-reference-2 failed: PodFailed: Failed PodFailed"
+    assert "kubectl logs -l jobset.sigs.k8s.io/jobset-name=train-reference-2" in (
+        info.value.fix or ""
+    )
+
+
+def test_credentials_reach_the_nodes_by_secret_reference_only() -> None:
+    secret = SecretEnv(name="sslmem-s3", env={"SSLMEM_S3_ACCESS_KEY": "access-key"}, optional=True)
+    job = _job(secrets=[secret])
+    _validate(job)
+    assert job["spec"]["trainer"]["env"] == [
+        {"name": "SSLMEM_STORE_URI", "value": "s3://sslmem/store"},
+        {
+            "name": "SSLMEM_S3_ACCESS_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": "sslmem-s3", "key": "access-key", "optional": True}
+            },
+        },
+    ]
+
+
+# ----------------------------------------------------------------- compiled pipeline
+
+
+def _train_env(path: Path) -> dict[str, str]:
+    pipeline_spec, _ = list(yaml.safe_load_all(path.read_text()))
+    label = pipeline_spec["components"]["comp-train-encoder"]["executorLabel"]
+    container = pipeline_spec["deploymentSpec"]["executors"][label]["container"]
+    return {item["name"]: item["value"] for item in container.get("env", [])}
+
+
+def test_multi_node_compile_gives_the_train_step_nodes_profile_and_image(tmp_path: Path) -> None:
+    profile = TaskProfile(accelerator=Accelerator(limit=4), nodes=2)
+    path = compile_pipeline(
+        tmp_path / "p.yaml",
+        image="reg.example/sslmem:1.2",
+        platform=PlatformConfig(train=profile),
+    )
+    env = _train_env(path)
+    assert env[NODES_ENV] == "2"
+    assert env[TRAIN_IMAGE_ENV] == "reg.example/sslmem:1.2"
+    got = TaskProfile.model_validate_json(env[TRAIN_PROFILE_ENV])
+    assert got.nodes == 2 and got.nproc() == 4 and got == profile
+    secrets = [SecretEnv.model_validate(item) for item in json.loads(env[TRAIN_SECRETS_ENV])]
+    assert secrets == PlatformConfig().secrets  # names and keys only: sslmem-mlflow, sslmem-s3
+    single = _train_env(compile_pipeline(tmp_path / "s.yaml", image="reg.example/sslmem:1.2"))
+    assert not {NODES_ENV, TRAIN_IMAGE_ENV, TRAIN_PROFILE_ENV, TRAIN_SECRETS_ENV} & set(single)
+
+
+def test_nodes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="nodes"):
+        TaskProfile.model_validate({"nodes": 0})
+
+
+# --------------------------------------------------------- the step, node 0 of 1 here
+
+
+@pytest.fixture(scope="module")
+def split_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 48-image split of the bundled dataset (the candidate trains on 39 images)."""
+    data = load_dataset("bundled", split="train")
+    manifest = make_split(data, fractions=SplitConfig(pool_size=48))
+    return save_manifest(manifest, tmp_path_factory.mktemp("split") / "split.json")
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RuntimeSettings]:
+    """A fresh local store or a fresh bucket on the real S3 server (SeaweedFS)."""
+    if request.param == "local":
+        yield RuntimeSettings(store_uri=str(tmp_path / "store"))
+        return
+    server: S3Server = request.getfixturevalue("s3_server")
+    yield RuntimeSettings(
+        store_uri=f"s3://{server.make_bucket('trainjob')}/pipeline",
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,
+        s3_secret_key=server.secret_key,
+        s3_secure=False,
+        s3_region="us-east-1",
+    )
+
+
+def _store_env(settings: RuntimeSettings) -> dict[str, str]:
+    env = {"SSLMEM_STORE_URI": settings.store_uri, "SSLMEM_DEVICE": "cpu"}
+    if settings.s3_endpoint:
+        env.update(SSLMEM_S3_ENDPOINT=settings.s3_endpoint, SSLMEM_S3_SECURE="false")
+    return env
+
+
+def _credentials(settings: RuntimeSettings) -> dict[str, str]:
+    """What the runtime's Secrets give the training pods on a cluster."""
+    if settings.s3_access_key is None or settings.s3_secret_key is None:
+        return {}
+    return {
+        "SSLMEM_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+        "SSLMEM_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+    }
+
+
+class RunHere:
+    """Submitter that runs the TrainJob's own command here, as Trainer's node 0 of 1 would."""
+
+    def __init__(self, credentials: Mapping[str, str]) -> None:
+        self.credentials = dict(credentials)
+        self.jobs: list[dict[str, Any]] = []
+
+    def __call__(self, job: Mapping[str, Any], *, timeout_s: float) -> Mapping[str, Any]:
+        _validate(dict(job))
+        self.jobs.append(dict(job))
+        trainer = job["spec"]["trainer"]
+        assert trainer["command"][0] == "python"
+        env = {
+            **os.environ,
+            **{item["name"]: item["value"] for item in trainer.get("env", [])},
+            **self.credentials,
+            # The torch runtime's layout variables (torchrun reads PET_*).
+            "PET_NNODES": "1",
+            "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+            "PET_NODE_RANK": "0",
+            "PET_MASTER_ADDR": "127.0.0.1",
+            "PET_MASTER_PORT": str(free_port()),
+        }
+        command = [sys.executable, *trainer["command"][1:]]
+        subprocess.run(command, env=env, check=True, timeout=timeout_s)
+        return job
+
+
+@pytest.mark.slow
+def test_the_step_trains_through_its_train_job_and_reads_rank_0_from_the_store(
+    split_path: Path, settings: RuntimeSettings, tmp_path: Path
+) -> None:
+    # No resume mirroring: the single-node run below must train from epoch 0 too.
+    config = tiny_config(
+        "simclr", "small_cnn", "training.deterministic=true", "training.resume_every_epochs=0"
+    )
+    recipe = training_recipe(config)
+    manifest = load_manifest(split_path)
+    sha = manifest.manifest_sha256
+    run_here = RunHere(_credentials(settings))
+    store = open_store(settings.store_uri, settings)
+    trained = train_on_nodes(
+        nodes=2,
+        profile=TaskProfile(),
+        image="reg.example/sslmem:1.2",
+        namespace="ml",
+        store=store,
+        manifest_path=split_path,
+        recipe_json=recipe,
+        role="candidate",
+        seed=3,
+        out_path=tmp_path / "model.safetensors",
+        expected_manifest_sha256=sha,
+        experiment=None,
+        code_version="v1",
+        env=_store_env(settings),
+        timeout_s=600,
+        submit=run_here,
+    )
+    (job,) = run_here.jobs
+    assert job["spec"]["trainer"]["numNodes"] == 2
+    prefix = step_prefix(
+        split_sha256=sha, recipe_json=recipe, role="candidate", seed=3, code_version="v1"
+    )
+    # Every input and output of the job went through the store, under the step's prefix.
+    keys = store.list(prefix)
+    assert {key.rsplit("/", 1)[1] for key in keys} == {
+        "manifest.json",
+        "recipe.json",
+        "encoder.safetensors",
+        "result.json",
+    }
+    assert trained.checkpoint == tmp_path / "model.safetensors"
+    (checkpoint_key,) = [key for key in keys if key.endswith("encoder.safetensors")]
+    assert trained.checkpoint.read_bytes() == store.get_bytes(checkpoint_key)
+    assert trained.sha256 == file_sha256(trained.checkpoint)
+    assert (trained.role, trained.seed, trained.epochs, trained.num_train) == (
+        "candidate",
+        3,
+        2,  # tiny_config: 2 epochs
+        len(manifest.indices.shared) + len(manifest.indices.candidate),  # S_S ∪ S_C
+    )
+    # The same encoder as the single-node step trains from the same inputs.
+    single = train_role_processes(
+        nproc=1,
+        manifest_path=split_path,
+        recipe=recipe,
+        role="candidate",
+        seed=3,
+        out_path=tmp_path / "single.safetensors",
+        expected_manifest_sha256=sha,
+        device="cpu",
+        code_version="v1",
+    )
+    got = load_checkpoint(trained.checkpoint).encoder.state_dict()
+    want = load_checkpoint(single.checkpoint).encoder.state_dict()
+    assert got.keys() == want.keys()
+    assert all(bool((got[k] == want[k]).all()) for k in got)
+
+
+def _put_result(store: ObjectStore, prefix: str, checkpoint: bytes, sha256: str) -> None:
+    store.put_bytes(f"{prefix}/encoder.safetensors", checkpoint)
+    result = {
+        "checkpoint": "s3://elsewhere/encoder.safetensors",
+        "sha256": sha256,
+        "role": "reference",
+        "seed": 1,
+        "final_loss": 0.5,
+        "epochs": 2,
+        "num_train": 10,
+        "mlflow_run_id": None,
+        "resumed_from_epoch": None,
+    }
+    store.put_bytes(f"{prefix}/result.json", json.dumps(result).encode())
+
+
+def test_collect_result_checks_the_checkpoint_against_rank_0s_hash(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "store")
+
+    data = b"weights"
+    _put_result(store, "p/ok", data, hashlib.sha256(data).hexdigest())
+    trained = collect_result(store, "p/ok", tmp_path / "ok.bin")
+    assert trained.checkpoint.read_bytes() == data and trained.role == "reference"
+
+    _put_result(store, "p/cut", b"weigh", hashlib.sha256(data).hexdigest())
+    with pytest.raises(TrainingError, match="rank 0 reported"):
+        collect_result(store, "p/cut", tmp_path / "cut.bin")
+    assert not (tmp_path / "cut.bin").exists()
+    with pytest.raises(TrainingError, match="without rank 0's result"):
+        collect_result(store, "p/none", tmp_path / "none.bin")
+
+
+@pytest.mark.parametrize(
+    ("environ", "match"),
+    [
+        ({"SSLMEM_TRAIN_NODES": "two"}, "is not a node count"),
+        ({"SSLMEM_TRAIN_NODES": "2", "SSLMEM_STORE_URI": "/data/store"}, "shared object store"),
+    ],
+)
+def test_train_step_on_several_nodes_refuses_bad_settings(
+    environ: dict[str, str], match: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=match) as info:
+        train_step(
+            manifest_path=tmp_path / "split.json",
+            recipe_json="{}",
+            role="candidate",
+            seed=0,
+            out_path=tmp_path / "m.safetensors",
+            expected_manifest_sha256="0" * 64,
+            experiment=None,
+            code_version="",
+            environ=environ,
+        )
+    assert info.value.fix

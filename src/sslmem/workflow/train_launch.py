@@ -7,6 +7,10 @@
 :func:`~sslmem.workflow.train_role` and rank 0 writes the checkpoint, the MLflow run and a small
 JSON result that the launching process reads back. Child processes take their runtime settings
 (store, MLflow, device) from the environment they inherit.
+
+On several nodes (a Kubeflow Trainer TrainJob, :mod:`sslmem.pipelines.trainjob`) the ranks share
+no disk: ``--recipe``, ``--out`` and ``--result`` may then be object-store URIs (``s3://...``),
+and rank 0 uploads the checkpoint and its result there.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 from sslmem.atomic import atomic_write_bytes
 from sslmem.config import ExperimentConfig
 from sslmem.data.splits import Role
+from sslmem.data.store import read_bytes, write_bytes
 from sslmem.errors import TrainingError
 from sslmem.pipeline_params import training_recipe
 from sslmem.training.launch import check_nproc, run_processes, torchrun_command
@@ -153,11 +158,12 @@ def launch_args(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__)
     parser.add_argument("--manifest", required=True)
-    parser.add_argument("--recipe", type=Path, required=True, help="file with the recipe JSON")
+    # Paths or store URIs (a URI is kept as text: Path() would fold its "//").
+    parser.add_argument("--recipe", required=True, help="file or store URI of the recipe JSON")
     parser.add_argument("--role", required=True, choices=_ROLES)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--result", type=Path, required=True, help="rank 0's JSON result")
+    parser.add_argument("--out", required=True, help="checkpoint file or store URI (rank 0)")
+    parser.add_argument("--result", required=True, help="rank 0's JSON result: file or URI")
     parser.add_argument("--expected-manifest-sha256")
     parser.add_argument("--experiment")
     parser.add_argument("--device")
@@ -173,21 +179,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     apply_process_settings()
     role: Role = "candidate" if args.role == "candidate" else "reference"
-    trained = train_role(
-        manifest_path=args.manifest,
-        recipe=args.recipe.read_text(encoding="utf-8"),
-        role=role,
-        seed=args.seed,
-        out_path=args.out,
-        expected_manifest_sha256=args.expected_manifest_sha256,
-        experiment=args.experiment,
-        device=args.device,
-        code_version=args.code_version,
-    )
-    if context_from_env().is_main:
-        result = {**asdict(trained), "checkpoint": str(trained.checkpoint)}
-        atomic_write_bytes(args.result, json.dumps(result).encode("utf-8"))
+    with tempfile.TemporaryDirectory(prefix="sslmem-rank-") as tmp:
+        # A store URI: train into a local file, rank 0 uploads it (nodes share no disk).
+        local_out = Path(tmp) / "encoder.safetensors" if is_uri(args.out) else Path(args.out)
+        trained = train_role(
+            manifest_path=args.manifest,
+            recipe=_read_text(args.recipe),
+            role=role,
+            seed=args.seed,
+            out_path=local_out,
+            expected_manifest_sha256=args.expected_manifest_sha256,
+            experiment=args.experiment,
+            device=args.device,
+            code_version=args.code_version,
+        )
+        if context_from_env().is_main:
+            if is_uri(args.out):
+                write_bytes(args.out, local_out.read_bytes())
+            result = {**asdict(trained), "checkpoint": str(args.out)}
+            payload = json.dumps(result).encode("utf-8")
+            if is_uri(args.result):
+                write_bytes(args.result, payload)
+            else:
+                atomic_write_bytes(Path(args.result), payload)
     return 0
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether ``location`` is an object-store URI (``s3://``, ``file://``) rather than a path."""
+    return "://" in str(location)
+
+
+def _read_text(location: str) -> str:
+    if is_uri(location):
+        return read_bytes(location).decode("utf-8")
+    return Path(location).read_text(encoding="utf-8")
 
 
 if __name__ == "__main__":
