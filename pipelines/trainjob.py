@@ -9,9 +9,10 @@ and ``--nproc-per-node`` options: the torch runtime sets ``PET_NNODES``, ``PET_N
 ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT`` on every node, which torchrun
 reads. Every process runs the same :mod:`sslmem.workflow.train_launch` entry point.
 
-The object is built with the models of ``kubeflow-trainer-api`` 2.3 (``pip install
-sslmem[cluster]``). :func:`wait_for_train_job` polls it until its ``Complete`` or ``Failed``
-condition; :func:`submit_and_wait` does both through the Kubernetes API (needs a cluster).
+The object is built with the models of ``kubeflow-trainer-api`` 2.3 (a dependency of sslmem,
+so the runtime image has them). :func:`wait_for_train_job` polls it until its ``Complete``
+or ``Failed`` condition; :func:`submit_and_wait` does both through the Kubernetes API (needs a
+cluster).
 
 :func:`train_step` is what the train component calls: on one node it is
 :func:`~sslmem.workflow.train_launch.train_role_processes`; on ``nodes > 1`` (the pipeline sets
