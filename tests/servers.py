@@ -31,6 +31,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sslmem.config import RuntimeSettings
 
 HOST = "127.0.0.1"
 _WEED_GRPC_OFFSET = 10000
@@ -256,6 +260,19 @@ class S3Server:
         )
         client.make_bucket(bucket)
         return bucket
+
+    def store_settings(self, bucket_prefix: str) -> RuntimeSettings:
+        """Runtime settings whose object store is ``s3://<fresh bucket>/pipeline`` here."""
+        from sslmem.config import RuntimeSettings
+
+        return RuntimeSettings(
+            store_uri=f"s3://{self.make_bucket(bucket_prefix)}/pipeline",
+            s3_endpoint=self.endpoint,
+            s3_access_key=self.access_key,
+            s3_secret_key=self.secret_key,
+            s3_secure=False,
+            s3_region="us-east-1",
+        )
 
     def artifact_env(self) -> dict[str, str]:
         """Variables that let an ``mlflow server`` store artifacts on this server."""

@@ -89,14 +89,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime
         yield RuntimeSettings(store_uri=str(tmp_path / "store"))
         return
     server: S3Server = request.getfixturevalue("s3_server")
-    yield RuntimeSettings(
-        store_uri=f"s3://{server.make_bucket('resume')}/pipeline",
-        s3_endpoint=server.endpoint,
-        s3_access_key=server.access_key,
-        s3_secret_key=server.secret_key,
-        s3_secure=False,
-        s3_region="us-east-1",
-    )
+    yield server.store_settings("resume")
 
 
 def _runner(split: Path, settings: RuntimeSettings, out_dir: Path) -> Callable[..., TrainedEncoder]:
