@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sslmem.config import format_validation_error
 from sslmem.errors import ConfigError
@@ -42,6 +49,8 @@ TRAIN_PROFILE_ENV = "SSLMEM_TRAIN_PROFILE"
 TRAIN_IMAGE_ENV = "SSLMEM_TRAIN_IMAGE"
 #: Also set there: the platform's Secret mappings (JSON), which the TrainJob's nodes use too.
 TRAIN_SECRETS_ENV = "SSLMEM_TRAIN_SECRETS"
+#: Where datasets (and the ``s3://`` dataset cache) live in every task.
+DATA_DIR_ENV = "SSLMEM_DATA_DIR"
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -136,6 +145,40 @@ class SharedMemory(_Model):
     def _quantity(cls, value: str | None) -> str | None:
         if value is not None and not _MEMORY.match(value):
             raise ValueError(f"{value!r} is not a Kubernetes memory quantity (e.g. 8Gi)")
+        return value
+
+
+class DataCache(_Model):
+    """A PersistentVolumeClaim holding the dataset cache (``SSLMEM_DATA_DIR``) of every task.
+
+    Remote (``s3://``) datasets are downloaded and decoded once into ``SSLMEM_DATA_DIR``
+    (:mod:`sslmem.data.s3`); without this volume that directory is in the pod's own filesystem
+    and every pod starts cold. A claim on node-local storage (e.g. a ``local-path``
+    StorageClass, ``ReadWriteOnce``) gives a cache per node; a ``ReadWriteMany`` claim (NFS,
+    EFS, Filestore) one for the whole cluster -- concurrent loaders decode once either way (a
+    file lock per dataset).
+
+    Attributes:
+        pvc_name: The existing claim to mount.
+        mount_path: Where it is mounted; ``SSLMEM_DATA_DIR`` is set to it.
+
+    """
+
+    pvc_name: str
+    mount_path: str = "/var/cache/sslmem/data"
+
+    @field_validator("pvc_name")
+    @classmethod
+    def _claim_name(cls, value: str) -> str:
+        if not _K8S_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid PersistentVolumeClaim name")
+        return value
+
+    @field_validator("mount_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"mount_path {value!r} must be an absolute path without '..'")
         return value
 
 
@@ -277,6 +320,9 @@ class PlatformConfig(_Model):
         evaluate: Profile of the evaluation tasks.
         score: Profile of the scoring task (give it an accelerator to score on a GPU).
         default: Profile of the light tasks (prepare, register, finalize).
+        data_cache: Volume of the dataset cache, mounted in every task (``None``: each pod
+            caches in its own filesystem). Nodes of a multi-node TrainJob cache in their own
+            pods' filesystems.
 
     """
 
@@ -288,6 +334,7 @@ class PlatformConfig(_Model):
     evaluate: TaskProfile = Field(default_factory=_cpu_profile)
     score: TaskProfile = Field(default_factory=_cpu_profile)
     default: TaskProfile = Field(default_factory=_light_profile)
+    data_cache: DataCache | None = None
 
     @field_validator("env")
     @classmethod
@@ -303,6 +350,15 @@ class PlatformConfig(_Model):
                 "and keep user:password out of URIs"
             )
         return value
+
+    @model_validator(mode="after")
+    def _one_data_dir(self) -> PlatformConfig:
+        if self.data_cache is not None and DATA_DIR_ENV in self.env:
+            raise ValueError(
+                f"env sets {DATA_DIR_ENV} and data_cache mounts {self.data_cache.mount_path}: "
+                f"remove {DATA_DIR_ENV} from env (data_cache sets it)"
+            )
+        return self
 
     def profile(self, step: Step) -> TaskProfile:
         """The profile of ``step``."""
@@ -441,6 +497,11 @@ def apply_platform(
                 config_map_key_to_env=key_to_env,
                 optional=config_map.optional,
             )
+    if config.data_cache is not None:
+        kubernetes.mount_pvc(
+            task, pvc_name=config.data_cache.pvc_name, mount_path=config.data_cache.mount_path
+        )
+        task.set_env_variable(DATA_DIR_ENV, config.data_cache.mount_path)
     if config.image_pull_policy is not None:
         kubernetes.set_image_pull_policy(task, config.image_pull_policy)
     return task

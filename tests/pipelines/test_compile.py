@@ -8,6 +8,7 @@ Regenerate the golden file after an intended change of the pipeline or a compone
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,9 @@ def test_an_image_pinned_by_digest_names_the_code(tmp_path: Path) -> None:
         ("train: {tolerations: [{effect: Sometimes}]}", "train.tolerations.0.effect"),
         ("secrets: [{name: Bad_Name, env: {X: y}}]", "secrets.0.name"),
         ("gpu: true", "gpu"),
+        ("data_cache: {pvc_name: Data_Cache}", "data_cache.pvc_name"),
+        ("data_cache: {pvc_name: cache, mount_path: relative/dir}", "data_cache.mount_path"),
+        ("data_cache: {pvc_name: cache}\nenv: {SSLMEM_DATA_DIR: /x}", "remove SSLMEM_DATA_DIR"),
     ],
 )
 def test_invalid_platform_file_names_the_field(
@@ -349,3 +353,52 @@ def test_shard_size_selects_one_pass_or_a_parallel_for_of_shards(tmp_path: Path)
     # The merge fills the same outputs as the one-pass step.
     outputs = components["comp-score-memorization"]["outputDefinitions"]
     assert components["comp-merge-score-shards"]["outputDefinitions"] == outputs
+
+
+def test_data_cache_mounts_one_claim_as_the_data_dir_of_every_task(tmp_path: Path) -> None:
+    platform = tmp_path / "platform.yaml"
+    platform.write_text(PLATFORM_YAML + "data_cache: {pvc_name: sslmem-data-cache}\n")
+    pipeline_spec, platform_spec = _load(
+        compile_pipeline(tmp_path / "p.yaml", platform=load_platform_config(platform))
+    )
+    executors = pipeline_spec["deploymentSpec"]["executors"]
+    kubernetes = platform_spec["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert len(executors) >= 6  # prepare, train, evaluate, register, score, finalize at least
+    for name, executor in executors.items():
+        env = executor["container"]["env"]
+        assert {"name": "SSLMEM_DATA_DIR", "value": "/var/cache/sslmem/data"} in env, name
+        assert kubernetes[name]["pvcMount"] == [
+            {
+                "constant": "sslmem-data-cache",
+                "mountPath": "/var/cache/sslmem/data",
+                "pvcNameParameter": {"runtimeValue": {"constant": "sslmem-data-cache"}},
+            }
+        ], name
+    # Without it, no task mounts a claim or pins the data directory.
+    pipeline_spec, platform_spec = _load(compile_pipeline(tmp_path / "q.yaml"))
+    for name, executor in pipeline_spec["deploymentSpec"]["executors"].items():
+        names = {item["name"] for item in executor["container"].get("env", [])}
+        assert "SSLMEM_DATA_DIR" not in names, name
+    for name, settings in platform_spec["platforms"]["kubernetes"]["deploymentSpec"][
+        "executors"
+    ].items():
+        assert "pvcMount" not in settings, name
+
+
+EXAMPLE_PLATFORM = Path(__file__).parents[2] / "deploy" / "platform.example.yaml"
+
+
+def test_the_shipped_platform_example_and_its_commented_options_are_valid(tmp_path: Path) -> None:
+    config = load_platform_config(EXAMPLE_PLATFORM)
+    assert config.train.nodes == 1 and config.data_cache is None
+    # Uncomment the optional settings the example shows as comments: they must be valid too.
+    text = EXAMPLE_PLATFORM.read_text()
+    options = r"processes_per_node|nodes|data_cache|  pvc_name|  mount_path"
+    uncommented = re.sub(rf"(?m)^(\s*)# ({options}):", r"\1\2:", text)
+    assert uncommented.count("\n") == text.count("\n") and uncommented != text
+    path = tmp_path / "platform.yaml"
+    path.write_text(uncommented)
+    config = load_platform_config(path)
+    assert config.train.nodes == 2 and config.train.nproc() == 4
+    assert config.data_cache is not None and config.data_cache.pvc_name == "sslmem-data-cache"
+    compile_pipeline(tmp_path / "p.yaml", image="reg.example/sslmem:1.2", platform=config)

@@ -151,3 +151,45 @@ def test_gradient_accumulation_runs(tmp_path: Path) -> None:
         progress=False,
     )
     assert result.steps == 4 and torch.isfinite(torch.tensor(result.final_loss))
+
+
+def test_a_memory_mapped_dataset_trains_exactly_like_the_resident_one(tmp_path: Path) -> None:
+    """Batches gathered from a mapping (rows) equal batches of the compacted training set."""
+    from sslmem.data import ImageDataset
+    from sslmem.data.decoded import load_decoded
+
+    resident = tiny_dataset()
+    decoded = load_decoded(
+        tmp_path / "decoded",
+        "tiny",
+        lambda: (
+            (image[0].numpy(), int(label))
+            for image, label in zip(resident.images, resident.labels, strict=True)
+        ),
+    )
+    mapped = ImageDataset(
+        name=resident.name,
+        images=decoded.images,
+        labels=decoded.labels,
+        classes=resident.classes,
+        mapped_from=decoded.path,
+    )
+    manifest = tiny_split(resident)
+    config = tiny_config("simclr")
+    results = [
+        train_encoder(
+            data,
+            manifest,
+            role="candidate",
+            config=config,
+            out_dir=tmp_path / name,
+            device="cpu",
+            progress=False,
+        )
+        for name, data in (("resident", resident), ("mapped", mapped))
+    ]
+    assert results[0].num_train == results[1].num_train == 32
+    mapped_state = results[1].encoder.state_dict()
+    for name, tensor in results[0].encoder.state_dict().items():
+        assert torch.equal(tensor, mapped_state[name]), name
+    assert results[0].final_loss == results[1].final_loss

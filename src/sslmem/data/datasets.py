@@ -54,7 +54,7 @@ _HASH_FORMAT = b"sslmem-image-dataset-v1"
 
 @dataclass(frozen=True, eq=False)
 class ImageDataset:
-    """An in-memory labelled image set.
+    """A labelled image set, in memory or memory-mapped from a node-local file.
 
     ``eq=False``: tensors have no boolean equality, so identity semantics are the honest choice;
     compare datasets by :attr:`content_hash`.
@@ -68,6 +68,9 @@ class ImageDataset:
         source_sha256: For remote datasets (``s3://...``), the SHA-256 of the source listing
             (keys, sizes, ETags); split manifests then record it instead of the pixel hash, so
             a changed bucket is detected before anything is decoded. ``None`` for local data.
+        mapped_from: The file ``images`` is memory-mapped from (remote datasets, decoded once
+            per node); ``None`` when the pixels are resident. Consumers gather the rows they
+            need from a mapped dataset instead of copying it whole.
 
     Raises:
         DataError: On construction, if a shape, dtype or label is invalid.
@@ -80,6 +83,7 @@ class ImageDataset:
     classes: tuple[str, ...]
     split: str = "train"
     source_sha256: str | None = None
+    mapped_from: Path | None = None
 
     def __post_init__(self) -> None:
         images, labels = self.images, self.labels
@@ -144,7 +148,8 @@ class ImageDataset:
             indices: ``[M]`` integer indices into this dataset.
 
         Returns:
-            A new dataset with images ``[M, C, H, W]`` and labels ``[M]`` (copies).
+            A new dataset with images ``[M, C, H, W]`` and labels ``[M]`` (resident copies,
+            also of a mapped dataset).
 
         Raises:
             DataError: If an index is out of range.

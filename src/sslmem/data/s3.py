@@ -9,9 +9,14 @@ A dataset URI ``s3://bucket/prefix/`` (endpoint and credentials from ``SSLMEM_S3
 Either may be split as ``prefix/{train,test}/...``. The dataset's identity is the SHA-256 of its
 listing (key, size, ETag of every object used, sorted by key): split manifests record it, so a
 manifest made before an object was added, removed or replaced is refused without decoding any
-pixel. Objects are downloaded once into a node-local cache (``SSLMEM_DATA_DIR/s3-cache`` or
-``--data-root``), one file per (object, ETag), written atomically; a re-run reads from the cache
-and only lists the bucket.
+pixel.
+
+Reading streams: objects are downloaded one at a time (a shard just before it is read) into a
+node-local cache (``SSLMEM_DATA_DIR/s3-cache`` or ``--data-root``), one file per (object, ETag),
+written atomically, and decoded one image at a time into a memory-mapped ``uint8`` file
+(:mod:`sslmem.data.decoded`), so neither the download nor the decoding holds the dataset in
+memory, and training and scoring read pages of the mapped file as they need them. A re-run on
+the node only lists the bucket and maps the decoded file.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,10 +41,9 @@ from sslmem.data.datasets import (
     ImageDataset,
     ImageSize,
     Split,
-    _as_chw,
-    _dataset_from_arrays,
     _read_image,
 )
+from sslmem.data.decoded import load_decoded
 from sslmem.data.store import ObjectInfo, S3Store, open_store
 from sslmem.errors import DataError, StoreError
 
@@ -50,6 +54,8 @@ __all__ = ["ObjectCache", "S3Listing", "WebDatasetShards", "list_s3_dataset", "l
 
 _LISTING_FORMAT = b"sslmem-s3-listing-v1"
 _INDEX_FORMAT = 1
+# Bump when decoding changes (colour conversion, resampling): decoded copies are then rebuilt.
+_DECODE_FORMAT = 1
 _IMAGE_KEYS = ("png", "jpg", "jpeg")
 # WebDataset's sample key rule (webdataset.tariterators.base_plus_ext): everything up to the
 # first dot of the file name is the sample key, the rest the field name.
@@ -203,44 +209,20 @@ def _default_cache_dir(settings: RuntimeSettings | None) -> Path:
     return (settings or RuntimeSettings()).data_dir / "s3-cache"
 
 
-def _stack(
-    arrays: list[npt.NDArray[np.uint8]], labels: list[int]
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
-    """``[N, C, H, W]`` images (all resized to one size on decoding) and ``[N]`` labels."""
-    rgb = any(a.ndim == 3 for a in arrays)
-    # One code path for grey and colour: promote grey images only if the set mixes both.
-    return np.stack([_as_chw(a, rgb) for a in arrays]), np.asarray(labels, dtype=np.int64)
-
-
-def _load_folders(
-    listing: S3Listing, cache: ObjectCache, split: Split, image_size: ImageSize | None
-) -> ImageDataset:
-    classes = sorted({info.key.rsplit("/", 2)[-2] for info in listing.objects})
-    label_of = {name: k for k, name in enumerate(classes)}
-    arrays: list[npt.NDArray[np.uint8]] = []
-    labels: list[int] = []
-    # Sorted by key = by class folder, then file name: a stable dataset order.
+def _folder_samples(
+    listing: S3Listing, cache: ObjectCache, image_size: ImageSize | None
+) -> Iterator[tuple[npt.NDArray[np.uint8], int]]:
+    """Decode class-folder images in key order (class folder, then file name), one at a time."""
+    label_of = {name: k for k, name in enumerate(_folder_classes(listing))}
     for info in listing.objects:
         # Every image after the first is resized to the first one's size unless given.
         array = _read_image(cache.fetch(info), image_size, name=f"{listing.uri}{info.key}")
         image_size = image_size or (array.shape[0], array.shape[1])
-        arrays.append(array)
-        labels.append(label_of[info.key.rsplit("/", 2)[-2]])
-    images, label_array = _stack(arrays, labels)
-    return _with_source(
-        _dataset_from_arrays(listing.uri, split, images, label_array, classes), listing
-    )
+        yield array, label_of[info.key.rsplit("/", 2)[-2]]
 
 
-def _with_source(dataset: ImageDataset, listing: S3Listing) -> ImageDataset:
-    return ImageDataset(
-        name=dataset.name,
-        images=dataset.images,
-        labels=dataset.labels,
-        classes=dataset.classes,
-        split=dataset.split,
-        source_sha256=listing.sha256,
-    )
+def _folder_classes(listing: S3Listing) -> list[str]:
+    return sorted({info.key.rsplit("/", 2)[-2] for info in listing.objects})
 
 
 @dataclass(frozen=True)
@@ -364,8 +346,13 @@ class WebDatasetShards:
     def stream(self, size: ImageSize | None = None) -> Iterator[tuple[npt.NDArray[np.uint8], int]]:
         """Yield ``(image, label)`` in dataset order, one shard at a time, with ``webdataset``.
 
-        Each shard is fetched into the cache just before it is read, so a node holds the shards
-        it has reached, and training can start after the first shard.
+        Each shard is fetched into the cache just before it is read, so a node holds only the
+        shards it has reached and the consumer sees the first images before the last shard is
+        downloaded.
+
+        Args:
+            size: Resize every image to ``(H, W)``; default the first image's size.
+
         """
         import webdataset as wds
 
@@ -379,6 +366,7 @@ class WebDatasetShards:
                 if image is None or "cls" not in sample:
                     raise _incomplete(key, name)
                 array = _read_image(io.BytesIO(image), size, name=f"{name}:{key}")
+                size = size or (array.shape[0], array.shape[1])
                 yield array, _label(sample["cls"], key, name)
 
 
@@ -402,26 +390,8 @@ def _label(raw: bytes, key: str, shard: str) -> int:
     return value
 
 
-def _load_webdataset(
-    listing: S3Listing, cache: ObjectCache, split: Split, image_size: ImageSize | None
-) -> ImageDataset:
-    shards = WebDatasetShards(listing, cache)
-    arrays: list[npt.NDArray[np.uint8]] = []
-    labels: list[int] = []
-    for array, label in shards.stream(image_size):
-        image_size = image_size or (array.shape[0], array.shape[1])
-        arrays.append(array)
-        labels.append(label)
-    if labels != shards.labels.tolist():
-        raise DataError(  # pragma: no cover - the index and webdataset group members alike
-            f"dataset {listing.uri}: streamed samples disagree with the shard index",
-            f"remove the cache directory {cache.root / 'index'} and load again",
-        )
-    images, label_array = _stack(arrays, labels)
-    classes = tuple(str(k) for k in range(int(label_array.max()) + 1))
-    return _with_source(
-        _dataset_from_arrays(listing.uri, split, images, label_array, classes), listing
-    )
+def _size_tag(image_size: ImageSize | None) -> str:
+    return f"{image_size[0]}x{image_size[1]}" if image_size else "native"
 
 
 def load_s3_dataset(
@@ -433,7 +403,12 @@ def load_s3_dataset(
     settings: RuntimeSettings | None = None,
     store: S3Store | None = None,
 ) -> ImageDataset:
-    """Load an S3 dataset (class folders or WebDataset shards) into memory, through the cache.
+    """Load an S3 dataset (class folders or WebDataset shards), memory-mapped from the cache.
+
+    The first load on a node streams the objects (one image, or one shard, at a time) through
+    the object cache into a decoded ``uint8 [N, C, H, W]`` file (:mod:`sslmem.data.decoded`);
+    every later load with the same listing and image size maps that file without downloading
+    or decoding anything -- it only lists the bucket, to detect a changed dataset.
 
     Args:
         uri: ``s3://bucket/prefix/``.
@@ -444,8 +419,8 @@ def load_s3_dataset(
         store: An already opened store for ``uri`` (settings are then ignored).
 
     Returns:
-        Images ``uint8 [N, C, H, W]``, labels ``int64 [N]``, named by the canonical URI, with
-        ``source_sha256`` the listing hash.
+        Images ``uint8 [N, C, H, W]`` (memory-mapped: ``mapped_from`` names the file), labels
+        ``int64 [N]``, named by the canonical URI, with ``source_sha256`` the listing hash.
 
     Raises:
         StoreError: Bad URI, unknown bucket, refused credentials or unreachable endpoint.
@@ -454,5 +429,26 @@ def load_s3_dataset(
     """
     listing, store = list_s3_dataset(uri, split=split, settings=settings, store=store)
     cache = ObjectCache(store, cache_dir or _default_cache_dir(settings))
-    load = _load_webdataset if listing.kind == "webdataset" else _load_folders
-    return load(listing, cache, split, image_size)
+    samples: Callable[[], Iterable[tuple[npt.NDArray[np.uint8], int]]]
+    if listing.kind == "webdataset":
+        shards = WebDatasetShards(listing, cache)
+        samples = partial(shards.stream, image_size)
+    else:
+        samples = partial(_folder_samples, listing, cache, image_size)
+    # The key names exactly what was decoded: the listing (hence every object's bytes), the
+    # size and the decoding rules' version.
+    key = f"{listing.sha256}-{_size_tag(image_size)}-v{_DECODE_FORMAT}"
+    decoded = load_decoded(cache.root / "decoded", key, samples)
+    if listing.kind == "webdataset":
+        classes = tuple(str(k) for k in range(int(decoded.labels.max()) + 1))
+    else:
+        classes = tuple(_folder_classes(listing))
+    return ImageDataset(
+        name=listing.uri,
+        images=decoded.images,
+        labels=decoded.labels,
+        classes=classes,
+        split=split,
+        source_sha256=listing.sha256,
+        mapped_from=decoded.path,
+    )

@@ -5,7 +5,9 @@ Design choices, and why:
 * **Data stays uint8 in one tensor** (on the GPU when it fits): a batch is an index, so loading
   costs nothing and augmentation runs batched on the device
   (:class:`~sslmem.augment.BatchAugmenter`, the module scoring uses), instead of per-sample PIL
-  transforms in DataLoader workers.
+  transforms in DataLoader workers. A dataset memory-mapped from the node's decoded cache
+  (remote data larger than memory) is never copied whole: each batch gathers its rows from the
+  mapping, so the page cache, shared by all ranks, holds what was read.
 * **Randomness is derived, not carried**: the shuffle order of epoch ``e`` comes from
   ``derive_seed(seed, "shuffle", e)``; the views of a point in epoch ``e`` are a pure function
   of ``(derive_seed(seed, "augment", e), its dataset index)``; a method's own randomness (MAE
@@ -87,6 +89,33 @@ class FitResult:
 
 
 @dataclass(frozen=True)
+class _TrainingSet:
+    """Where batches come from: ``source[rows]``, or all of ``source`` when ``rows`` is None.
+
+    Attributes:
+        source: uint8 ``[M, C, H, W]`` on the compute device, in (pinned) host memory, or
+            memory-mapped.
+        rows: ``[N]`` int64 rows of ``source`` forming the training set (on the host), or None.
+
+    """
+
+    source: torch.Tensor
+    rows: torch.Tensor | None
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.source)
+
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices live (the shuffle permutation, the keys)."""
+        return self.rows.device if self.rows is not None else self.source.device
+
+    def batch(self, index: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, C, H, W]`` of training-set positions ``index [B]``."""
+        return self.source[self.rows[index] if self.rows is not None else index]
+
+
+@dataclass(frozen=True)
 class StepPlan:
     """How a global batch is cut into per-process micro-batches.
 
@@ -140,15 +169,22 @@ def plan_steps(num_images: int, training: TrainingConfig, world_size: int) -> St
     )
 
 
-def _place(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move the dataset to the GPU if it fits comfortably, else keep it in pinned memory."""
+def _place(images: torch.Tensor, rows: torch.Tensor | None, device: torch.device) -> _TrainingSet:
+    """Put the training set where batches are read fastest without copying a mapped dataset.
+
+    On the CPU, batches gather from ``images`` as given (a mapping stays a mapping). On a GPU,
+    the training set moves to the device if it fits comfortably; otherwise resident images
+    stay in pinned memory and mapped ones (``rows`` given) are gathered per batch.
+    """
     if device.type != "cuda":
-        return tensor.to(device)
+        return _TrainingSet(images.to(device), rows)
+    count = len(rows) if rows is not None else len(images)
     free, _ = torch.cuda.mem_get_info(device)
-    if tensor.numel() * tensor.element_size() <= _DEVICE_DATA_FRACTION * free:
-        return tensor.to(device)
-    logger.info("dataset does not fit on %s; streaming batches from pinned memory", device)
-    return tensor.pin_memory()
+    if count * images[:1].numel() <= _DEVICE_DATA_FRACTION * free:
+        selected = images.index_select(0, rows) if rows is not None else images
+        return _TrainingSet(selected.to(device), None)
+    logger.info("dataset does not fit on %s; streaming batches from host memory", device)
+    return _TrainingSet(images.pin_memory() if rows is None else images, rows)
 
 
 class _NonFiniteLossError(Exception):
@@ -253,6 +289,7 @@ def fit(
     images: torch.Tensor,
     keys: torch.Tensor,
     *,
+    rows: torch.Tensor | None = None,
     training: TrainingConfig,
     augmentation: AugmentationSpec,
     device: torch.device,
@@ -269,9 +306,12 @@ def fit(
 
     Args:
         method: The SSL method (with its encoder), freshly built on the CPU.
-        images: The training set, uint8 ``[N, C, H, W]``.
-        keys: ``[N]`` int64 stable ids of the images (their dataset indices); they key the
-            augmentation randomness.
+        images: The training set, uint8 ``[N, C, H, W]``; or, with ``rows``, the dataset
+            ``[M, C, H, W]`` it is drawn from (e.g. memory-mapped), never copied whole.
+        keys: ``[N]`` int64 stable ids of the training images (their dataset indices); they
+            key the augmentation randomness.
+        rows: ``[N]`` int64 rows of ``images`` forming the training set, gathered batch by
+            batch; ``None``: ``images`` is the training set. Both give the same run.
         training: The recipe.
         augmentation: The view distribution.
         device: This process's compute device.
@@ -299,7 +339,9 @@ def fit(
         TrainingError: The loss became NaN or infinite (the last good resume file is kept).
 
     """
-    plan = plan_steps(len(images), training, dist_ctx.world_size)
+    if rows is not None and len(rows) != len(keys):
+        raise ConfigError(f"{len(rows)} training rows but {len(keys)} keys: one key per row")
+    plan = plan_steps(len(rows) if rows is not None else len(images), training, dist_ctx.world_size)
     total_steps = plan.steps_per_epoch * training.epochs
     warmup_steps = min(training.warmup_epochs * plan.steps_per_epoch, total_steps)
 
@@ -331,8 +373,8 @@ def fit(
         logger.info("resuming from %s after epoch %d", resume_path, start_epoch)
 
     models = _wrap(method, training, device, dist_ctx)
-    data = _place(images, device)
-    keys = keys.to(device=data.device, dtype=torch.int64)
+    data = _place(images, rows.to(dtype=torch.int64) if rows is not None else None, device)
+    keys = keys.to(device=data.index_device, dtype=torch.int64)
     augmenter = BatchAugmenter(augmentation)
     view_ids = torch.arange(method.num_views, device=device)
     last_checkpoint = start_epoch if resume_state is not None else None
@@ -446,7 +488,7 @@ def _micro_batches(
 
 def _run_epoch(
     models: _Models,
-    data: torch.Tensor,
+    data: _TrainingSet,
     keys: torch.Tensor,
     *,
     epoch: int,
@@ -465,7 +507,7 @@ def _run_epoch(
     method = models.method
     started = time.perf_counter()
     shuffle = generator(derive_seed(seed, "shuffle", epoch))
-    perm = torch.randperm(len(data), generator=shuffle).to(data.device)
+    perm = torch.randperm(len(data), generator=shuffle).to(data.index_device)
     augment_seed = derive_seed(seed, "augment", epoch)
     losses = torch.zeros(plan.steps_per_epoch, device=device)
     reduced = torch.zeros(plan.steps_per_epoch, device=device)
@@ -484,7 +526,7 @@ def _run_epoch(
                 ),
             )
             with torch.no_grad():
-                batch = data[index].to(device, non_blocking=True)
+                batch = data.batch(index).to(device, non_blocking=True)
                 views = augmenter.views(batch, keys[index].to(device), view_ids, augment_seed)
             last = micro == plan.accum_steps - 1
             with models.no_sync(last), autocast_for(device):

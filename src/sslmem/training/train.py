@@ -200,7 +200,10 @@ def train_encoder(
     check_compatible(training.method, config.model.arch)
     manifest.verify_against(dataset)
     indices = torch.from_numpy(manifest.training_indices(role))
-    images = dataset.images.index_select(0, indices)
+    # A mapped dataset (remote data, decoded once per node) is gathered batch by batch, never
+    # copied whole; a resident one is compacted to the training set once.
+    mapped = dataset.mapped_from is not None
+    images = dataset.images if mapped else dataset.images.index_select(0, indices)
 
     out_dir = Path(out_dir)
     resume_state = _prepare_out_dir(out_dir, resume)
@@ -225,7 +228,7 @@ def train_encoder(
                 role,
                 training.method,
                 config.model.arch,
-                len(images),
+                len(indices),
                 dataset.name,
                 training.epochs,
                 seed,
@@ -235,6 +238,7 @@ def train_encoder(
             method,
             images,
             indices,
+            rows=indices if mapped else None,
             training=training,
             augmentation=config.augmentation,
             device=compute,
@@ -262,7 +266,7 @@ def train_encoder(
             "split_manifest_sha256": manifest.manifest_sha256,
             "dataset": manifest.dataset.model_dump(mode="json"),
             "training_sets": ["shared", "candidate" if role == "candidate" else "independent"],
-            "num_train": len(images),
+            "num_train": len(indices),
             "seed": seed,
             "epochs": result.epochs,
             "steps": result.global_step,
@@ -285,7 +289,7 @@ def train_encoder(
         seed=seed,
         epochs=result.epochs,
         steps=result.global_step,
-        num_train=len(images),
+        num_train=len(indices),
         final_loss=result.final_loss,
         history=result.history,
         resumed_from_epoch=result.resumed_from_epoch,
