@@ -278,3 +278,53 @@ def test_a_shard_sample_without_a_label_is_a_clear_error(
     with pytest.raises(DataError, match=r"sample 'k0' in shard s3://.*shard-0\.tar lacks") as bad:
         load_s3_dataset(f"s3://{bucket}/wds/", cache_dir=tmp_path, store=store)
     assert bad.value.fix is not None and "'cls'" in bad.value.fix
+
+
+def _split_train_score(data: list[str], root: Path, data_root: list[str]) -> Any:
+    """``sslmem split``, ``train`` (candidate, reference), ``score`` through the CLI; the scores.
+
+    ``data_root`` is passed to train and score (a local folder's manifest names no directory).
+    """
+    import pyarrow.parquet as pq
+
+    tiny = ["--set", "model.arch_kwargs={widths: [8, 8, 8]}", "--set", "model.head_hidden_dim=16",
+            "--set", "model.head_output_dim=16"]  # fmt: skip
+    split = root / "split.json"
+    assert main(["split", *data, "--out", str(split)]) == 0
+    for role in ("candidate", "reference"):
+        argv = ["train", "--split", str(split), "--role", role, "--epochs", "1",
+                "--batch-size", "16", *tiny, *data_root, "--no-progress", "--out", str(root / role)]  # fmt: skip
+        assert main(argv) == 0
+    argv = ["score", "--candidate", str(root / "candidate" / "encoder.safetensors"),
+            "--reference", str(root / "reference" / "encoder.safetensors"), "--split", str(split),
+            "--views", "2", "--no-plots", *data_root, "--no-progress", "--out", str(root / "scores")]  # fmt: skip
+    assert main(argv) == 0
+    return pq.read_table(root / "scores" / "scores.parquet").to_pandas()
+
+
+@pytest.mark.slow
+def test_split_train_and_score_on_s3_equal_the_same_pngs_in_a_local_folder(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The streamed, memory-mapped S3 path gives the scores of the in-memory folder loader."""
+    bucket = s3_server.make_bucket("s3e2e")
+    bundled = _bundled()
+    for k in range(60):
+        name, png = f"class{k % 4}/{k:03d}.png", _png(bundled[k])
+        _put(s3_server, bucket, f"imgs/{name}", png)
+        (tmp_path / "folder" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / name).write_bytes(png)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SSLMEM_DATA_DIR", str(tmp_path / "node"))
+    s3 = _split_train_score(["--set", f"data.dataset=s3://{bucket}/imgs/"], tmp_path / "s3", [])
+    folder = ["--set", f"data.root={tmp_path / 'folder'}"]
+    local = _split_train_score(
+        ["--set", "data.dataset=folder", *folder], tmp_path / "local", folder
+    )
+    # The S3 run read the decoded, memory-mapped copy (one file per node), not resident pixels.
+    assert len(list((tmp_path / "node" / "s3-cache" / "decoded").glob("*.u8"))) == 1
+    assert len(s3) == len(local) > 0
+    assert s3["sample_index"].tolist() == local["sample_index"].tolist()
+    for column in ("sslmem_raw", "candidate_alignment", "reference_alignment"):
+        np.testing.assert_array_equal(s3[column].to_numpy(), local[column].to_numpy())
