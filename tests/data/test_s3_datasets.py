@@ -293,11 +293,13 @@ def _split_train_score(data: list[str], root: Path, data_root: list[str]) -> Any
     assert main(["split", *data, "--out", str(split)]) == 0
     for role in ("candidate", "reference"):
         argv = ["train", "--split", str(split), "--role", role, "--epochs", "1",
-                "--batch-size", "16", *tiny, *data_root, "--no-progress", "--out", str(root / role)]  # fmt: skip
+                "--batch-size", "16", *tiny, *data_root, "--no-progress",
+                "--out", str(root / role)]  # fmt: skip
         assert main(argv) == 0
     argv = ["score", "--candidate", str(root / "candidate" / "encoder.safetensors"),
             "--reference", str(root / "reference" / "encoder.safetensors"), "--split", str(split),
-            "--views", "2", "--no-plots", *data_root, "--no-progress", "--out", str(root / "scores")]  # fmt: skip
+            "--views", "2", "--no-plots", *data_root, "--no-progress",
+            "--out", str(root / "scores")]  # fmt: skip
     assert main(argv) == 0
     return pq.read_table(root / "scores" / "scores.parquet").to_pandas()
 
