@@ -225,7 +225,14 @@ def test_engine_ustat_and_pairs_agree_in_mean_at_equal_forwards() -> None:
 
 
 def test_estimator_settings_are_validated() -> None:
-    assert ScoringConfig().estimator == "pairs"  # the paper's estimator stays the default
+    # The default since the benchmark (same per-point precision at half the forwards)...
+    assert ScoringConfig().estimator == "ustat"
+    # ...except in anchor mode, which has no view pairs: there the paper's estimator applies.
+    assert ScoringConfig(mode="anchor").estimator == "pairs"
+    assert ScoringConfig(mode="anchor", views=1).estimator == "pairs"
+    with pytest.raises(ValueError, match=r"needs views >= 2.*set scoring\.estimator=pairs"):
+        ScoringConfig(views=1)  # one view has no pair: the error names the fix
+    assert ScoringConfig(views=1, estimator="pairs").views == 1
     with pytest.raises(ValueError, match="estimator 'ustat' compares views with each other"):
         ScoringConfig(estimator="ustat", mode="anchor")
     with pytest.raises(ValueError, match="needs views >= 2"):
@@ -302,7 +309,7 @@ CHAMP = [0.07, 0.10, 0.07, 0.11, 0.09]
 
 def test_different_estimators_are_incomparable_and_the_field_is_named() -> None:
     policy = JudgementPolicy()
-    champion = make_version(CHAMP, version="1", views=16)
+    champion = make_version(CHAMP, version="1", views=16, estimator="pairs")
     candidate = make_version(CAND, views=16, estimator="ustat")
     result = judge(candidate, champion, policy)
     assert result.outcome is JudgementOutcome.INCOMPARABLE
@@ -321,4 +328,9 @@ def test_summaries_written_before_the_estimator_existed_read_as_pairs() -> None:
     columns = {"sample_index": np.arange(5), "set": ["candidate"] * 5, "sslmem_raw": CHAMP}
     champion = ScoredVersion.from_scores("1", columns, summary, knn_accuracy=0.8,
                                          linear_probe_accuracy=0.85)  # fmt: skip
-    assert judge(make_version(CAND), champion, JudgementPolicy()).differences == []
+    pairs = make_version(CAND, estimator="pairs")
+    assert judge(pairs, champion, JudgementPolicy()).differences == []
+    # A version scored under today's default (ustat) is not silently compared with it.
+    upgraded = judge(make_version(CAND), champion, JudgementPolicy())
+    assert upgraded.outcome is JudgementOutcome.INCOMPARABLE
+    assert upgraded.differences == ["estimator: 'ustat' vs 'pairs'"]

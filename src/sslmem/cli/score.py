@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sets", help="comma-separated, each once: candidate,independent,extra,shared"
     )
-    parser.add_argument("--views", type=int, help="K view pairs per point")
+    parser.add_argument(
+        "--views", type=int, help="K views per point (view pairs with scoring.estimator=pairs)"
+    )
     parser.add_argument("--mode", choices=["pair", "anchor"], help="paper (pair) or clean anchor")
     parser.add_argument("--distance", choices=["l2", "cosine"])
     parser.add_argument("--layer", help="representation layer, e.g. backbone or head")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from sslmem import __version__
 from sslmem.augment import AugmentationSpec
@@ -82,6 +82,15 @@ class PairProvenance(BaseModel):
     precision: str = "fp32"
     allow_cross_split: bool = False
     allow_missing_provenance: bool = False
+
+    @field_validator("scoring", mode="before")
+    @classmethod
+    def _legacy_estimator(cls, value: Any) -> Any:
+        # Reports written before the estimator was recorded used the paper's pairs estimator
+        # (the default then); reading them with today's default would mislabel their scores.
+        if isinstance(value, dict) and "estimator" not in value:
+            return {**value, "estimator": "pairs"}
+        return value
 
 
 class ScoreSummary(PairProvenance):
