@@ -51,6 +51,8 @@ TRAIN_IMAGE_ENV = "SSLMEM_TRAIN_IMAGE"
 TRAIN_SECRETS_ENV = "SSLMEM_TRAIN_SECRETS"
 #: Where datasets (and the ``s3://`` dataset cache) live in every task.
 DATA_DIR_ENV = "SSLMEM_DATA_DIR"
+#: The platform's ``data_cache`` (JSON) for the nodes of a multi-node train step.
+TRAIN_DATA_CACHE_ENV = "SSLMEM_TRAIN_DATA_CACHE"
 
 Step = Literal["prepare", "train", "evaluate", "register", "score", "finalize"]
 STEPS: tuple[Step, ...] = ("prepare", "train", "evaluate", "register", "score", "finalize")
@@ -320,9 +322,9 @@ class PlatformConfig(_Model):
         evaluate: Profile of the evaluation tasks.
         score: Profile of the scoring task (give it an accelerator to score on a GPU).
         default: Profile of the light tasks (prepare, register, finalize).
-        data_cache: Volume of the dataset cache, mounted in every task (``None``: each pod
-            caches in its own filesystem). Nodes of a multi-node TrainJob cache in their own
-            pods' filesystems.
+        data_cache: Volume of the dataset cache, mounted in every task and in every node of a
+            multi-node TrainJob (``None``: each pod caches in its own filesystem; for a
+            TrainJob the claim must be ``ReadWriteMany``).
 
     """
 
@@ -462,6 +464,8 @@ def apply_platform(
         # Only the Secrets' names and keys: the values stay in the cluster.
         secrets = [secret.model_dump(mode="json") for secret in config.secrets]
         task.set_env_variable(TRAIN_SECRETS_ENV, json.dumps(secrets, sort_keys=True))
+        if config.data_cache is not None:
+            task.set_env_variable(TRAIN_DATA_CACHE_ENV, config.data_cache.model_dump_json())
     for label, value in sorted(profile.node_selector.items()):
         kubernetes.add_node_selector(task, label_key=label, label_value=value)
     for toleration in profile.tolerations:

@@ -38,10 +38,13 @@ from pydantic import ValidationError
 
 from sslmem.errors import ConfigError, TrainingError
 from sslmem.pipelines.platform import (
+    DATA_DIR_ENV,
     NODES_ENV,
+    TRAIN_DATA_CACHE_ENV,
     TRAIN_IMAGE_ENV,
     TRAIN_PROFILE_ENV,
     TRAIN_SECRETS_ENV,
+    DataCache,
     SecretEnv,
     TaskProfile,
 )
@@ -57,6 +60,11 @@ TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alp
 TRAINER_API_VERSION = f"{TRAINER_GROUP}/{TRAINER_VERSION}"
 #: The ClusterTrainingRuntime Kubeflow Trainer installs for PyTorch (torchrun) jobs.
 TORCH_RUNTIME = "torch-distributed"
+#: The torch runtime's replicated job, and its container, that run the training nodes.
+NODE_JOB = "node"
+#: Owner of the runtime patch that gives the nodes the train profile's scheduling and volumes.
+PATCH_MANAGER = "sslmem.io/train-step"
+_CACHE_VOLUME = "sslmem-data-cache"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -87,6 +95,63 @@ def _resources(profile: TaskProfile) -> dict[str, dict[str, str]]:
     return {key: value for key, value in (("limits", limits), ("requests", requests)) if value}
 
 
+def _node_patch(profile: TaskProfile, data_cache: DataCache | None) -> Any:
+    """The node pods' patch: the profile's node selector and tolerations, the cache volume.
+
+    Returns ``None`` when there is nothing to patch.
+    """
+    from kubeflow_trainer_api import models
+
+    if not (profile.node_selector or profile.tolerations or data_cache):
+        return None
+    volumes = containers = None
+    if data_cache is not None:
+        volumes = [
+            models.IoK8sApiCoreV1Volume(
+                name=_CACHE_VOLUME,
+                persistentVolumeClaim=models.IoK8sApiCoreV1PersistentVolumeClaimVolumeSource(
+                    claimName=data_cache.pvc_name
+                ),
+            )
+        ]
+        mount = models.IoK8sApiCoreV1VolumeMount(
+            name=_CACHE_VOLUME, mountPath=data_cache.mount_path
+        )
+        containers = [models.TrainerV1alpha1ContainerPatch(name=NODE_JOB, volumeMounts=[mount])]
+    tolerations = [
+        models.IoK8sApiCoreV1Toleration(
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+            tolerationSeconds=toleration.toleration_seconds,
+        )
+        for toleration in profile.tolerations
+    ]
+    pod = models.TrainerV1alpha1PodSpecPatch(
+        nodeSelector=dict(profile.node_selector) or None,
+        tolerations=tolerations or None,
+        volumes=volumes,
+        containers=containers,
+    )
+    replicated = models.TrainerV1alpha1ReplicatedJobPatch(
+        name=NODE_JOB,
+        template=models.TrainerV1alpha1JobTemplatePatch(
+            spec=models.TrainerV1alpha1JobSpecPatch(
+                template=models.TrainerV1alpha1PodTemplatePatch(spec=pod)
+            )
+        ),
+    )
+    return models.TrainerV1alpha1RuntimePatch(
+        manager=PATCH_MANAGER,
+        trainingRuntimeSpec=models.TrainerV1alpha1TrainingRuntimeSpecPatch(
+            template=models.TrainerV1alpha1JobSetTemplatePatch(
+                spec=models.TrainerV1alpha1JobSetSpecPatch(replicatedJobs=[replicated])
+            )
+        ),
+    )
+
+
 def build_train_job(
     *,
     name: str,
@@ -97,6 +162,7 @@ def build_train_job(
     args: Sequence[str],
     env: Mapping[str, str] | None = None,
     secrets: Sequence[SecretEnv] = (),
+    data_cache: DataCache | None = None,
     runtime: str = TORCH_RUNTIME,
     python: str = "python",
 ) -> dict[str, Any]:
@@ -115,8 +181,14 @@ def build_train_job(
             come from ``secrets``).
         secrets: Kubernetes Secrets mapped to environment variables of every node (the
             platform's ``secrets``: S3 and MLflow credentials), by reference only.
+        data_cache: The platform's dataset cache claim, mounted in every node (it must be
+            ``ReadWriteMany``) as ``SSLMEM_DATA_DIR``.
         runtime: The ClusterTrainingRuntime to reference.
         python: The interpreter in the image.
+
+    The profile's node selector and tolerations (and the cache volume) reach the node pods
+    through a ``runtimePatches`` entry owned by :data:`PATCH_MANAGER` on the runtime's
+    ``node`` job: resources alone would not bring the pods onto a tainted GPU pool.
 
     Returns:
         The TrainJob as a plain dict (camelCase keys, ready for the Kubernetes API).
@@ -133,6 +205,8 @@ def build_train_job(
         raise ConfigError(f"a TrainJob needs at least 1 node, got {nodes}", "set nodes >= 1")
     resources = _resources(profile)
     quantity = models.IoK8sApimachineryPkgApiResourceQuantity
+    if data_cache is not None:
+        env = {**(env or {}), DATA_DIR_ENV: data_cache.mount_path}
     trainer = models.TrainerV1alpha1Trainer(
         image=image,
         command=torchrun_command(None, TRAIN_MODULE, args, python=python),
@@ -164,6 +238,7 @@ def build_train_job(
         ]
         or None,
     )
+    patch = _node_patch(profile, data_cache)
     job = models.TrainerV1alpha1TrainJob(
         apiVersion=TRAINER_API_VERSION,
         kind="TrainJob",
@@ -173,6 +248,7 @@ def build_train_job(
                 apiGroup="trainer.kubeflow.org", kind="ClusterTrainingRuntime", name=runtime
             ),
             trainer=trainer,
+            runtimePatches=[patch] if patch is not None else None,
         ),
     )
     result: dict[str, Any] = job.to_dict()
@@ -377,6 +453,19 @@ def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
         ) from exc
 
 
+def _data_cache(environ: Mapping[str, str]) -> DataCache | None:
+    raw = environ.get(TRAIN_DATA_CACHE_ENV, "")
+    if not raw:
+        return None
+    try:
+        return DataCache.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{TRAIN_DATA_CACHE_ENV} does not hold a data cache: {exc.errors()[0]['msg']}",
+            "compile the pipeline again (sslmem pipeline compile --platform ...)",
+        ) from exc
+
+
 def _nodes(environ: Mapping[str, str]) -> int:
     raw = environ.get(NODES_ENV, "").strip() or "1"
     try:
@@ -406,6 +495,7 @@ def train_on_nodes(
     env: Mapping[str, str],
     timeout_s: float,
     secrets: Sequence[SecretEnv] = (),
+    data_cache: DataCache | None = None,
     submit: Callable[..., Mapping[str, Any]] = submit_and_wait,
 ) -> TrainedEncoder:
     """Train one encoder as a TrainJob of ``nodes`` nodes and fetch rank 0's checkpoint.
@@ -427,6 +517,7 @@ def train_on_nodes(
         env: Plain environment of the training containers.
         timeout_s: How long to wait for the TrainJob.
         secrets: Secrets mapped to the training containers' environment (credentials).
+        data_cache: The dataset cache claim every node mounts (``ReadWriteMany``).
         submit: Creates the TrainJob and waits (:func:`submit_and_wait`).
 
     Returns:
@@ -470,6 +561,7 @@ def train_on_nodes(
         args=args,
         env=env,
         secrets=secrets,
+        data_cache=data_cache,
     )
     submit(job, timeout_s=timeout_s)
     return collect_result(store, base, out_path)
@@ -547,4 +639,5 @@ def train_step(
         env={key: env[key] for key in FORWARDED_ENV if env.get(key)},
         timeout_s=timeout_s,
         secrets=_secrets(env),
+        data_cache=_data_cache(env),
     )

@@ -37,14 +37,17 @@ from sslmem.pipeline_params import training_recipe
 from sslmem.pipelines.memorization import compile_pipeline
 from sslmem.pipelines.platform import (
     NODES_ENV,
+    TRAIN_DATA_CACHE_ENV,
     TRAIN_IMAGE_ENV,
     TRAIN_PROFILE_ENV,
     TRAIN_SECRETS_ENV,
     Accelerator,
+    DataCache,
     PlatformConfig,
     Resources,
     SecretEnv,
     TaskProfile,
+    Toleration,
 )
 from sslmem.pipelines.trainjob import (
     build_train_job,
@@ -118,6 +121,75 @@ def test_train_job_matches_the_trainer_crd_schema() -> None:
         "requests": {"cpu": "8", "memory": "32Gi"},
     }
     assert trainer["env"] == [{"name": "SSLMEM_STORE_URI", "value": "s3://sslmem/store"}]
+    assert "runtimePatches" not in job["spec"]  # nothing to schedule or mount beyond resources
+
+
+def test_node_pods_get_the_profiles_scheduling_and_the_data_cache() -> None:
+    from kubeflow_trainer_api import models
+
+    gpu_pool = PROFILE.model_copy(
+        update={
+            "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+            "tolerations": [
+                Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule"),
+                Toleration(key="spot", value="true", effect="NoExecute", toleration_seconds=60),
+            ],
+        }
+    )
+    job = _job(profile=gpu_pool, data_cache=DataCache(pvc_name="sslmem-data-cache-rwx"))
+    _validate(job)
+    # The SDK's own models read the body back unchanged (runtimePatches is schemaless in the CRD).
+    assert models.TrainerV1alpha1TrainJob.from_dict(job).to_dict() == job
+    pod = {
+        "nodeSelector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {
+                "key": "spot",
+                "operator": "Equal",
+                "value": "true",
+                "effect": "NoExecute",
+                "tolerationSeconds": 60,
+            },
+        ],
+        "volumes": [
+            {
+                "name": "sslmem-data-cache",
+                "persistentVolumeClaim": {"claimName": "sslmem-data-cache-rwx"},
+            }
+        ],
+        # The torch runtime names its training job and container "node".
+        "containers": [
+            {
+                "name": "node",
+                "volumeMounts": [
+                    {"name": "sslmem-data-cache", "mountPath": "/var/cache/sslmem/data"}
+                ],
+            }
+        ],
+    }
+    assert job["spec"]["runtimePatches"] == [
+        {
+            "manager": "sslmem.io/train-step",
+            "trainingRuntimeSpec": {
+                "template": {
+                    "spec": {
+                        "replicatedJobs": [
+                            {"name": "node", "template": {"spec": {"template": {"spec": pod}}}}
+                        ]
+                    }
+                }
+            },
+        }
+    ]
+    env = {item["name"]: item["value"] for item in job["spec"]["trainer"]["env"]}
+    assert env["SSLMEM_DATA_DIR"] == "/var/cache/sslmem/data"
+    # The CRD's patch schema is checked strictly: a field a patch may not set is refused.
+    wrong = copy.deepcopy(job)
+    patched = wrong["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]
+    patched["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]["hostNetwork"] = True
+    with pytest.raises(jsonschema.ValidationError, match="hostNetwork"):
+        _validate(wrong)
 
 
 def test_the_schema_check_refuses_what_the_api_server_would() -> None:
@@ -254,8 +326,27 @@ def test_multi_node_compile_gives_the_train_step_nodes_profile_and_image(tmp_pat
     assert got.nodes == 2 and got.nproc() == 4 and got == profile
     secrets = [SecretEnv.model_validate(item) for item in json.loads(env[TRAIN_SECRETS_ENV])]
     assert secrets == PlatformConfig().secrets  # names and keys only: sslmem-mlflow, sslmem-s3
+    assert TRAIN_DATA_CACHE_ENV not in env
     single = _train_env(compile_pipeline(tmp_path / "s.yaml", image="reg.example/sslmem:1.2"))
     assert not {NODES_ENV, TRAIN_IMAGE_ENV, TRAIN_PROFILE_ENV, TRAIN_SECRETS_ENV} & set(single)
+    cache = DataCache(pvc_name="sslmem-data-cache-rwx")
+    cached = _train_env(
+        compile_pipeline(
+            tmp_path / "c.yaml",
+            image="reg.example/sslmem:1.2",
+            platform=PlatformConfig(train=profile, data_cache=cache),
+        )
+    )
+    assert DataCache.model_validate_json(cached[TRAIN_DATA_CACHE_ENV]) == cache
+
+
+def test_a_garbled_data_cache_setting_is_a_config_error() -> None:
+    from sslmem.pipelines.trainjob import _data_cache
+
+    assert _data_cache({}) is None
+    with pytest.raises(ConfigError, match=TRAIN_DATA_CACHE_ENV) as info:
+        _data_cache({TRAIN_DATA_CACHE_ENV: '{"pvc_name": "Bad_Name"}'})
+    assert info.value.fix and "compile the pipeline again" in info.value.fix
 
 
 def test_nodes_must_be_positive() -> None:
