@@ -59,7 +59,7 @@ from sslmem.device import autocast_for, resolve_device
 from sslmem.errors import SSLMemError
 from sslmem.memorization.alignment import AlignmentEstimator
 from sslmem.memorization.sslmem import compute_sslmem
-from sslmem.models import build_encoder
+from sslmem.models import Encoder, build_encoder
 from sslmem.training import build_method, fit
 from sslmem.training.distributed import DistContext
 
@@ -252,9 +252,9 @@ class _HostBackbone(nn.Module):
         self.backbone = nn.Sequential(encoder.backbone, _ToHost())  # type: ignore[arg-type]
 
 
-def scoring_encoders(arch: str, device: torch.device) -> tuple[nn.Module, nn.Module]:
+def scoring_encoders(arch: str, device: torch.device) -> tuple[Encoder, Encoder]:
     """Candidate f and reference g (seeds 0 and 1, eval mode) on ``device``."""
-    out = []
+    out: list[Encoder] = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         out.append(build_encoder(arch, in_channels=CHANNELS, image_size=SIZE).eval().to(device))

@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -46,12 +47,21 @@ from torchvision.transforms import v2
 
 from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.data import load_dataset
-from sslmem.memorization.alignment import AlignmentEstimator
+from sslmem.memorization.alignment import AlignmentEstimator, Mode
 from sslmem.memorization.sslmem import compute_sslmem
-from sslmem.models import build_encoder
+from sslmem.models import Encoder, build_encoder
 
 SPEC = AugmentationSpec()  # engine default: SimCLR-style, Normalize(0.5, 0.5)
 LAYER = "backbone"
+
+
+class Backboned(Protocol):
+    """What the loops use of an encoder: its backbone (an Encoder, or a wrapper of one)."""
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+
 CHANNELS, SIZE = 1, 28
 
 
@@ -84,13 +94,13 @@ def points(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return images.repeat(reps, 1, 1, 1)[:n].contiguous(), torch.arange(n, dtype=torch.int64)
 
 
-def encoders(arch: str, channels_last: bool = False) -> tuple[nn.Module, nn.Module]:
+def encoders(arch: str, channels_last: bool = False) -> tuple[Encoder, Encoder]:
     """Candidate f and reference g (random init, eval mode); optionally channels_last weights.
 
     With channels_last weights, oneDNN convolutions run channels_last whatever the input layout
     (the engine's views are NCHW), and pooling/BN/ReLU keep that layout.
     """
-    out = []
+    out: list[Encoder] = []
     for seed in (0, 1):
         torch.manual_seed(seed)
         enc = build_encoder(arch, in_channels=CHANNELS, image_size=SIZE).eval()
@@ -119,7 +129,13 @@ def timed2(fn: Callable[[], Any]) -> tuple[float, float]:
 
 
 def engine(
-    f: nn.Module, g: nn.Module, images: torch.Tensor, keys: torch.Tensor, k: int, mode: str, chunk
+    f: nn.Module,
+    g: nn.Module,
+    images: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    mode: Mode,
+    chunk: int,
 ) -> torch.Tensor:
     res = compute_sslmem(
         [f],
@@ -127,11 +143,12 @@ def engine(
         images,
         keys,
         augment_spec=SPEC,
-        estimator=AlignmentEstimator(views=k, mode=mode),  # type: ignore[arg-type]
+        estimator=AlignmentEstimator(views=k, mode=mode),
         layer=LAYER,
         chunk_size=chunk,
     )
-    return res.raw
+    raw: torch.Tensor = res.raw
+    return raw
 
 
 def draw_only(images: torch.Tensor, keys: torch.Tensor, k: int, mode: str, chunk: int) -> None:
@@ -147,7 +164,15 @@ def draw_only(images: torch.Tensor, keys: torch.Tensor, k: int, mode: str, chunk
                 torch.cat([aug.clean(x).unsqueeze(1), v], dim=1)
 
 
-def count_forwards(f: nn.Module, g: nn.Module, images, keys, k: int, mode: str, chunk) -> int:
+def count_forwards(
+    f: Encoder,
+    g: Encoder,
+    images: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    mode: Mode,
+    chunk: int,
+) -> int:
     """Images the engine pushes through the backbones (checks the floor does the same work)."""
     seen = [0]
 
@@ -175,7 +200,7 @@ def floor_inputs(n: int, k: int, mode: str, chunk: int) -> list[torch.Tensor]:
     ]
 
 
-def floor(f: nn.Module, g: nn.Module, inputs: Sequence[torch.Tensor]) -> None:
+def floor(f: Backboned, g: Backboned, inputs: Sequence[torch.Tensor]) -> None:
     with torch.inference_mode():
         for x in inputs:
             for enc in (f, g):
@@ -200,7 +225,7 @@ def authors_transform() -> v2.Compose:
     )
 
 
-def loop(f: nn.Module, g: nn.Module, images: torch.Tensor, k: int) -> np.ndarray:
+def loop(f: Backboned, g: Backboned, images: torch.Tensor, k: int) -> np.ndarray:
     """The authors' loop: one point, one view, four batch-1 forwards at a time."""
     to_input = v2.Compose(
         [v2.ToDtype(torch.float32, scale=True), v2.Normalize(SPEC.mean, SPEC.std)]
@@ -307,7 +332,7 @@ def profile_engine(arch: str, n: int, k: int, chunk: int, cl: bool) -> None:
         ("alignment.py", "_loss_from_representations"): "distance",
         ("alignment.py", "_check_representation"): "isfinite check",
     }
-    rows = {}
+    rows: dict[str, float] = {}
     for (file, _line, func), (_cc, _nc, _tt, ct, _callers) in stats.items():
         for (suffix, name), label in wanted.items():
             if file.endswith(suffix) and func == name:
@@ -358,7 +383,7 @@ def bench_arch(arch: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {x: [] for x in ("a", "c", "pair", "c_pair")}
     ratio: dict[str, list[float]] = {"a": [], "pair": []}
     loop_wall: dict[int, list[float]] = {th: [] for th in args.loop_threads}
-    modes = ["anchor"] if args.no_pair else ["anchor", "pair"]
+    modes: list[Mode] = ["anchor"] if args.no_pair else ["anchor", "pair"]
     for rep in range(args.repeats):
         tot = {x: 0.0 for x in wall} | {f"cpu_{x}": 0.0 for x in cpu}
         for i, s in enumerate(starts):
@@ -366,9 +391,9 @@ def bench_arch(arch: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
             for mode in modes:
                 a, c = ("a", "c") if mode == "anchor" else ("pair", "c_pair")
                 inputs = (floor_anchor if mode == "anchor" else floor_pair)[i : i + 1]
-                jobs = {
-                    a: lambda xs=xs, ks=ks, mode=mode: engine(f, g, xs, ks, k, mode, chunk),
-                    c: lambda inputs=inputs: floor(f, g, inputs),
+                jobs: dict[str, Callable[[], object]] = {
+                    a: partial(engine, f, g, xs, ks, k, mode, chunk),
+                    c: partial(floor, f, g, inputs),
                 }
                 order = [a, c] if (rep + i) % 2 == 0 else [c, a]
                 got = {name: timed2(jobs[name]) for name in order}
@@ -376,7 +401,7 @@ def bench_arch(arch: str, k: int, args: argparse.Namespace) -> dict[str, Any]:
                     tot[name] += w
                     tot[f"cpu_{name}"] += cp
                 ratio[a].append(got[a][0] / got[c][0])
-            tot["draw"] += timed2(lambda xs=xs, ks=ks: draw_only(xs, ks, k, "anchor", chunk))[0]
+            tot["draw"] += timed2(partial(draw_only, xs, ks, k, "anchor", chunk))[0]
         for x in wall:
             wall[x].append(tot[x])
         for x in cpu:

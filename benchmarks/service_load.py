@@ -58,8 +58,7 @@ def main() -> int:
     from sslmem.tracking import tags as T
     from sslmem.tracking.webhooks import ensure_webhook
     from sslmem.workflow.register_external import register_external_encoder
-    from tests.servers import start_mlflow_server, start_seaweedfs
-    from tests.service.conftest import WEBHOOK_SERVER_ENV
+    from tests.servers import WEBHOOK_SERVER_ENV, start_mlflow_server, start_seaweedfs
     from tests.service.http import metric, scrape
     from tests.service.scoring_setup import make_encoders
     from tests.service.test_service_e2e import SECRET, _runtime, serve

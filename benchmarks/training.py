@@ -27,6 +27,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -220,10 +221,10 @@ def main() -> None:
         cells = " | ".join(f"{max(theirs[w]):.0f}" for w in workers)
         print(f"| {arch} | {max(ours):.0f} | {cells} | {max(ours) / best_theirs:.2f}x |")
 
-    ours, theirs_aug = augmentation_throughput(images, config_for("small_cnn", args.batch_size))
+    ours_aug, theirs_aug = augmentation_throughput(images, config_for("small_cnn", args.batch_size))
     print("\n| augmentation only (2 views, no model) | img/s |")
     print("|---|---|")
-    print(f"| sslmem BatchAugmenter (batched tensors) | {ours:.0f} |")
+    print(f"| sslmem BatchAugmenter (batched tensors) | {ours_aug:.0f} |")
     print(f"| lightly SimCLRTransform + DataLoader (0 workers) | {theirs_aug:.0f} |")
 
     print("\n| batch size (small_cnn) | sslmem img/s |")
@@ -232,7 +233,7 @@ def main() -> None:
         if batch > args.images:
             continue
         config = config_for("small_cnn", batch)
-        rate = best(lambda c=config: sslmem_throughput(images, c), args.sweep_repeats)
+        rate = best(partial(sslmem_throughput, images, config), args.sweep_repeats)
         print(f"| {batch} | {rate:.0f} |")
 
 

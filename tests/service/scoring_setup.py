@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import RuntimeSettings, SplitConfig
@@ -12,7 +13,7 @@ from sslmem.models import save_checkpoint
 from sslmem.service.settings import ServiceSettings
 from tests.tracking.conftest import tiny_registry_encoder
 
-#: Small enough to score in seconds on a CPU: 8 S_C points, 2 view pairs, 8 S_S points.
+#: Small enough to score in seconds on a CPU: 8 S_C points, K = 2 views, 8 S_S points.
 FAST_SCORING = ["scoring.views=2", "scoring.shared_sample=8", "scoring.chunk_size=64"]
 
 
@@ -53,7 +54,7 @@ def make_encoders(root: Path, split_uri: str | None = None) -> Encoders:
 
 def service_settings(**overrides: object) -> ServiceSettings:
     """Service settings with fast scoring and short leases."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {
         "config_overrides": FAST_SCORING,
         "lease_ttl_s": 6.0,
         "lease_renew_s": 1.0,

@@ -135,7 +135,7 @@ def _register(encoders: Encoders, runtime: RuntimeSettings, model: str, n: int =
 
 
 def _status(model: str, version: str) -> str:
-    return get_version_tags(model, version).get(T.STATUS, "")
+    return str(get_version_tags(model, version).get(T.STATUS, ""))
 
 
 def _score_runs(model: str, version: str) -> int:
