@@ -157,8 +157,9 @@ class DataCache(_Model):
     (:mod:`sslmem.data.s3`); without this volume that directory is in the pod's own filesystem
     and every pod starts cold. A claim on node-local storage (e.g. a ``local-path``
     StorageClass, ``ReadWriteOnce``) gives a cache per node; a ``ReadWriteMany`` claim (NFS,
-    EFS, Filestore) one for the whole cluster -- concurrent loaders decode once either way (a
-    file lock per dataset).
+    EFS, Filestore) one for the whole cluster. Concurrent loaders decode once (a file lock per
+    dataset) where the filesystem honours ``flock``; where it does not, both may decode, and
+    the atomic renames keep the result whole either way.
 
     Attributes:
         pvc_name: The existing claim to mount.
