@@ -60,8 +60,6 @@ from sslmem.errors import SSLMemError
 from sslmem.memorization.alignment import AlignmentEstimator
 from sslmem.memorization.sslmem import compute_sslmem
 from sslmem.models import Encoder, build_encoder
-from sslmem.training import build_method, fit
-from sslmem.training.distributed import DistContext
 
 SIZE = 32
 CHANNELS = 3
@@ -136,36 +134,6 @@ def train_config(arch: str, batch: int, epochs: int) -> ExperimentConfig:
     )
 
 
-def sslmem_epoch_rates(
-    images: torch.Tensor, config: ExperimentConfig, device: torch.device
-) -> list[float]:
-    """Images/s of each epoch of :func:`sslmem.training.fit` on ``device``."""
-    method = build_method(training_bench.encoder_for(config), config.training)
-    rates: list[float] = []
-
-    class Record:
-        def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-            rates.append(metrics["images_per_s"])
-
-    with tempfile.TemporaryDirectory() as tmp:
-        fit(
-            method,
-            images,
-            torch.arange(len(images)),
-            training=config.training,
-            augmentation=config.augmentation,
-            device=device,
-            dist_ctx=DistContext(),
-            resume_path=Path(tmp) / "resume.pt",
-            resume_state=None,
-            run="benchmark",
-            seed=0,
-            callbacks=[Record()],
-            progress=False,
-        )
-    return rates
-
-
 def lightly_epoch_rates(
     images: torch.Tensor,
     config: ExperimentConfig,
@@ -209,7 +177,7 @@ def bench_training(
     """Median warm-epoch img/s of both loops and their ratio."""
     images = cifar_like(args.images)
     config = train_config(args.arch, args.batch_size, args.warmup + args.repeats)
-    ours = sslmem_epoch_rates(images, config, device)[args.warmup :]
+    ours = training_bench.sslmem_epoch_rates(images, config, device)[args.warmup :]
     workers = args.workers
     try:
         theirs = lightly_epoch_rates(images, config, device, workers, budget)

@@ -77,7 +77,14 @@ def encoder_for(config: ExperimentConfig) -> Encoder:
 
 
 def sslmem_throughput(images: torch.Tensor, config: ExperimentConfig) -> float:
-    """Images/s of the second epoch of :func:`sslmem.training.fit`."""
+    """Images/s of the last epoch of :func:`sslmem.training.fit` on the CPU."""
+    return sslmem_epoch_rates(images, config)[-1]
+
+
+def sslmem_epoch_rates(
+    images: torch.Tensor, config: ExperimentConfig, device: torch.device | None = None
+) -> list[float]:
+    """Images/s of each epoch of :func:`sslmem.training.fit` on ``device`` (default CPU)."""
     method = build_method(encoder_for(config), config.training)
     rates: list[float] = []
 
@@ -92,7 +99,7 @@ def sslmem_throughput(images: torch.Tensor, config: ExperimentConfig) -> float:
             torch.arange(len(images)),
             training=config.training,
             augmentation=config.augmentation,
-            device=torch.device("cpu"),
+            device=device or torch.device("cpu"),
             dist_ctx=DistContext(),
             resume_path=Path(tmp) / "resume.pt",
             resume_state=None,
@@ -101,7 +108,7 @@ def sslmem_throughput(images: torch.Tensor, config: ExperimentConfig) -> float:
             callbacks=[Record()],
             progress=False,
         )
-    return rates[-1]
+    return rates
 
 
 class PILDataset(Dataset[tuple[list[torch.Tensor], int]]):

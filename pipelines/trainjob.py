@@ -32,9 +32,9 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sslmem.errors import ConfigError, TrainingError
 from sslmem.pipelines.platform import (
@@ -432,15 +432,23 @@ def _namespace(environ: Mapping[str, str]) -> str:
     )
 
 
-def _profile(environ: Mapping[str, str]) -> TaskProfile:
+_Setting = TypeVar("_Setting", bound=BaseModel)
+
+
+def _setting(environ: Mapping[str, str], name: str, model: type[_Setting], what: str) -> _Setting:
+    """A platform setting the compiled pipeline put in the step's environment as JSON."""
     try:
-        return TaskProfile.model_validate_json(environ.get(TRAIN_PROFILE_ENV, ""))
+        return model.model_validate_json(environ.get(name, ""))
     except ValidationError as exc:
         raise ConfigError(
-            f"{TRAIN_PROFILE_ENV} does not hold a train profile: {exc.errors()[0]['msg']}",
-            "compile the pipeline again with the platform config's train profile "
+            f"{name} does not hold {what}: {exc.errors()[0]['msg']}",
+            "compile the pipeline again with the platform config "
             "(sslmem pipeline compile --platform ...)",
         ) from exc
+
+
+def _profile(environ: Mapping[str, str]) -> TaskProfile:
+    return _setting(environ, TRAIN_PROFILE_ENV, TaskProfile, "a train profile")
 
 
 def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
@@ -454,16 +462,9 @@ def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
 
 
 def _data_cache(environ: Mapping[str, str]) -> DataCache | None:
-    raw = environ.get(TRAIN_DATA_CACHE_ENV, "")
-    if not raw:
+    if not environ.get(TRAIN_DATA_CACHE_ENV):
         return None
-    try:
-        return DataCache.model_validate_json(raw)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{TRAIN_DATA_CACHE_ENV} does not hold a data cache: {exc.errors()[0]['msg']}",
-            "compile the pipeline again (sslmem pipeline compile --platform ...)",
-        ) from exc
+    return _setting(environ, TRAIN_DATA_CACHE_ENV, DataCache, "a data cache")
 
 
 def _nodes(environ: Mapping[str, str]) -> int:
