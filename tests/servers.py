@@ -31,10 +31,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sslmem.config import RuntimeSettings
+    from sslmem.data.store import S3Store
 
 HOST = "127.0.0.1"
 _WEED_GRPC_OFFSET = 10000
@@ -272,6 +273,24 @@ class S3Server:
             s3_secret_key=self.secret_key,
             s3_secure=False,
             s3_region="us-east-1",
+        )
+
+    def s3_store(self, bucket: str, prefix: str = "", **options: Any) -> S3Store:
+        """An :class:`~sslmem.data.store.S3Store` on ``bucket``/``prefix`` of this server.
+
+        ``options`` go to ``S3Store`` (e.g. ``create_bucket=True``, ``http_client=pool``).
+        """
+        from sslmem.data.store import S3Store
+
+        return S3Store(
+            bucket,
+            prefix,
+            endpoint=self.endpoint,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            secure=False,
+            region="us-east-1",
+            **options,
         )
 
     def artifact_env(self) -> dict[str, str]:

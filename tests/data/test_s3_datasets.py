@@ -70,16 +70,7 @@ class CountingPool(urllib3.PoolManager):
 
 
 def _store(server: S3Server, bucket: str, prefix: str, pool: CountingPool) -> S3Store:
-    return S3Store(
-        bucket,
-        prefix,
-        endpoint=server.endpoint,
-        access_key=server.access_key,
-        secret_key=server.secret_key,
-        secure=False,
-        region="us-east-1",
-        http_client=pool,
-    )
+    return server.s3_store(bucket, prefix, http_client=pool)
 
 
 @pytest.fixture

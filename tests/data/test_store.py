@@ -36,16 +36,7 @@ def _settings(server: S3Server | None = None, **overrides: object) -> RuntimeSet
 def _s3_store(
     server: S3Server, bucket: str, prefix: str = "", *, create_bucket: bool = False
 ) -> S3Store:
-    return S3Store(
-        bucket,
-        prefix,
-        endpoint=server.endpoint,
-        access_key=server.access_key,
-        secret_key=server.secret_key,
-        secure=False,
-        region="us-east-1",
-        create_bucket=create_bucket,
-    )
+    return server.s3_store(bucket, prefix, create_bucket=create_bucket)
 
 
 def _bucket() -> str:
