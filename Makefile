@@ -5,17 +5,30 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The development lock (`make lock`): runtime + dev extras + torch resolved together, no hashes (it
+# only constrains .venv); its runtime part is the image's lock deploy/requirements.lock.
+DEV_LOCK := deploy/requirements-dev.lock
 # Debian packages the project needs: the real Fashion-MNIST images (full-set loader tests) and
-# Prometheus (promtool checks the service's metrics exposition).
-APT_PACKAGES := dataset-fashion-mnist prometheus prometheus-alertmanager
+# Prometheus (promtool checks the service's metrics exposition), faketime (clock-skew faults).
+APT_PACKAGES := dataset-fashion-mnist prometheus prometheus-alertmanager faketime
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: demo test lint typecheck pytest system-deps install install-dev bundle-data bench \
-	fashion-mnist-benchmark clean helm-tools operator-validator helm-values-table
+.PHONY: demo mlflow-ui test lint typecheck pytest system-deps install install-dev bundle-data bench \
+	fashion-mnist-benchmark clean helm-tools operator-validator helm-values-table mutation
 
+# The first demo into $(DEMO_OUT) leaves two scored versions (the champion and a second seed
+# judged against it); each later one adds a version judged against the champion.
+DEMO_OUT ?= sslmem-out
 demo: install
-	$(VENV)/bin/sslmem demo
+	$(VENV)/bin/sslmem demo --out $(DEMO_OUT)
+
+# The MLflow UI on the demo's store, at http://127.0.0.1:$(MLFLOW_UI_PORT) (Ctrl-C stops it).
+MLFLOW_UI_PORT ?= 5000
+mlflow-ui:
+	@test -f $(DEMO_OUT)/mlflow.db || { echo "no $(DEMO_OUT)/mlflow.db: run make demo first" >&2; exit 1; }
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(DEMO_OUT))/mlflow.db \
+	  --host 127.0.0.1 --port $(MLFLOW_UI_PORT)
 
 test: install-dev system-deps helm-tools operator-validator lint typecheck pytest
 
@@ -45,12 +58,21 @@ $(OPERATOR_DIR)/node_modules/.installed: $(OPERATOR_DIR)/package.json $(OPERATOR
 	npm ci --prefix $(OPERATOR_DIR) --no-audit --no-fund --loglevel=error
 	touch $@
 
-# docs/install.md's table of chart values, generated from helm/sslmem/values.schema.json.
+# The table of chart values in docs/install.md and in the chart's README (with its header from
+# Chart.yaml), generated from helm/sslmem/values.schema.json and values.yaml's comments.
 helm-values-table:
 	$(PY) scripts/helm_values_table.py --write
 
 pytest:
 	$(PY) -m pytest
+
+# Mutation testing of the guarantee code (docs/service.md#mutation-testing): mutmut mutates the
+# modules listed in pyproject.toml's [tool.mutmut] and runs their fast unit tests per mutant;
+# prints the kill rate per module and fails under 90 %. Not part of `make test` (too slow for CI).
+# Re-running only checks mutants without a result; `rm -rf mutants` starts afresh.
+MUTATION_JOBS ?= 2
+mutation: install-dev
+	$(PY) scripts/mutation_report.py --mutmut $(VENV)/bin/mutmut --max-children $(MUTATION_JOBS)
 
 lint:
 	$(VENV)/bin/ruff check .
@@ -64,14 +86,15 @@ $(PY):
 	$(PIP) install --quiet --upgrade pip
 
 # torch/torchvision are pinned explicitly (TORCH_PINS, below) so pip takes the builds already on
-# this machine's disk.
-$(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet $(TORCH_PINS)
-	$(PIP) install --quiet -e .
+# this machine's disk. Every install is constrained by DEV_LOCK, whose runtime part is the image's
+# lock: the suite and the demo run the very versions the image ships (a test checks).
+$(VENV)/.installed: pyproject.toml $(DEV_LOCK) | $(PY)
+	$(PIP) install --quiet $(TORCH_PINS) -c $(DEV_LOCK)
+	$(PIP) install --quiet -e . -c $(DEV_LOCK)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PIP) install --quiet -e ".[dev]"
+	$(PIP) install --quiet -e ".[dev]" -c $(DEV_LOCK)
 	touch $@
 
 install: $(VENV)/.installed
@@ -122,16 +145,29 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 IMAGE_LOCK := deploy/requirements.lock
 IMAGE_PYTHON := 3.11
 
-# Re-lock the image's dependencies (after editing pyproject.toml's dependencies or TORCH_PINS):
-# pyproject's runtime dependencies + TORCH_PINS, resolved against PyPI for Linux x86_64 and
-# Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile installs with
-# --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
+UV_COMPILE := --quiet --no-config --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
+	  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock"
+
+# Re-lock (after editing pyproject.toml's dependencies or TORCH_PINS): first DEV_LOCK (runtime and
+# dev extras resolved together, so a dev tool can never force a runtime version the image lacks),
+# then the image's lock: pyproject's runtime dependencies + TORCH_PINS within DEV_LOCK, for
+# Linux x86_64 and Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile
+# installs with --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
+# Then `make install-dev` moves .venv onto the new pins.
 .PHONY: lock
-lock: install-dev
-	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --quiet --no-config \
-	  --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
-	  --python-platform x86_64-manylinux_2_28 --generate-hashes \
-	  --custom-compile-command "make lock" --output-file $(IMAGE_LOCK)
+lock:
+	test -x $(VENV)/bin/uv || $(MAKE) install-dev
+	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --extra dev \
+	  $(UV_COMPILE) --output-file $(DEV_LOCK)
+	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - \
+	  --constraint $(DEV_LOCK) $(UV_COMPILE) --generate-hashes --output-file $(IMAGE_LOCK)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .tools $(OPERATOR_DIR)/node_modules
+
+# values.schema.json's descriptions and defaults from values.yaml's `# --` comments and values
+# (tests/helm/test_chart_adoption.py fails when they drift); then regenerate the values table.
+.PHONY: helm-schema-sync
+helm-schema-sync:
+	$(PY) scripts/helm_schema_sync.py --write
+	$(PY) scripts/helm_values_table.py --write

@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import re
+import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +34,7 @@ from sslmem.errors import SSLMemError, TrackingError
 from sslmem.pipeline_params import PipelineParams
 from sslmem.redaction import RedactingFilter, redact
 from sslmem.workflow import RunResult, read_run_result
+from sslmem.workflow.champion import ChampionJudgement, LocalJudgeSettings, judge_run_version
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -61,6 +64,7 @@ class LocalRun:
     seconds: float
     pipeline_run_id: str | None = None
     experiment_id: str | None = None
+    champion: ChampionJudgement | None = None
 
     @property
     def ok(self) -> bool:
@@ -68,10 +72,15 @@ class LocalRun:
         return self.error is None
 
     def mlflow_ui_command(self) -> str:
-        """The command that opens the MLflow UI on these results."""
+        """The command that opens the MLflow UI on these results (works as printed).
+
+        The ``mlflow`` of this Python environment by its path: a newcomer who ran ``make demo``
+        has not activated ``.venv``, so a bare ``mlflow`` would not be found.
+        """
+        mlflow = Path(sys.executable).with_name("mlflow")
         return (
-            f"MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri {self.tracking_uri} "
-            "--host 127.0.0.1 --port 5000"
+            f"MLFLOW_DISABLE_TELEMETRY=true {shlex.quote(str(mlflow))} ui --backend-store-uri "
+            f"{shlex.quote(self.tracking_uri)} --host 127.0.0.1 --port 5000"
         )
 
     def mlflow_ui_url(self, base: str = "http://127.0.0.1:5000") -> str:
@@ -291,6 +300,18 @@ def run_locally(
                 f"the pipeline succeeded but registered no version of {params.model_name!r}",
                 f"see the task logs in {log_file}",
             )
+        champion = None
+        if result is not None and pipeline_run_id is not None and error is None:
+            # No scoring service here: this run judges its version against the champion (and
+            # crowns it when the model has none), then reads the result back with the judgement.
+            settings = LocalJudgeSettings(experiment=params.mlflow_experiment, device=device)
+            try:
+                champion = judge_run_version(
+                    params.model_name, result.candidate.version, settings=settings
+                )
+                result = read_run_result(params.model_name, pipeline_run_id=pipeline_run_id)
+            except SSLMemError as exc:
+                error = f"the version was scored but not judged against the champion: {exc}"
     return LocalRun(
         out_dir=out,
         tracking_uri=tracking_uri,
@@ -300,4 +321,5 @@ def run_locally(
         seconds=time.time() - started,
         pipeline_run_id=pipeline_run_id,
         experiment_id=experiment_id,
+        champion=champion,
     )

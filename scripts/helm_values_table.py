@@ -1,4 +1,8 @@
-"""Generate the table of every chart value in docs/install.md from the chart's schema.
+"""Generate the table of every chart value in docs/install.md and the chart's README.
+
+The chart's README (helm/sslmem/README.md, packaged with the chart: what Artifact Hub and
+`helm show readme` display) carries the same table and a header made from Chart.yaml (name,
+version, appVersion, Kubernetes versions, description) between its own markers.
 
 Rows come from helm/sslmem/values.schema.json (every property, nested ones as dotted keys), the
 defaults from values.yaml and each description from the key's helm-docs style `# --` comment in
@@ -8,8 +12,8 @@ that every value is documented. The table sits between the markers
     <!-- values-table:start -->  ...  <!-- values-table:end -->
 
     python scripts/helm_values_table.py            # print the table
-    python scripts/helm_values_table.py --write    # update docs/install.md (make helm-values-table)
-    python scripts/helm_values_table.py --check    # exit 1 when docs/install.md is stale (tests)
+    python scripts/helm_values_table.py --write    # update both docs (make helm-values-table)
+    python scripts/helm_values_table.py --check    # exit 1 when one of them is stale (tests)
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHART = REPO / "helm" / "sslmem"
-DEFAULT_DOC = REPO / "docs" / "install.md"
+DEFAULT_DOCS = (REPO / "docs" / "install.md", DEFAULT_CHART / "README.md")
 START = "<!-- values-table:start -->"
 END = "<!-- values-table:end -->"
+HEADER_START = "<!-- chart-header:start -->"
+HEADER_END = "<!-- chart-header:end -->"
 REGENERATE = "make helm-values-table"
 KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z0-9_.\-/\"']+):(\s|$)")
 
@@ -176,47 +182,79 @@ def table(chart: Path) -> str:
     return "\n".join(rows) + "\n"
 
 
-def splice(doc: str, generated: str) -> str:
-    """DOC with the text between the table markers replaced by GENERATED."""
-    if doc.count(START) != 1 or doc.count(END) != 1 or doc.index(START) > doc.index(END):
-        raise TableError(f"the doc needs exactly one {START} followed by one {END}")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{generated}{END}{tail}"
+def chart_header(chart: Path) -> str:
+    """Markdown of the chart's identity, from its Chart.yaml (for the chart's README)."""
+    path = chart / "Chart.yaml"
+    if not path.exists():
+        raise TableError(f"{path} not found")
+    meta = yaml.safe_load(path.read_text()) or {}
+    facts = [
+        f"**Chart version** `{meta.get('version', '?')}`",
+        f"**App version** `{meta.get('appVersion', '?')}`",
+        f"**Kubernetes** `{meta.get('kubeVersion', 'any')}`",
+        f"**Type** `{meta.get('type', 'application')}`",
+    ]
+    description = " ".join(str(meta.get("description", "")).split())
+    return f"# {meta.get('name', chart.name)}\n\n{' · '.join(facts)}\n\n{description}\n"
+
+
+def splice(doc: str, generated: str, start: str = START, end: str = END) -> str:
+    """DOC with the text between the START and END markers replaced by GENERATED."""
+    if doc.count(start) != 1 or doc.count(end) != 1 or doc.index(start) > doc.index(end):
+        raise TableError(f"the doc needs exactly one {start} followed by one {end}")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{generated}{end}{tail}"
+
+
+def updated_doc(doc: str, chart: Path, generated: str) -> str:
+    """DOC with its table (and its chart header, where it has the markers) regenerated."""
+    doc = splice(doc, generated)
+    if HEADER_START in doc or HEADER_END in doc:
+        doc = splice(doc, chart_header(chart), HEADER_START, HEADER_END)
+    return doc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chart", type=Path, default=DEFAULT_CHART, help="chart directory")
-    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC, help="Markdown file to update")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        action="append",
+        help="Markdown file to update (repeatable; default: docs/install.md and the chart README)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="rewrite the table in --doc")
-    mode.add_argument("--check", action="store_true", help="fail when --doc's table is stale")
+    mode.add_argument("--write", action="store_true", help="rewrite the table in each --doc")
+    mode.add_argument("--check", action="store_true", help="fail when a --doc is stale")
     args = parser.parse_args(argv)
+    docs: list[Path] = args.doc or list(DEFAULT_DOCS)
     try:
         generated = table(args.chart)
         if not (args.write or args.check):
             sys.stdout.write(generated)
             return 0
-        doc = args.doc.read_text()
-        updated = splice(doc, generated)
+        texts = {path: path.read_text() for path in docs}
+        updated = {path: updated_doc(text, args.chart, generated) for path, text in texts.items()}
     except (TableError, OSError) as e:
         print(f"helm_values_table: {e}", file=sys.stderr)
         return 1
+    stale = [path for path in docs if updated[path] != texts[path]]
     if args.check:
-        if updated != doc:
+        for path in stale:
             print(
-                f"helm_values_table: the values table in {args.doc} is stale "
-                f"(values.yaml or values.schema.json changed); regenerate it: {REGENERATE}",
+                f"helm_values_table: the values table in {path} is stale "
+                f"(values.yaml, values.schema.json or Chart.yaml changed); regenerate it: "
+                f"{REGENERATE}",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    if updated != doc:
-        tmp = args.doc.with_name(f".{args.doc.name}.tmp")
-        tmp.write_text(updated)
-        tmp.replace(args.doc)  # atomic: a crash never leaves a half-written doc
-    print(f"{args.doc}: values table {'updated' if updated != doc else 'already current'}")
+        return 1 if stale else 0
+    for path in stale:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(updated[path])
+        tmp.replace(path)  # atomic: a crash never leaves a half-written doc
+    for path in docs:
+        print(f"{path}: values table {'updated' if path in stale else 'already current'}")
     return 0
 
 

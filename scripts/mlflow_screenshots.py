@@ -2,19 +2,23 @@
 
 Reproduces the pictures in docs/mlflow.md from nothing but this checkout:
 
-1. ``sslmem run`` twice on a tiny config (candidate seed 0, then 1) into one output directory:
-   two pipeline runs, two scored candidate versions, real workflow code end to end.
+1. ``sslmem demo`` on the bundled recipe (``src/sslmem/recipes/bundled-cpu.yaml``) into one
+   output directory: version 1 becomes the champion, then a second candidate (seed 1) is
+   trained, scored and judged against it -- real workflow code end to end, the same runs a
+   newcomer gets from ``make demo``.
 2. A real ``mlflow server`` on that store (127.0.0.1, telemetry and the job runner off).
-3. Headless Chromium (Debian's ``chromium``) screenshots of the experiment's runs (parent runs
-   with nested steps), its logged-model table, a model version page and two versions compared.
+3. Headless Chromium (Debian's ``chromium``) screenshots of: the experiment's runs (parent runs
+   with nested steps), its logged-model table, the registered model with its two versions, a
+   version page (its description first), the two versions compared (table) and the compare
+   view's scatter plot of memorisation against accuracy.
 
-Usage::
+Usage (a manual step, not part of the test suite)::
 
     apt-get install -y --no-install-recommends chromium
     .venv/bin/python scripts/mlflow_screenshots.py [--work DIR] [--img docs/img] [--reuse]
 
 ``--reuse`` keeps the runs of an earlier call in ``--work`` (only the screenshots are taken
-again). Takes ~6 minutes on 2 CPU cores.
+again). Takes ~5 minutes on an idle 2-core CPU (the demo's two runs), ~1 more for the pictures.
 """
 
 from __future__ import annotations
@@ -39,21 +43,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "tiny-encoder"
-EXPERIMENT = "sslmem-ui"
-#: Small enough for a shared 2-core CPU; the numbers are illustrations, not results.
-CONFIG = f"""
-split: {{pool_size: 80}}
-augmentation: {{output_size: 16}}
-model: {{arch: small_cnn, arch_kwargs: {{widths: [8, 8, 8]}}, head_hidden_dim: 16,
-        head_output_dim: 8}}
-training: {{epochs: 2, batch_size: 16}}
-scoring: {{views: 4}}
-evaluation: {{probe_epochs: 5, knn_k: 5}}
-pipeline: {{model_name: {MODEL}, mlflow_experiment: {EXPERIMENT}}}
-"""
+MODEL = "sslmem-encoder"
+EXPERIMENT = "sslmem"
 #: Viewport per picture (the model table is wide: every metric is a column).
-SIZES = {"mlflow-models.png": (2800, 560), "mlflow-compare.png": (1900, 1150)}
+SIZES = {
+    "mlflow-models.png": (2800, 560),
+    "mlflow-registry.png": (1900, 600),
+    "mlflow-version.png": (1500, 1250),
+    "mlflow-compare.png": (1900, 1150),
+    "mlflow-scatter.png": (1500, 1100),
+}
 #: Query parameter that opens a page in the UI's model-training (not GenAI) view.
 ML = "workflowType=machine_learning"
 ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -66,14 +65,10 @@ def _free_port() -> int:
 
 
 def _sslmem_runs(work: Path) -> None:
-    config = work / "tiny.yaml"
-    config.write_text(CONFIG)
     sslmem = Path(sys.executable).with_name("sslmem")
-    for seed in (0, 1):
-        args = [str(sslmem), "run", "--config", str(config), "--out", str(work / "out")]
-        args += ["--set", f"pipeline.candidate_seeds=[{seed}]"]
-        print("+", " ".join(args), flush=True)
-        subprocess.run(args, check=True, env={**os.environ, **ENV})
+    args = [str(sslmem), "demo", "--out", str(work / "out")]
+    print("+", " ".join(args), flush=True)
+    subprocess.run(args, check=True, env={**os.environ, **ENV})
 
 
 @contextmanager
@@ -119,19 +114,22 @@ def _mlflow_server(work: Path) -> Iterator[str]:
         log.close()
 
 
-def _ids(url: str) -> dict[str, str]:
+def _ids(url: str, model: str, experiment_name: str) -> dict[str, str]:
     from mlflow import MlflowClient
 
     client = MlflowClient(url, url)
-    experiment = client.get_experiment_by_name(EXPERIMENT)
+    experiment = client.get_experiment_by_name(experiment_name)
     versions = sorted(
-        client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version)
+        client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version)
     )
+    if len(versions) < 2:
+        raise SystemExit(f"model {model!r} has {len(versions)} version(s); the pictures need 2")
     return {
         "experiment": str(experiment.experiment_id),
-        "v1_run": str(versions[0].run_id),
-        "v2_run": str(versions[1].run_id),
-        "v2": str(versions[1].version),
+        "v1": str(versions[-2].version),
+        "v1_run": str(versions[-2].run_id),
+        "v2_run": str(versions[-1].run_id),
+        "v2": str(versions[-1].version),
     }
 
 
@@ -164,13 +162,15 @@ SCROLL_TO_METRICS = """
   return header.offsetLeft;
 })()
 """
-#: Scrolls the version's tag table to its last rows (status, verdict, S_C mean).
-SCROLL_TO_LAST_TAGS = """
+#: Opens the *Scatter Plot* tab below the compare table and scrolls it into view.
+SCATTER_TAB = """
 (() => {
-  const cell = [...document.querySelectorAll('td, [role=cell]')].find(
-    e => e.textContent.trim() === 'sslmem.verdict');
-  if (cell) cell.scrollIntoView({block: 'center'});
-  return Boolean(cell);
+  const tab = [...document.querySelectorAll('[role=tab], button')].find(
+    e => e.textContent.trim() === 'Scatter Plot');
+  if (!tab) return false;
+  tab.click();
+  tab.scrollIntoView({block: 'start'});
+  return true;
 })()
 """
 #: Closes the assistant panel, which MLflow opens on a first visit from localhost.
@@ -293,11 +293,22 @@ class Browser:
         self._profile.cleanup()
 
 
+def _scatter(browser: Browser) -> None:
+    """Open the compare view's scatter plot: memorisation (y) against kNN accuracy (x)."""
+    print("scatter", browser.evaluate(SCATTER_TAB), flush=True)
+    time.sleep(3)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "sslmem-ui")
     parser.add_argument("--img", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--reuse", action="store_true", help="keep the runs of an earlier call")
+    parser.add_argument("--model", default=MODEL, help=f"registered model (default {MODEL})")
+    parser.add_argument(
+        "--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})"
+    )
+    parser.add_argument("--only", nargs="*", default=[], help="take only these pictures")
     args = parser.parse_args()
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -310,16 +321,20 @@ def main() -> int:
         _sslmem_runs(work)
     args.img.mkdir(parents=True, exist_ok=True)
     with _mlflow_server(work) as url:
-        ids = _ids(url)
+        ids = _ids(url, args.model, args.experiment)
         eid = ids["experiment"]
-        runs = json.dumps({"1": ids["v1_run"], ids["v2"]: ids["v2_run"]}, separators=(",", ":"))
-        compare = "/compare-model-versions?name=" + urllib.parse.quote(json.dumps(MODEL))
+        runs = json.dumps(
+            {ids["v1"]: ids["v1_run"], ids["v2"]: ids["v2_run"]}, separators=(",", ":")
+        )
+        compare = "/compare-model-versions?name=" + urllib.parse.quote(json.dumps(args.model))
         compare += "&runs=" + urllib.parse.quote(runs)
         pages = {
             "mlflow-runs.png": f"/#/experiments/{eid}/runs?{ML}",
             "mlflow-models.png": f"/#/experiments/{eid}/models?{ML}",
-            "mlflow-version.png": f"/#/models/{MODEL}/versions/{ids['v2']}?{ML}",
+            "mlflow-registry.png": f"/#/models/{args.model}?{ML}",
+            "mlflow-version.png": f"/#/models/{args.model}/versions/{ids['v2']}?{ML}",
             "mlflow-compare.png": f"/#{compare}&{ML}",
+            "mlflow-scatter.png": f"/#{compare}&{ML}",
         }
         browser = Browser(chromium, width=1900, height=800)
         try:
@@ -329,18 +344,19 @@ def main() -> int:
                     f"localStorage.setItem({json.dumps(key)}, {json.dumps(json.dumps(value))})"
                 )
             for name, page in pages.items():
+                if args.only and name not in args.only:
+                    continue
                 browser.resize(*SIZES.get(name, (1900, 800)))
                 browser.open(url + page, settle_s=10)
                 browser.evaluate(CLOSE_ASSISTANT)
                 if name == "mlflow-runs.png":
                     print("expanded", browser.evaluate(EXPAND_RUNS), "parent runs", flush=True)
                     time.sleep(4)
-                if name == "mlflow-version.png":
-                    print("tags", browser.evaluate(SCROLL_TO_LAST_TAGS), flush=True)
-                    time.sleep(2)
                 if name == "mlflow-models.png":
                     print("scrolled", browser.evaluate(SCROLL_TO_METRICS), "px", flush=True)
                     time.sleep(3)
+                if name == "mlflow-scatter.png":
+                    _scatter(browser)
                 browser.screenshot(args.img / name)
         finally:
             browser.close()

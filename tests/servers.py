@@ -303,6 +303,32 @@ class S3Server:
         }
 
 
+def _wait_writable(server: S3Server, timeout: float) -> None:
+    """Wait until an object can be written: S3 answers before its volume server takes writes
+    (a first PUT may get 500s for a moment)."""
+    import io
+
+    from minio import Minio
+
+    client = Minio(
+        server.endpoint, access_key=server.access_key, secret_key=server.secret_key, secure=False
+    )
+    deadline = time.monotonic() + timeout
+    bucket = f"ready-{secrets.token_hex(4)}"
+    while True:
+        try:
+            if not client.bucket_exists(bucket):
+                client.make_bucket(bucket)
+            client.put_object(bucket, "probe", io.BytesIO(b"ok"), 2)
+            client.remove_object(bucket, "probe")
+            client.remove_bucket(bucket)
+            return
+        except Exception:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
     """Run ``weed mini`` in ``tmp_dir`` with free ports and random credentials.
@@ -313,7 +339,8 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
     by PID on exit (SIGTERM, then SIGKILL).
 
     Args:
-        tmp_dir: Empty directory for data, config and log.
+        tmp_dir: Empty directory for data, config and log; a ``tmp_dir`` used before restarts
+            that server (same data, ports and credentials: clients keep working).
         timeout: Seconds to wait for S3 to answer.
 
     Yields:
@@ -321,8 +348,10 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
     """
     data_dir = (tmp_dir / "data").resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    access_key = "AK" + secrets.token_hex(8).upper()
-    secret_key = secrets.token_urlsafe(24)
+    state_path = tmp_dir.resolve() / "weed-state.json"  # what a restart reuses
+    saved = json.loads(state_path.read_text()) if state_path.is_file() else None
+    access_key = saved["access_key"] if saved else "AK" + secrets.token_hex(8).upper()
+    secret_key = saved["secret_key"] if saved else secrets.token_urlsafe(24)
     # Unix socket paths are limited to ~107 bytes: use a short private dir for the ones we can set.
     sock_dir = Path(tempfile.mkdtemp(prefix="sslmem-weed-"))
     config_path = tmp_dir.resolve() / "s3.json"
@@ -344,6 +373,11 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
     # -admin.port.grpc says, so the admin pair must keep that offset.
     ports = {name: (free_port(), free_port()) for name in ("master", "volume", "filer", "s3")}
     ports["admin"] = free_port_pair(_WEED_GRPC_OFFSET)
+    if saved:
+        ports = {name: (int(pair[0]), int(pair[1])) for name, pair in saved["ports"].items()}
+    state = {"access_key": access_key, "secret_key": secret_key, "ports": ports}
+    state_path.write_text(json.dumps(state))
+    state_path.chmod(0o600)
     args = [
         weed_binary(),
         "mini",
@@ -357,6 +391,11 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-s3.autoCreateBucket=false",  # behave like MinIO/AWS: no bucket without make_bucket
+        # Each bucket is a collection with volumes of its own, and by default the volume limit is
+        # free disk / 1 GiB: on a CI disk with ~50 GiB free the 58th bucket got 500s ("no free
+        # volumes left"). Volumes are sparse files (no preallocation), so a high fixed limit costs
+        # nothing and a test session may create as many buckets as it likes.
+        "-volume.max=2000",
         f"-filer.localSocket={sock_dir / 'filer.sock'}",
         f"-s3.localSocket={sock_dir / 's3.sock'}",
     ]
@@ -373,7 +412,9 @@ def start_seaweedfs(tmp_dir: Path, timeout: float = 60.0) -> Iterator[S3Server]:
             timeout=timeout,
             ok_statuses=None,
         ) as (proc, startup_s):
-            yield S3Server(endpoint, access_key, secret_key, proc.pid, startup_s, log_path)
+            server = S3Server(endpoint, access_key, secret_key, proc.pid, startup_s, log_path)
+            _wait_writable(server, timeout)
+            yield server
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
         # gRPC sockets weed always puts in /tmp, named by our ports (left behind on SIGKILL).
@@ -721,6 +762,32 @@ def sslmem_serve_env(
         "SSLMEM_SERVICE_LEASE_RENEW_S": "1",
         "SSLMEM_SERVICE_SHUTDOWN_GRACE_S": "5",
         **{f"SSLMEM_SERVICE_{key.upper()}": value for key, value in settings.items()},
+    }
+
+
+#: libfaketime's multi-threaded preload library (Debian package ``libfaketime``, pulled in by the
+#: ``faketime`` package that ``make test`` installs).
+FAKETIME_LIBRARY = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+
+
+def skewed_clock_env(offset_s: int) -> dict[str, str]:
+    """Environment that runs a process with its wall clock ``offset_s`` seconds off.
+
+    libfaketime shifts every real-time clock call (``time.time``, ``datetime.now``, the S3
+    request signatures) of the process while its monotonic clock stays true, as on a node whose
+    NTP drifted: the clock-skew faults of docs/service.md#guarantees, without touching the
+    system clock.
+    """
+    if not FAKETIME_LIBRARY.is_file():
+        raise RuntimeError(
+            f"{FAKETIME_LIBRARY} is missing: install the Debian package faketime "
+            "(`make system-deps` does)"
+        )
+    return {
+        "LD_PRELOAD": str(FAKETIME_LIBRARY),
+        "FAKETIME": f"{offset_s:+d}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",
     }
 
 

@@ -63,6 +63,53 @@ class TrackingError(SSLMemError):
     """MLflow (tracking server or model registry) is unreachable or refused a request."""
 
 
+class TransientError(SSLMemError):
+    """A dependency did not answer or refused *for now*: nothing is known about the input.
+
+    Network errors, timeouts, HTTP 5xx and 429, a tracking server or object store that is down,
+    artifact writes that fail. Never a verdict on a model version: the work is retried with a
+    backoff. Raised as :class:`TrackingUnavailableError` or :class:`StoreUnavailableError`, the
+    classes the edges (``tracking.connection.tracking_errors``, the object stores) choose by
+    exception type and status code, never by message text.
+    """
+
+
+class NotFoundError(SSLMemError):
+    """A thing the input names does not exist (a version, a run, an artifact, an object).
+
+    A permanent input error: the input must change before a retry can succeed.
+    """
+
+
+class TrackingUnavailableError(TrackingError, TransientError):
+    """MLflow did not answer, or answered 5xx/429 (see :class:`TransientError`)."""
+
+
+class TrackingNotFoundError(TrackingError, NotFoundError):
+    """MLflow said the model, version, run or artifact does not exist (404)."""
+
+
+class StoreUnavailableError(StoreError, TransientError):
+    """The object store did not answer, or answered 5xx/throttled (see :class:`TransientError`)."""
+
+
+class StoreNotFoundError(StoreError, NotFoundError):
+    """The object (or its bucket) does not exist."""
+
+
+class LeaseLostError(SSLMemError):
+    """The lease moved on (taken over, or no longer provably ours): drop the results.
+
+    Raised by :meth:`sslmem.coordination.lease.LeaseRenewer.fence`. Not a verdict on the input
+    and not an outage: another holder owns the work now, so nothing is published or retried.
+    """
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` says nothing about the input (retry it later, never fail the input)."""
+    return isinstance(error, TransientError)
+
+
 class OutputError(ConfigError):
     """An output path cannot be written (checked before the work that produces it)."""
 

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / "deploy" / "Dockerfile.dockerignore"
 LOCK = REPO / "deploy" / "requirements.lock"
+DEV_LOCK = REPO / "deploy" / "requirements-dev.lock"
 MAKEFILE = REPO / "Makefile"
 RELOCK = "make lock"
 

@@ -118,7 +118,8 @@ def _build_context(destination: Path) -> Path:
     return workdir
 
 
-def _pip(python: Path, *args: str, cwd: Path, timeout: float = 1200) -> None:
+def _pip(python: Path, *args: str, cwd: Path, timeout: float = 1200) -> str:
+    """Run pip; return what it printed (stdout and stderr)."""
     result = subprocess.run(
         [str(python), "-m", "pip", *args],
         cwd=cwd,
@@ -131,6 +132,7 @@ def _pip(python: Path, *args: str, cwd: Path, timeout: float = 1200) -> None:
     assert result.returncode == 0, (
         f"pip {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr}"
     )
+    return result.stdout + result.stderr
 
 
 def _site_packages(venv: Path) -> Path:
@@ -172,8 +174,12 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> ImageVenv:
     python = venv / "bin" / "python"
     # The Dockerfile's second RUN: the wheel from the source, installed alone, then pip check.
     context = _build_context(root / "context")
-    _pip(python, "wheel", "--no-build-isolation", "--no-deps", "--wheel-dir", str(root / "dist"),
-         ".", cwd=context)  # fmt: skip
+    built = _pip(python, "wheel", "--no-build-isolation", "--no-deps", "--verbose",
+                 "--wheel-dir", str(root / "dist"), ".", cwd=context)  # fmt: skip
+    # A clean build: no deprecated metadata (setuptools drops the license table in 2027), no
+    # data directory outside the packages configuration (a stricter setuptools would drop it).
+    warnings = [line.strip() for line in built.splitlines() if "Warning:" in line]
+    assert not warnings, "the wheel build warns:\n" + "\n".join(warnings)
     wheels = list((root / "dist").glob("sslmem-*.whl"))
     assert len(wheels) == 1, wheels
     _pip(python, "install", "--no-deps", "--no-index", str(wheels[0]), cwd=root)

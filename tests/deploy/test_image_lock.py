@@ -1,16 +1,21 @@
 """deploy/requirements.lock agrees with pyproject.toml, the Makefile and deploy/Dockerfile.
 
 An edited pyproject.toml (or TORCH_PINS) without a re-lock fails here, naming ``make lock``.
+What ships is what is tested: the image's lock is the runtime part of the development lock
+(deploy/requirements-dev.lock), which constrains every ``make`` install of ``.venv``, and the
+environment running this suite holds exactly those versions.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 
 import tomllib
 from packaging.requirements import Requirement
 
 from tests.deploy.image_files import (
+    DEV_LOCK,
     DOCKERFILE,
     LOCK,
     RELOCK,
@@ -95,4 +100,37 @@ def test_lock_targets_the_dockerfiles_python() -> None:
     assert match.group(1) == makefile_variable("IMAGE_PYTHON"), (
         "deploy/Dockerfile's PYTHON_VERSION differs from the Makefile's IMAGE_PYTHON (the lock's "
         f"Python); align them and re-lock with `{RELOCK}`"
+    )
+
+
+def test_the_image_lock_pins_what_the_development_lock_pins() -> None:
+    image, dev = read_lock(), read_lock(DEV_LOCK)
+    missing = sorted(set(image) - set(dev))
+    assert not missing, f"{missing} are in the image's lock only; re-lock with `{RELOCK}`"
+    differ = {
+        n: (e.version, dev[n].version) for n, e in image.items() if e.version != dev[n].version
+    }
+    assert not differ, (
+        f"the image would ship versions the suite does not run (image, dev): {differ}; "
+        f"re-lock with `{RELOCK}`"
+    )
+
+
+def test_this_environment_runs_the_locked_versions() -> None:
+    """The suite runs what the image ships: every locked distribution installed here is pinned.
+
+    Distributions the lock pins for the image's platform but this machine does not install
+    (none on Linux x86_64 today) are not required; a *different* version is a failure.
+    """
+    installed = {
+        canonical(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+    }
+    differ = {
+        name: (entry.version, installed[name])
+        for name, entry in read_lock(DEV_LOCK).items()
+        if name in installed and installed[name] != entry.version
+    }
+    assert not differ, (
+        f"this environment's versions differ from {DEV_LOCK.relative_to(REPO)} (locked, "
+        f"installed): {differ}; run `make install-dev` (it installs with the lock as constraints)"
     )

@@ -188,6 +188,7 @@ def exposed_names() -> set[str]:
     metrics.version_scored("enc")
     metrics.version_failed("enc", FailureReason.DATA)
     metrics.observe_scoring(1.0)
+    metrics.set_dependency("mlflow", False)
     return {
         sample.name
         for family in text_string_to_metric_families(metrics.render().decode())
@@ -256,6 +257,8 @@ THRESHOLD_MUTATIONS = [
     ("SSLMemScoringStalled", "> 3600", "> 3660"),
     ("SSLMemScoringStalled", "> 3600", "> 3540"),
     ("SSLMemScoringStalled", "sslmem:queue_depth > 0", "sslmem:queue_depth >= 0"),
+    ("SSLMemDependencyDown", "== 0", "== 1"),
+    ("SSLMemDependencyDown", "> 0", "> 1"),
     ("SSLMemServiceDown", "== 0", "== 1"),
     ("SSLMemTargetMissing", 'job="sslmem"', 'job="other"'),
     ("SSLMemForgedWebhookDeliveries", "> 3", "> 4"),

@@ -147,7 +147,12 @@ def _value_args(
 
 @functools.lru_cache(maxsize=256)
 def _template(
-    helm: Helm, chart: str, args: tuple[str, ...], values_yaml: str | None, files_key: str
+    helm: Helm,
+    chart: str,
+    args: tuple[str, ...],
+    values_yaml: str | None,
+    files_key: str,
+    release: str = RELEASE,
 ) -> str:
     """Cached `helm template` output (YAML text); render() parses it into fresh dicts each call.
 
@@ -158,7 +163,7 @@ def _template(
         extra = _value_args(
             (), yaml.safe_load(values_yaml) if values_yaml else None, None, Path(tmp)
         )
-        return helm.run("template", RELEASE, chart, *args, *extra)
+        return helm.run("template", release, chart, *args, *extra)
 
 
 def render(
@@ -172,6 +177,7 @@ def render(
     namespace: str = NAMESPACE,
     show_only: Iterable[str] = (),
     chart: Path = CHART_DIR,
+    release: str = RELEASE,
 ) -> list[dict[str, Any]]:
     """`helm template` the chart and return the rendered objects (hooks included), in order.
 
@@ -186,6 +192,7 @@ def render(
         namespace: `--namespace` of the release.
         show_only: `--show-only` templates (paths relative to the chart, "templates/x.yaml").
         chart: The chart directory.
+        release: The release name.
 
     Raises:
         HelmError: helm failed (schema violation, `fail` in a template, bad YAML); its `stderr`
@@ -206,7 +213,7 @@ def render(
     # helm merges all -f files (in order) before any --set-json, whatever the flag order.
     values_yaml = yaml.safe_dump(dict(values), sort_keys=False) if values is not None else None
     files_key = "\0".join(f.read_text() for f in files)
-    text = _template(helm, str(chart), tuple(args), values_yaml, files_key)
+    text = _template(helm, str(chart), tuple(args), values_yaml, files_key, release)
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

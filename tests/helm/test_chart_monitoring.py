@@ -34,7 +34,11 @@ def test_present_with_the_crds(helm: Helm) -> None:
 @pytest.mark.parametrize("monitor", ["serviceMonitor", "prometheusRule"])
 def test_explicit_true_and_false_win_over_detection(helm: Helm, monitor: str) -> None:
     kind = monitor[0].upper() + monitor[1:]
-    assert kind in kinds(helm, **{f"monitoring.{monitor}.enabled": True})
+    # true renders the object where the API is unknown to auto-detection in its other form
+    # (test_chart_adoption: true without the API at all fails the render).
+    assert kind in kinds(
+        helm, ["monitoring.coreos.com/v1"], **{f"monitoring.{monitor}.enabled": True}
+    )
     assert kind not in kinds(helm, [SM, PR], **{f"monitoring.{monitor}.enabled": False})
 
 

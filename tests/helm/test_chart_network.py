@@ -44,6 +44,7 @@ def test_policies_select_their_own_pods_only(helm: Helm) -> None:
 def test_service_ingress_only_from_mlflow_and_prometheus_on_the_http_port(helm: Helm) -> None:
     values = {
         **EXTERNAL,
+        "helmTest": {"enabled": False},  # its pod's rule: test_chart_adoption.py
         "networkPolicy": {
             "ingress": {
                 "mlflow": {

@@ -106,8 +106,31 @@ def test_every_default_value_is_in_the_install_doc() -> None:
 
 
 def test_install_doc_table_is_current() -> None:
-    result = _run("--check")
+    result = _run("--check")  # docs/install.md and the chart's README
     assert result.returncode == 0, result.stderr
+
+
+def test_the_chart_readme_is_packaged_with_a_header_from_chart_yaml(tmp_path: Path) -> None:
+    chart_yaml = yaml.safe_load((REPO / "helm" / "sslmem" / "Chart.yaml").read_text())
+    readme = (REPO / "helm" / "sslmem" / "README.md").read_text()
+    assert readme.startswith(f"{values_table.HEADER_START}\n# {chart_yaml['name']}\n")
+    assert f"**Chart version** `{chart_yaml['version']}`" in readme
+    assert f"**App version** `{chart_yaml['appVersion']}`" in readme
+    assert "| `replicaCount` | integer | `1` |" in readme  # the values table itself
+    # A new chart version without regenerating: the README is stale, and --write fixes it.
+    chart = tmp_path / "chart"
+    shutil.copytree(FIXTURE, chart)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 1.2.3\n")
+    doc = tmp_path / "README.md"
+    doc.write_text(
+        f"{values_table.HEADER_START}\n{values_table.HEADER_END}\n"
+        f"{values_table.START}\n{values_table.END}\n"
+    )
+    assert _run("--chart", chart, "--doc", doc, "--write").returncode == 0
+    assert "# demo\n\n**Chart version** `1.2.3`" in doc.read_text()
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 1.2.4\n")
+    stale = _run("--chart", chart, "--doc", doc, "--check")
+    assert stale.returncode == 1 and "stale" in stale.stderr
 
 
 def test_a_stale_table_is_detected_and_regenerated(tmp_path: Path) -> None:

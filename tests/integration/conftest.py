@@ -12,7 +12,8 @@ not once per module, which would double its cost. The contract's interface is un
 **Ordering.** The fixture never stops the service. A test that does (``stop_service()``) must be
 marked ``@pytest.mark.stops_service``: :func:`pytest_collection_modifyitems` moves such tests
 after every other test, whatever module they are in, so tests of other modules (collected later in
-alphabetical order) still see a live service.
+alphabetical order) still see a live service. A test that moves the champion alias is marked
+``@pytest.mark.moves_champion`` and runs after the others but before those.
 
 **Binaries.** Prometheus and Alertmanager come from the Debian packages ``prometheus`` and
 ``prometheus-alertmanager`` (``make test`` installs them). Without them the chain is skipped with
@@ -21,6 +22,7 @@ the reason locally; in CI (``CI`` set) their absence fails the tests.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,6 +30,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -82,11 +85,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "stops_service: stops the alert chain's service; runs after every other test"
     )
+    config.addinivalue_line(
+        "markers", "moves_champion: moves the chain's champion alias; runs after the others"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that stop the chain's service last (stable order otherwise)."""
-    items.sort(key=lambda item: item.get_closest_marker("stops_service") is not None)
+    """Run the tests that move the champion, then those that stop the service, last (stable)."""
+
+    def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("stops_service") is not None:
+            return 2
+        return 1 if item.get_closest_marker("moves_champion") is not None else 0
+
+    items.sort(key=rank)
 
 
 def _missing(reason: str) -> NoReturn:
@@ -140,6 +152,12 @@ class AlertChain:
         service_log: The service's log file.
         accuracies: ``{version: (kNN, linear-probe accuracy)}`` each version was registered
             with (measured by the library's evaluation of its checkpoint).
+        encoders: The chain's checkpoints.
+        rules: The shipped rule file with shortened ``for:`` (what the chain's Prometheus runs).
+        start_replica: Starts another ``sslmem serve`` replica on the same MLflow and store
+            (name, then ``SSLMEM_SERVICE_*`` settings); yields its URL.
+        register_version: Registers a checkpoint with its evaluation as a new version of the
+            model and waits until it is judged; its version number.
     """
 
     prometheus_url: str
@@ -155,6 +173,10 @@ class AlertChain:
     neutral_version: str = ""
     _exit_code: list[int | None] = field(default_factory=list)
     accuracies: dict[str, tuple[float, float]] = field(default_factory=dict)
+    encoders: ChainEncoders | None = None
+    rules: Path | None = None
+    start_replica: Callable[..., AbstractContextManager[str]] | None = None
+    register_version: Callable[[Path, EvaluationResult], str] | None = None
 
     def payloads(self) -> list[dict[str, Any]]:
         """Every notification Alertmanager POSTed (webhook payload version 4), oldest first."""
@@ -288,6 +310,15 @@ def alert_chain(
                 proc.send_signal(signal.SIGTERM)
                 return proc.wait(timeout=60)
 
+            @contextlib.contextmanager
+            def start_replica(name: str, **settings: str) -> Iterator[str]:
+                replica_env = sslmem_serve_env(
+                    root, mlflow=mlflow, s3=s3_server, store_uri=store_uri,
+                    webhook_secret=SECRET, replica=name, config_overrides=SCORING, **settings,
+                )  # fmt: skip
+                with start_sslmem_serve(root, replica_env, name=name) as (url, _):
+                    yield url
+
             host_port = service_url.removeprefix("http://")
             with start_prometheus(
                 root / "prometheus",
@@ -304,6 +335,9 @@ def alert_chain(
                     receiver=receiver,
                     service_log=root / "serve-chain.log",
                     _stop=stop,
+                    encoders=encoders,
+                    rules=rules,
+                    start_replica=start_replica,
                 )
                 ensure_webhook(f"{service_url}/v1/webhooks/mlflow", SecretStr(SECRET))
                 _run_scenario(chain, encoders, runtime, split_uri)
@@ -325,7 +359,7 @@ def _keep_mlflow_state(patch: pytest.MonkeyPatch) -> None:
 
 
 def _judgement(model: str, version: str) -> str:
-    return get_version_tags(model, version).get(T.JUDGEMENT, "")
+    return str(get_version_tags(model, version).get(T.JUDGEMENT, ""))
 
 
 def _run_scenario(
@@ -350,6 +384,8 @@ def _run_scenario(
         chain.accuracies[version] = (evaluation.knn_accuracy, evaluation.linear_probe_accuracy)
         chain.wait(lambda: _judgement(MODEL, version), 240, f"version {version} to be judged")
         return str(version)
+
+    chain.register_version = register
 
     chain.champion_version = register(encoders.champion, encoders.champion_evaluation)
     client().set_registered_model_alias(MODEL, "champion", chain.champion_version)

@@ -11,6 +11,9 @@ say independently of the rules file:
 * the regression alert names the regressing version (``model``/``version`` labels) and links
   its runbook section;
 * the neutral version is judged ``neutral`` and raises no regression alert;
+* with a second replica whose reading is stale (it read the regression at start-up and never
+  again), the alert resolves once the first replica re-judges the version after the champion
+  moved: the rules follow the newest reading among replicas, not the maximum;
 * stopping the service (SIGTERM) raises the service-down alert (runs last: it ends the chain).
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +30,8 @@ from sslmem.tracking import get_version_tags
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 from tests.integration.conftest import AlertChain
+from tests.servers import start_prometheus
+from tests.service.http import metric, scrape
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3, pytest.mark.timeout(1200)]
 
@@ -125,6 +131,70 @@ def test_neutral_version_is_judged_neutral_and_raises_no_alert(alert_chain: Aler
         and alert["labels"].get("version") == version
     ]
     assert firing == [], alert_chain.diagnostics()
+
+
+def _regression_alerts(prometheus_url: str, version: str) -> list[dict[str, object]]:
+    from tests.integration.conftest import _get_json
+
+    alerts = _get_json(f"{prometheus_url}/api/v1/alerts")["data"]["alerts"]
+    return [
+        alert
+        for alert in alerts
+        if alert["labels"].get("alertname") == REGRESSION
+        and alert["labels"].get("version") == version
+    ]
+
+
+@pytest.mark.moves_champion
+def test_the_alert_resolves_when_one_replica_rejudges_while_another_is_stale(
+    alert_chain: AlertChain, tmp_path: Path
+) -> None:
+    chain = alert_chain
+    assert chain.start_replica and chain.register_version and chain.encoders and chain.rules
+    model, version = chain.model, chain.regressing_version
+    at = {"model": model, "version": version, "alias": ""}
+    # "stale" reads the registry once, at start-up, and never again (no webhook, no pass).
+    with chain.start_replica("stale", reconcile_interval_s="3600") as stale:
+        chain.wait(
+            lambda: metric(scrape(stale), "sslmem_version_regression", **at) == 1.0,
+            120,
+            "the stale replica to read the regression at start-up",
+        )
+        targets = [url.removeprefix("http://") for url in (chain.service_url, stale)]
+        with start_prometheus(
+            tmp_path / "prometheus", {"sslmem": targets}, rule_files=[chain.rules]
+        ) as prometheus:
+            chain.wait(
+                lambda: any(
+                    a["state"] == "firing" for a in _regression_alerts(prometheus.url, version)
+                ),
+                120,
+                "the regression alert to fire with both replicas scraped",
+            )
+            # A twin of the regressing version becomes champion: the chain's replica re-judges
+            # the regressing version against identical weights (no longer a regression).
+            twin = chain.register_version(
+                chain.encoders.regressing, chain.encoders.regressing_evaluation
+            )
+            client().set_registered_model_alias(model, "champion", twin)
+            chain.wait(
+                lambda: get_version_tags(model, version).get(T.JUDGED_AGAINST) == twin,
+                240,
+                "the re-judgement against the new champion",
+            )
+            assert get_version_tags(model, version)[T.JUDGEMENT] != "regression"
+            chain.wait(
+                lambda: metric(scrape(chain.service_url), "sslmem_version_regression", **at) == 0.0,
+                60,
+                "the re-judging replica to export it",
+            )
+            chain.wait(
+                lambda: not _regression_alerts(prometheus.url, version),
+                60,
+                "the regression alert to resolve",
+            )
+            # ... although the stale replica still exports its old reading.
+            assert metric(scrape(stale), "sslmem_version_regression", **at) == 1.0
 
 
 @pytest.mark.stops_service

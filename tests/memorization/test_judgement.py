@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,13 +109,43 @@ def test_improvement_and_its_accuracy_cost() -> None:
     assert unknown.accuracy is not None and unknown.accuracy.worst_delta is None
 
 
-def test_just_under_the_thresholds_stays_neutral() -> None:
+# min_delta bounds the 95% CI, computed here by hand from the data above: sd of the
+# differences = sqrt(0.00052 / 4) = 0.0114018, se = 0.0114018 / sqrt(5) = 0.0050990,
+# t_{0.975,4} = 2.776445 (table), half-width = 0.0141571: CI = [0.0098429, 0.0381571].
+CI_LOW, CI_HIGH = 0.0098429, 0.0381571
+
+
+def test_min_delta_bounds_the_ci_of_a_rise_not_the_point_estimate() -> None:
+    cand, champ = _version(CAND), _version(CHAMP, version="1")
+    significant = POLICY.model_copy(update={"alpha": 0.05})  # p = 0.0093
+    below = significant.model_copy(update={"min_delta": CI_LOW - 1e-5})
+    assert judge(cand, champ, below).outcome is JudgementOutcome.REGRESSION
+    # Δ = 0.024 is above min_delta, but the CI's lower bound is not: no regression.
+    above = significant.model_copy(update={"min_delta": CI_LOW + 1e-5})
+    result = judge(cand, champ, above)
+    assert result.outcome is JudgementOutcome.NEUTRAL
+    assert result.mean is not None and result.mean.delta > above.min_delta
+    assert result.mean.ci95_low == pytest.approx(CI_LOW, abs=1e-6)
+    assert result.mean.ci95_high == pytest.approx(CI_HIGH, abs=1e-6)
+
+
+def test_min_delta_bounds_the_ci_of_a_fall_too() -> None:
+    # The same data mirrored: Δ = -0.024, CI = [-CI_HIGH, -CI_LOW].
+    cand, champ = _version(CHAMP), _version(CAND, version="1")
+    significant = POLICY.model_copy(update={"alpha": 0.05})
+    below = significant.model_copy(update={"min_delta": CI_LOW - 1e-5})
+    assert judge(cand, champ, below).outcome is JudgementOutcome.IMPROVEMENT
+    above = significant.model_copy(update={"min_delta": CI_LOW + 1e-5})
+    result = judge(cand, champ, above)
+    assert result.outcome is JudgementOutcome.NEUTRAL
+    assert result.mean is not None and result.mean.delta < -above.min_delta
+
+
+def test_just_under_the_significance_level_stays_neutral() -> None:
     cand, champ = _version(CAND), _version(CHAMP, version="1")
     p = stats.ttest_rel(CAND, CHAMP).pvalue  # ~0.0093
-    at = POLICY.model_copy(update={"alpha": p * 1.01, "min_delta": 0.0239})
+    at = POLICY.model_copy(update={"alpha": p * 1.01, "min_delta": 0.0})
     assert judge(cand, champ, at).outcome is JudgementOutcome.REGRESSION
-    small = at.model_copy(update={"min_delta": 0.0241})  # delta 0.024 just under min_delta
-    assert judge(cand, champ, small).outcome is JudgementOutcome.NEUTRAL
     strict = at.model_copy(update={"alpha": p * 0.99})  # p just above alpha
     assert judge(cand, champ, strict).outcome is JudgementOutcome.NEUTRAL
 
@@ -208,7 +239,11 @@ def test_zero_variance_differences_are_a_certain_shift() -> None:
 
 def test_bad_score_tables_are_refused() -> None:
     summary = _summary(np.array(CAND))
-    good = {"sample_index": [0, 1, 2], "set": ["candidate"] * 3, "sslmem_raw": [0.1, 0.2, 0.3]}
+    good: dict[str, Any] = {
+        "sample_index": [0, 1, 2],
+        "set": ["candidate"] * 3,
+        "sslmem_raw": [0.1, 0.2, 0.3],
+    }
     with pytest.raises(ScoringError, match="lacks column"):
         ScoredVersion.from_scores("3", {k: good[k] for k in ("set", "sslmem_raw")}, summary)
     with pytest.raises(ScoringError, match="more than once"):
@@ -222,7 +257,7 @@ def test_bad_score_tables_are_refused() -> None:
 
 
 def test_only_candidate_rows_are_judged() -> None:
-    columns = {
+    columns: dict[str, Any] = {
         "sample_index": [0, 1, 2, 7, 8],
         "set": ["candidate", "candidate", "candidate", "independent", "independent"],
         "sslmem_raw": [0.1, 0.2, 0.3, -5.0, -5.0],

@@ -72,7 +72,7 @@ def test_run_end_to_end_then_a_failing_run_then_other_code(
     assert _version_tags(out, REFERENCE, "1")[T.STATUS] == "scored"
     # Short readable tags only; everything else in one JSON tag.
     assert set(tags) <= set(T.VERSION_TAGS), sorted(set(tags) - set(T.VERSION_TAGS))
-    assert len(tags) <= 13
+    assert len(tags) <= 16  # 13 + the judgement's three (sslmem run judges its version)
     provenance = T.parse_provenance(tags)
     assert provenance["layer"] == "backbone" and provenance["seed"] == 0
     assert AugmentationSpec.model_validate(provenance["augmentation"]).output_size == 16
@@ -95,6 +95,12 @@ def test_run_end_to_end_then_a_failing_run_then_other_code(
         "candidate/loss" in train_run.data.metrics and "eval/knn_accuracy" in train_run.data.metrics
     )
     assert train_run.data.params["model.arch"] == "small_cnn"
+    # Each compute step records the device it ran on (this run: --device cpu).
+    import torch
+
+    for run in (train_run, score_run):
+        assert run.data.tags[f"{T.COMPUTE_PREFIX}device"] == "cpu"
+        assert run.data.tags[f"{T.COMPUTE_PREFIX}torch"] == torch.__version__
     _assert_ui_model(client, tags, provenance)
     first_run_id = tags[T.PIPELINE_RUN]
 

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from sslmem.config import RuntimeSettings
-from sslmem.errors import ScoringError, TrackingError
+from sslmem.coordination.conditional_store import open_conditional_store
+from sslmem.coordination.lease import LeaseManager, version_lease_key
+from sslmem.errors import ScoringError, TrackingError, is_transient
 from sslmem.memorization.scoring import ScoreReport
-from sslmem.service.lease import LeaseManager, version_lease_key
-from sslmem.service.lease_store import open_conditional_store
 from sslmem.tracking import TrackingTarget, get_version_tags, register_encoder, set_alias
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
+from sslmem.workflow.judge import judge_registered_version
 from sslmem.workflow.register_external import register_external_encoder
 from sslmem.workflow.score_version import (
-    judge_registered_version,
     score_pair_claimed,
     score_registered_version,
     service_config,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def env(local_mlflow: TrackingTarget, tmp_path: Path) -> tuple[Encoders, RuntimeSettings]:
-    encoders = make_encoders(tmp_path / "enc")
+    encoders = make_encoders(tmp_path / "store" / "enc")  # the split lies in the store
     runtime = runtime_settings(local_mlflow.tracking_uri, tmp_path / "store")
     return encoders, runtime
 
@@ -50,7 +50,7 @@ def _pair(encoders: Encoders, runtime: RuntimeSettings, model: str = "enc") -> s
         encoders.candidate, model_name=model, split_uri=encoders.split_uri,
         reference_uri=f"models:/{model}-ref/1", settings=runtime,
     )  # fmt: skip
-    return version.version
+    return str(version.version)
 
 
 def test_missing_provenance_names_every_missing_tag() -> None:
@@ -92,7 +92,7 @@ def test_pending_version_is_scored_once_then_skipped(env: tuple[Encoders, Runtim
     )
     assert len(runs) == 1
     store = open_conditional_store(runtime.store_uri, runtime)
-    assert store.read(version_lease_key("enc", version)) is None
+    assert LeaseManager(store, "observer", 60).current(version_lease_key("enc", version)) is None
     again = score_registered_version("enc", version, settings=settings, runtime=runtime)
     assert again.outcome == "skipped"
 
@@ -121,7 +121,7 @@ def test_missing_provenance_and_corrupt_weights_end_failed(
     result = score_registered_version(
         "bare",
         bare.version,
-        settings=service_settings(),
+        settings=service_settings(models=["bare"]),  # in scope by configuration, not by tag
         runtime=runtime,
     )
     assert (result.outcome, result.failure) == ("failed", "missing_provenance")
@@ -153,7 +153,8 @@ def test_missing_provenance_and_corrupt_weights_end_failed(
 
 def test_unknown_version_fails_without_tagging(env: tuple[Encoders, RuntimeSettings]) -> None:
     _, runtime = env
-    result = score_registered_version("nope", 1, settings=service_settings(), runtime=runtime)
+    settings = service_settings(models=["nope"])  # configured, yet absent from the registry
+    result = score_registered_version("nope", 1, settings=settings, runtime=runtime)
     assert (result.outcome, result.failure) == ("failed", "unknown_model")
     with pytest.raises(TrackingError):
         get_version_tags("nope", 1)
@@ -203,12 +204,15 @@ def test_an_unreachable_object_store_is_not_a_verdict_on_the_version(
     down = runtime.model_copy(
         update={"s3_endpoint": f"127.0.0.1:{free_port()}", "s3_secure": False, "store_retries": 0}
     )
-    with pytest.raises(StoreError):
-        score_registered_version("enc", version, settings=service_settings(), runtime=down)
+    allowed = service_settings(allowed_uri_prefixes=["s3://splits/"])  # inside the allow-list
+    with pytest.raises(StoreError) as caught:
+        score_registered_version("enc", version, settings=allowed, runtime=down)
+    assert is_transient(caught.value)
     tags = get_version_tags("enc", version)
     assert tags[T.STATUS] == "running" and T.FAILURE_REASON not in tags  # not failed
     store = open_conditional_store(runtime.store_uri, runtime)
-    assert store.read(version_lease_key("enc", version)) is None  # released for the retry
+    key = version_lease_key("enc", version)
+    assert LeaseManager(store, "observer", 60).current(key) is None  # released for the retry
     # The store is back: the next attempt scores it.
     client().set_model_version_tag("enc", version, T.SPLIT_MANIFEST_URI, encoders.split_uri)
     result = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
@@ -228,14 +232,21 @@ def test_a_reference_that_no_longer_exists_ends_failed_unknown_model(
 
 
 def _pipeline_scoring(
-    encoders: Encoders, runtime: RuntimeSettings, version: str, out: Path, **wait: float
+    encoders: Encoders,
+    runtime: RuntimeSettings,
+    version: str,
+    out: Path,
+    wait_s: float = 3600.0,
+    poll_s: float = 5.0,
 ) -> ScoreReport:
     """The pipeline's scoring step (components/score_memorization.py) on a registered version."""
     settings = service_settings()
     return score_pair_claimed(
         candidate=VersionInfo("enc", version),
         out_dir=out,
-        service_settings=settings,
+        wait_s=wait_s,
+        poll_s=poll_s,
+        lease_settings=settings.lease_settings(),
         candidate_checkpoints=[encoders.candidate],
         reference_checkpoints=[encoders.reference],
         manifest_path=encoders.split_uri,
@@ -244,7 +255,6 @@ def _pipeline_scoring(
         experiment="pipeline",
         pipeline_run_id="pipeline-run-1",
         settings=runtime,
-        **wait,
     )
 
 

@@ -5,7 +5,9 @@
   (the reconcile interval is an hour, so only the webhook can have triggered it);
 * two replicas sharing MLflow and S3 score each of a burst of versions exactly once;
 * a replica killed with SIGKILL mid-scoring: the other takes the lease over after it expires,
-  and the version has exactly one result.
+  and the version has exactly one result;
+* two replicas whose wall clocks are 10 minutes ahead and 10 minutes behind (libfaketime)
+  never take each other's live leases: each version has one result set.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import pytest
 from pydantic import SecretStr
 
 from sslmem.config import RuntimeSettings
+from sslmem.coordination.conditional_store import open_conditional_store
+from sslmem.coordination.lease import LeaseManager, LeaseRecord, version_lease_key
 from sslmem.data.store import open_store
-from sslmem.service.lease import LeaseRecord, version_lease_key
-from sslmem.service.lease_store import open_conditional_store
 from sslmem.tracking import RetryPolicy, configure_mlflow, get_version_tags
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
@@ -35,6 +37,7 @@ from sslmem.workflow.register_external import register_external_encoder
 from tests.servers import (
     MlflowServer,
     S3Server,
+    skewed_clock_env,
     sslmem_serve_env,
     start_mlflow_server,
     start_sslmem_serve,
@@ -101,6 +104,7 @@ def serve(
     stack: tuple[MlflowServer, str],
     s3: S3Server,
     replica: str,
+    extra_env: dict[str, str] | None = None,
     **settings: str,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Run ``sslmem serve`` as a subprocess; yield its base URL and process."""
@@ -111,6 +115,7 @@ def serve(
         tmp, mlflow=server, s3=s3, store_uri=f"s3://{bucket}/sslmem", webhook_secret=SECRET,
         replica=replica, config_overrides=overrides, **settings,
     )  # fmt: skip
+    env.update(extra_env or {})
     try:
         with start_sslmem_serve(tmp, env, name=replica) as running:
             yield running
@@ -141,7 +146,8 @@ def _status(model: str, version: str) -> str:
 def _score_runs(model: str, version: str) -> int:
     experiment = client().get_experiment_by_name("sslmem")
     query = (
-        f"tags.`sslmem.pipeline_run_id` = 'service/{model}/{version}' "
+        # One run per lease generation (service/<model>/<version>/g<n>): count them all.
+        f"tags.`sslmem.pipeline_run_id` LIKE 'service/{model}/{version}/%' "
         "AND tags.`sslmem.step` = 'score'"
     )
     return len(client().search_runs([experiment.experiment_id], filter_string=query))
@@ -223,6 +229,67 @@ def test_two_replicas_score_each_version_exactly_once(
         assert _score_runs("burst", version) == 1
 
 
+SKEW_S = 600  # 10 minutes each way: inside S3's 15-minute signature window, far beyond a TTL
+
+
+def test_replicas_with_clocks_ten_minutes_off_each_way_never_take_a_live_lease(
+    stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
+) -> None:
+    # The defect this guards: with expiry judged from the writer's wall time, a replica whose
+    # clock ran ahead took over every live lease of the other ("expired 574 s ago") and both
+    # published. Expiry is now judged by the reader's own monotonic clock (docs/service.md).
+    runtime = _runtime(stack, s3_server)
+    busy = json.dumps([*FAST_SCORING, "scoring.views=8"])  # leases live long enough to contend
+    with (
+        serve(
+            tmp_path, stack, s3_server, "ahead", skewed_clock_env(+SKEW_S),
+            reconcile_interval_s="1", config_overrides=busy,
+        ) as (ahead, _),
+        serve(
+            tmp_path, stack, s3_server, "behind", skewed_clock_env(-SKEW_S),
+            reconcile_interval_s="1", config_overrides=busy,
+        ) as (behind, _),
+    ):  # fmt: skip
+        versions = _register(encoders, runtime, "skewed", n=4)
+        wait_until(
+            lambda: all(get_version_tags("skewed", v).get(T.JUDGEMENT) for v in versions),
+            400,
+            "4 versions scored and judged",
+        )
+        wait_until(
+            lambda: all(request("GET", f"{u}/readyz")[1]["queue"] == 0 for u in (ahead, behind)),
+            60,
+            "idle workers",
+        )
+        texts = {url: scrape(url) for url in (ahead, behind)}
+    # Each replica measured its own skew against the store's Date header (1 s resolution).
+    skew_ahead = metric(texts[ahead], "sslmem_clock_skew_seconds")
+    skew_behind = metric(texts[behind], "sslmem_clock_skew_seconds")
+    assert skew_ahead is not None and abs(skew_ahead - SKEW_S) < 30, skew_ahead
+    assert skew_behind is not None and abs(skew_behind + SKEW_S) < 30, skew_behind
+    scored = [
+        metric(t, "sslmem_versions_scored_total", model="skewed") or 0.0 for t in texts.values()
+    ]
+    assert sum(scored) == 4.0, scored
+    taken = [
+        metric(t, "sslmem_jobs_total", kind="score", outcome="taken_over") or 0.0
+        for t in texts.values()
+    ]
+    assert taken == [0.0, 0.0], taken  # nobody stole a live lease ...
+    refused = [
+        metric(t, "sslmem_jobs_total", kind="score", outcome="busy") or 0.0 for t in texts.values()
+    ]
+    assert sum(refused) > 0, refused  # ... although they met live leases of the other
+    mlflow = client()
+    for version in versions:
+        assert _score_runs("skewed", version) == 1
+        run_id = T.score_run_id(get_version_tags("skewed", version))
+        run = mlflow.get_run(run_id)
+        assert run.data.metrics
+        for key in run.data.metrics:  # published once: no second writer appended a value
+            assert len(mlflow.get_metric_history(run_id, key)) == 1, key
+
+
 def test_replica_killed_mid_scoring_is_taken_over_after_the_lease_expires(
     stack: tuple[MlflowServer, str], s3_server: S3Server, encoders: Encoders, tmp_path: Path
 ) -> None:
@@ -250,7 +317,7 @@ def test_replica_killed_mid_scoring_is_taken_over_after_the_lease_expires(
         wait_until(lambda: request("GET", f"{base}/readyz")[1]["queue"] == 0, 60, "idle")
         assert metric(scrape(base), "sslmem_versions_scored_total", model="killed") == 1.0
     assert _score_runs("killed", version) == 1
-    assert store.read(key) is None  # released by the heir
+    assert LeaseManager(store, "observer", 60).current(key) is None  # released by the heir
 
 
 def test_sigterm_mid_scoring_releases_the_lease_within_the_grace_period(
@@ -258,7 +325,10 @@ def test_sigterm_mid_scoring_releases_the_lease_within_the_grace_period(
 ) -> None:
     runtime = _runtime(stack, s3_server)
     store = open_conditional_store(runtime.store_uri, runtime)
-    slow = json.dumps([*FAST_SCORING, "scoring.views=64"])
+    # Slow enough that SIGTERM lands while scoring, not while publishing: the daemon worker
+    # dies with the process, but a publish step that passed its fence just before the release
+    # would leave a second (orphan) score run (seen once in a loaded CI run with views=64).
+    slow = json.dumps([*FAST_SCORING, "scoring.views=256"])
     with serve(
         tmp_path,
         stack,
@@ -277,7 +347,8 @@ def test_sigterm_mid_scoring_releases_the_lease_within_the_grace_period(
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-    assert store.read(key) is None  # released at shutdown: another replica may claim it now
+    # Released at shutdown: another replica may claim it now.
+    assert LeaseManager(store, "observer", 60).current(key) is None
     with serve(tmp_path, stack, s3_server, "next", reconcile_interval_s="1"):
         wait_until(lambda: _status("termed", version) == "scored", 240, "the next replica")
     assert _score_runs("termed", version) == 1

@@ -118,3 +118,19 @@ def test_server_without_webhook_settings_refuses_with_the_fix(
         assert "non-public IP" in info.value.problem
         assert info.value.fix is not None and "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS" in info.value.fix
         assert SECRET not in str(info.value)
+
+
+def test_the_cli_help_names_the_default_webhook_and_every_default_event() -> None:
+    # The CLI spells the defaults in its help (importing them would load MLflow on --help).
+    import argparse
+
+    from sslmem.cli import webhook as webhook_cli
+    from sslmem.tracking.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME
+
+    parser = argparse.ArgumentParser()
+    webhook_cli.add_arguments(parser)
+    ensure = parser._subparsers._group_actions[0].choices["ensure"]  # type: ignore[union-attr]
+    text = " ".join(ensure.format_help().split())
+    assert DEFAULT_WEBHOOK_NAME in text
+    for event in DEFAULT_EVENTS:
+        assert event in text

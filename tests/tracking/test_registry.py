@@ -8,7 +8,7 @@ import yaml
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import EvaluationConfig, ScoringConfig
-from sslmem.errors import CheckpointError, TrackingError
+from sslmem.errors import CheckpointError, TrackingError, TrackingNotFoundError
 from sslmem.evaluation import EvaluationResult, extract_features
 from sslmem.memorization.scoring import ScoreReport, ScoreSummary
 from sslmem.memorization.stats import summarize_scores
@@ -188,8 +188,8 @@ def test_aliases_resolve_to_numbers_and_are_explicit(
             set_alias("enc", alias, 1)
     with pytest.raises(TrackingError, match="resolved version number"):
         set_alias("enc", "champion", "champion")
-    with pytest.raises(TrackingError, match="resolve alias"):
-        resolve_alias("enc", "nope")
+    with pytest.raises(TrackingNotFoundError, match="has no alias 'nope'"):
+        resolve_alias("enc", "nope")  # typed not-found (MLflow says INVALID_PARAMETER_VALUE)
 
 
 def test_tags_never_store_a_bare_alias(

@@ -207,16 +207,35 @@ Included by every template that depends on them (the first one to render reports
 {{- end }}
 
 {{/*
-Is a monitoring object rendered? auto: when its CRD's API is known to the cluster (or given with
---api-versions); true/false: as told. Args: list $ enabledValue "monitoring.coreos.com/v1/Kind"
+Does the cluster serve the Prometheus Operator's KIND? Either form counts: the kind-qualified
+"monitoring.coreos.com/v1/ServiceMonitor" or the plain group version "monitoring.coreos.com/v1"
+(what the prometheus-community charts check, and what `helm template --api-versions` users
+pass). Args: list $ "monitoring.coreos.com/v1/Kind"
+*/}}
+{{- define "sslmem.hasMonitoringApi" -}}
+{{- $ctx := index . 0 }}
+{{- $api := index . 1 }}
+{{- if or ($ctx.Capabilities.APIVersions.Has $api) ($ctx.Capabilities.APIVersions.Has (dir $api)) }}true{{ end }}
+{{- end }}
+
+{{/*
+Is a monitoring object rendered? auto: when its API is known to the cluster (or given with
+--api-versions, in either form); true: always, but the render fails when the API is unknown
+(an install would fail later with "no matches for kind"); false: never.
+Args: list $ enabledValue "monitoring.coreos.com/v1/Kind" "values.key"
 */}}
 {{- define "sslmem.monitoringEnabled" -}}
 {{- $ctx := index . 0 }}
 {{- $enabled := index . 1 }}
 {{- $api := index . 2 }}
+{{- $has := include "sslmem.hasMonitoringApi" (list $ctx $api) }}
 {{- if kindIs "bool" $enabled }}
-{{- if $enabled }}true{{ end }}
-{{- else if and (eq (toString $enabled) "auto") ($ctx.Capabilities.APIVersions.Has $api) }}true
+{{- if $enabled }}
+{{- if not $has }}
+{{- fail (printf "%s=true but the cluster does not serve %s (the Prometheus Operator's CRDs are not installed): install them (e.g. kube-prometheus-stack), set %s=auto or false, or with helm template pass --api-versions %s" (index . 3) $api (index . 3) (dir $api)) }}
+{{- end }}true
+{{- end }}
+{{- else if and (eq (toString $enabled) "auto") $has }}true
 {{- end }}
 {{- end }}
 
@@ -286,4 +305,51 @@ Is a monitoring object rendered? auto: when its CRD's API is known to the cluste
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+Topology spread constraints of the scoring pods: the given ones, each without a labelSelector
+getting the chart's selector labels (a hard-coded release name would select nothing under
+another), plus a soft spread across nodes (spreadAcrossNodes) unless one on
+kubernetes.io/hostname is given. Empty when there is none.
+*/}}
+{{- define "sslmem.topologySpread" -}}
+{{- $selector := include "sslmem.selectorLabels" . | fromYaml }}
+{{- $out := list }}
+{{- $byHost := false }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $c := deepCopy . }}
+{{- if not (hasKey $c "labelSelector") }}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" $selector) }}
+{{- end }}
+{{- if eq $c.topologyKey "kubernetes.io/hostname" }}{{ $byHost = true }}{{ end }}
+{{- $out = append $out $c }}
+{{- end }}
+{{- if and .Values.spreadAcrossNodes (not $byHost) }}
+{{- $out = append $out (dict "maxSkew" 1 "topologyKey" "kubernetes.io/hostname" "whenUnsatisfiable" "ScheduleAnyway" "labelSelector" (dict "matchLabels" $selector)) }}
+{{- end }}
+{{- if $out }}
+{{- toYaml $out }}
+{{- end }}
+{{- end }}
+
+{{/*
+The hook Job's retry loop (POSIX sh, coreutils timeout: both in the image's Debian base). Args
+after $0: the retry window (s), the timeout of one try (s), then the command. Exits 0 on the
+first success and also when the window runs out (with a warning): the hook must never fail the
+release.
+*/}}
+{{- define "sslmem.hookRetryScript" -}}
+window="$1"; per_try="$2"; shift 2
+end=$(( $(date +%s) + window ))
+n=1
+while :; do
+  if timeout "$per_try" "$@"; then exit 0; fi
+  if [ $(( $(date +%s) + 10 + per_try )) -gt "$end" ]; then break; fi
+  echo "webhook-ensure: try $n failed; retrying in 10 s" >&2
+  n=$(( n + 1 ))
+  sleep 10
+done
+echo "WARNING: the MLflow webhook was not registered within ${window} s (is MLflow reachable and configured for webhooks?). The release is not failed: the service's reconcile pass still finds new versions. Fix MLflow, then run helm upgrade again or sslmem webhook ensure by hand (docs/install.md#how-the-webhook-gets-wired)." >&2
+exit 0
 {{- end }}

@@ -18,8 +18,44 @@ webhook secret alone.
 {{- end }}
 {{- end }}
 
+{{/*
+The previous webhook secret (the service only, when webhook.secret.previous.key is set): an
+optional item, so the key may come and go in the Secret during rotations without a restart.
+*/}}
+{{- define "sslmem.webhookSecretPreviousEnabled" -}}
+{{- if and (include "sslmem.webhookSecretName" .) .Values.webhook.secret.previous.key }}true{{ end }}
+{{- end }}
+
+{{- define "sslmem.webhookSecretPreviousFileEnv" -}}
+{{- if include "sslmem.webhookSecretPreviousEnabled" . }}
+- name: SSLMEM_SERVICE_WEBHOOK_SECRET_PREVIOUS_FILE
+  value: /var/run/secrets/sslmem/webhook-previous/webhook-secret-previous
+{{- end }}
+{{- end }}
+
+{{- define "sslmem.webhookSecretPreviousFileVolume" -}}
+{{- if include "sslmem.webhookSecretPreviousEnabled" . }}
+- name: webhook-secret-previous
+  secret:
+    secretName: {{ include "sslmem.webhookSecretName" . }}
+    defaultMode: 0440
+    optional: true
+    items:
+      - key: {{ .Values.webhook.secret.previous.key }}
+        path: webhook-secret-previous
+{{- end }}
+{{- end }}
+
+{{- define "sslmem.webhookSecretPreviousFileMount" -}}
+{{- if include "sslmem.webhookSecretPreviousEnabled" . }}
+- name: webhook-secret-previous
+  mountPath: /var/run/secrets/sslmem/webhook-previous
+  readOnly: true
+{{- end }}
+{{- end }}
+
 {{- define "sslmem.secretFileEnv" -}}
-{{- include "sslmem.webhookSecretFileEnv" . }}{{ include "sslmem.apiTokenFileEnv" . }}
+{{- include "sslmem.webhookSecretFileEnv" . }}{{ include "sslmem.webhookSecretPreviousFileEnv" . }}{{ include "sslmem.apiTokenFileEnv" . }}
 {{- end }}
 
 {{- define "sslmem.webhookSecretFileVolume" -}}
@@ -47,7 +83,7 @@ webhook secret alone.
 {{- end }}
 
 {{- define "sslmem.secretFileVolumes" -}}
-{{- include "sslmem.webhookSecretFileVolume" . }}{{ include "sslmem.apiTokenFileVolume" . }}
+{{- include "sslmem.webhookSecretFileVolume" . }}{{ include "sslmem.webhookSecretPreviousFileVolume" . }}{{ include "sslmem.apiTokenFileVolume" . }}
 {{- end }}
 
 {{- define "sslmem.webhookSecretFileMount" -}}
@@ -67,5 +103,5 @@ webhook secret alone.
 {{- end }}
 
 {{- define "sslmem.secretFileMounts" -}}
-{{- include "sslmem.webhookSecretFileMount" . }}{{ include "sslmem.apiTokenFileMount" . }}
+{{- include "sslmem.webhookSecretFileMount" . }}{{ include "sslmem.webhookSecretPreviousFileMount" . }}{{ include "sslmem.apiTokenFileMount" . }}
 {{- end }}

@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("sslmem.cli.serve", "Run the scoring service (webhooks, reconcile, /metrics)."),
     "register": ("sslmem.cli.register", "Register your own encoder for the scoring service."),
+    "models": ("sslmem.cli.models", "Opt registered models in to the scoring service's scope."),
     "webhook": (
         "sslmem.cli.webhook",
         "Create or update the MLflow webhook of the scoring service.",

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sslmem.errors import ConfigError
 from sslmem.service.settings import ENV_PREFIX, ServiceSettings, read_secret_file
-from sslmem.service.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME
 
 _SECRET_ENV = f"{ENV_PREFIX}WEBHOOK_SECRET"
 
@@ -28,13 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ensure.add_argument(
         "--url", required=True, help="receiver URL, e.g. http://HOST:8080/v1/webhooks/mlflow"
     )
-    ensure.add_argument("--name", default=DEFAULT_WEBHOOK_NAME, help="webhook name (identity)")
+    # The defaults live in sslmem.tracking.webhooks (which imports MLflow): resolved in run(),
+    # so `--help` stays light.
+    ensure.add_argument("--name", help="webhook name (identity; default: sslmem-scoring)")
     ensure.add_argument(
         "--events",
         nargs="+",
-        default=list(DEFAULT_EVENTS),
         metavar="EVENT",
-        help=f"MLflow events (default: {' '.join(DEFAULT_EVENTS)})",
+        help="MLflow events (default: the three the scoring service acts on: "
+        "model_version.created, model_version_tag.set, model_version_alias.created)",
     )
     ensure.add_argument("--secret-file", type=Path, help="file holding the HMAC secret")
 
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Ensure the webhook; print what was done, never the secret."""
     from sslmem.tracking.connection import configure_from_settings  # imports MLflow
-    from sslmem.tracking.webhooks import ensure_webhook
+    from sslmem.tracking.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME, ensure_webhook
 
     if args.secret_file is not None:
         secret = read_secret_file(args.secret_file, "webhook secret")
@@ -56,7 +57,12 @@ def run(args: argparse.Namespace) -> int:
             )
         secret = loaded
     configure_from_settings()
-    state = ensure_webhook(args.url, secret, name=args.name, events=args.events)
+    state = ensure_webhook(
+        args.url,
+        secret,
+        name=args.name or DEFAULT_WEBHOOK_NAME,
+        events=args.events or list(DEFAULT_EVENTS),
+    )
     detail = f" ({', '.join(state.changed)} changed)" if state.changed else ""
     print(
         f"webhook {state.name!r} {state.action}{detail}: id {state.webhook_id}, url {state.url}, "

@@ -146,7 +146,13 @@ class SplitManifest(_ManifestBody):
         try:
             manifest = cls.model_validate(payload)
         except ValidationError as exc:
-            raise DataError(f"{name} is malformed: {exc}", _recreate_fix(source)) from exc
+            # Field locations and error kinds only: the content (which reaches failure reasons
+            # served over HTTP) is never copied into the message.
+            where = "; ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['type']}"
+                for error in exc.errors()[:5]
+            )
+            raise DataError(f"{name} is malformed ({where})", _recreate_fix(source)) from None
         except ManifestMismatchError as exc:
             raise ManifestMismatchError(
                 exc.problem.replace("split manifest", name, 1),

@@ -35,7 +35,7 @@ from minio.helpers import check_bucket_name
 from pydantic import SecretStr
 
 from sslmem.atomic import TMP_MARKER, atomic_write_bytes, atomic_writer
-from sslmem.errors import StoreError
+from sslmem.errors import StoreError, StoreNotFoundError, StoreUnavailableError
 from sslmem.redaction import redact
 
 if TYPE_CHECKING:
@@ -58,6 +58,27 @@ _ENDPOINT_FIX = (
     "check SSLMEM_S3_ENDPOINT (host:port, no path), SSLMEM_S3_SECURE (TLS or not) and that the "
     "server is running and reachable from here"
 )
+#: S3 error codes of a server that is busy, throttling or failing (retry later).
+_TRANSIENT_S3_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "OperationAborted",
+    }
+)
+
+
+def _retryable(exc: S3Error) -> bool:
+    """Whether the HTTP status of an S3 error answer is 5xx, 408 or 429."""
+    status = getattr(exc.response, "status", None)
+    return isinstance(status, int) and (status >= 500 or status in (408, 429))
+
+
 _CREDENTIALS_FIX = "check SSLMEM_S3_ACCESS_KEY and SSLMEM_S3_SECRET_KEY and the user's permissions"
 _NO_USERINFO_FIX = (
     "remove user:password@ from it; S3 credentials come from SSLMEM_S3_ACCESS_KEY and "
@@ -195,7 +216,7 @@ class LocalStore(ObjectStore):
         try:
             atomic_write_bytes(path, data)
         except OSError as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"cannot write {self.uri(key)}: {exc}", f"check that {self.root} is writable"
             ) from exc
 
@@ -208,12 +229,12 @@ class LocalStore(ObjectStore):
                 f"{self.uri(key)} is a directory, not an object", "pass the file inside it"
             ) from exc
         except (FileNotFoundError, NotADirectoryError) as exc:
-            raise StoreError(
+            raise StoreNotFoundError(
                 f"object {self.uri(key)} does not exist",
                 f"check the key and the store root ({self.root})",
             ) from exc
         except OSError as exc:
-            raise StoreError(f"cannot read {self.uri(key)}: {exc}") from exc
+            raise StoreUnavailableError(f"cannot read {self.uri(key)}: {exc}") from exc
 
     def exists(self, key: str) -> bool:  # noqa: D102 - documented on the ABC
         return self._path(key).is_file()
@@ -240,7 +261,7 @@ class LocalStore(ObjectStore):
         try:
             path.unlink(missing_ok=True)
         except OSError as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"cannot delete {self.uri(key)}: {exc}", f"check that {self.root} is writable"
             ) from exc
 
@@ -254,7 +275,7 @@ class LocalStore(ObjectStore):
                 while chunk := src.read(_CHUNK):
                     out.write(chunk)
         except OSError as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"cannot write {self.uri(key)}: {exc}", f"check that {self.root} is writable"
             ) from exc
 
@@ -398,13 +419,13 @@ class S3Store(ObjectStore):
             return fn()
         except S3Error as exc:
             self._raise_s3(exc, what, key)
-        except urllib3.exceptions.HTTPError as exc:
-            raise StoreError(
+        except urllib3.exceptions.HTTPError as exc:  # no connection, timeout, reset
+            raise StoreUnavailableError(
                 f"S3 endpoint {self._endpoint_url()} failed while trying to {what}: {exc}",
                 _ENDPOINT_FIX,
             ) from exc
-        except MinioException as exc:  # ServerError, InvalidResponseError
-            raise StoreError(
+        except MinioException as exc:  # ServerError (5xx), InvalidResponseError
+            raise StoreUnavailableError(
                 f"S3 endpoint {self._endpoint_url()} gave an invalid answer while trying to "
                 f"{what}: {exc}",
                 _ENDPOINT_FIX + "; make sure the endpoint is an S3 API, not a console/UI port",
@@ -416,11 +437,11 @@ class S3Store(ObjectStore):
     def _raise_s3(self, exc: S3Error, what: str, key: str | None) -> NoReturn:
         code = exc.code or ""
         if code in ("NoSuchKey", "NoSuchObject") and key is not None:
-            raise StoreError(
+            raise StoreNotFoundError(
                 f"object {self.uri(key)} does not exist", "check the key and the store URI"
             ) from exc
         if code == "NoSuchBucket":
-            raise StoreError(
+            raise StoreNotFoundError(
                 f"bucket {self.bucket!r} does not exist on {self._endpoint_url()}",
                 "create the bucket (or open the store with create_bucket=True)",
             ) from exc
@@ -431,8 +452,15 @@ class S3Store(ObjectStore):
             "InvalidToken",
             "ExpiredToken",
         ):
-            raise StoreError(
+            # The service's own credentials, not the input: retried, never a verdict on it.
+            raise StoreUnavailableError(
                 f"S3 endpoint {self._endpoint_url()} refused to {what} ({code})", _CREDENTIALS_FIX
+            ) from exc
+        if code in _TRANSIENT_S3_CODES or (exc.response is not None and _retryable(exc)):
+            raise StoreUnavailableError(
+                f"S3 endpoint {self._endpoint_url()} is unavailable while trying to {what} "
+                f"({code})",
+                _ENDPOINT_FIX,
             ) from exc
         raise StoreError(
             f"S3 error while trying to {what} on {self._endpoint_url()}: {code} {exc.message}"

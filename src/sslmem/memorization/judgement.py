@@ -10,21 +10,26 @@ probe more than removing random ones. More memorisation is therefore not a defec
 it is a cost (privacy exposure of the training points) that may buy accuracy. The policy
 follows from that:
 
-* **regression** -- mean SSLMem on S_C rose significantly (two-sided test, ``p < alpha``) by at
-  least ``min_delta`` *without* an accuracy gain of at least ``accuracy_gain`` (γ) on every
-  measured downstream accuracy (kNN and linear probe); or the candidate breaks an absolute
-  memorisation budget (mean SSLMem on S_C, or the fraction of S_C above ``threshold``) -- a
-  budget is a hard limit, broken whatever the champion or the accuracy.
-* **improvement** -- mean SSLMem on S_C fell significantly by at least ``min_delta`` and no
-  measured accuracy fell by more than γ (less exposure for the same quality).
+* **regression** -- mean SSLMem on S_C rose significantly (two-sided test, ``p < alpha``) and
+  its 95% CI lies at least ``min_delta`` above zero (lower bound ≥ ``min_delta``), *without* an
+  accuracy gain of at least ``accuracy_gain`` (γ) on every measured downstream accuracy (kNN
+  and linear probe); or the candidate breaks an absolute memorisation budget (mean SSLMem on
+  S_C, or the fraction of S_C above ``threshold``) -- a budget is a hard limit, broken whatever
+  the champion or the accuracy.
+* **improvement** -- mean SSLMem on S_C fell significantly and its 95% CI lies at least
+  ``min_delta`` below zero (upper bound ≤ −``min_delta``), and no measured accuracy fell by
+  more than γ (less exposure for the same quality).
 * **neutral** -- anything else, including more memorisation that bought an accuracy gain of
   at least γ, less memorisation that cost more than γ, changes that are not significant or
-  smaller than ``min_delta``, and a fall whose accuracy cost cannot be judged (accuracies
-  missing).
+  whose CI reaches within ``min_delta`` of zero, and a fall whose accuracy cost cannot be
+  judged (accuracies missing).
 * **incomparable** -- no champion, or the two versions were scored under different protocols
-  (dataset, augmentation, layer, K views, alignment mode, pair estimator or distance): raw
-  SSLMem is only comparable on the same protocol (SSLMEM.md), so no Δ is computed and the
-  differing fields are named. A broken budget still makes it a regression.
+  (:class:`ScoringProtocol`: dataset, augmentation, layer, K views, alignment mode, pair
+  estimator, distance, view seed, precision, sslmem version and, on the same split, the
+  reference checkpoints): raw SSLMem is only comparable on the same protocol (SSLMEM.md), so no
+  Δ is computed and the differing fields are named. A broken budget still makes it a
+  regression. The workflow (:mod:`sslmem.workflow.judge`) avoids this outcome by scoring the
+  champion again under the candidate's protocol before judging.
 
 The test of Δ mean SSLMem(S_C) is a **paired t-test** when both versions scored the same
 candidate points (same dataset, identical S_C sample indices): each point's score under the
@@ -67,6 +72,7 @@ __all__ = [
     "compare_means",
     "judge",
     "policy_from_tags",
+    "protocol_differences",
     "verdict_state",
 ]
 
@@ -189,6 +195,12 @@ class ScoringProtocol(BaseModel):
         distance: Representation distance.
         estimator: Pair estimator (``pairs`` or ``ustat``): both estimate the same expectation,
             but with different noise at a given K, so scores are never mixed.
+        seed: Seed of the views (equal seeds and points: the same views of every point).
+        reference_sha256: The reference checkpoints' sha256, in scoring order. SSLMem is the
+            reference's alignment loss minus the candidate's, so a retrained reference shifts
+            every score.
+        precision: ``fp32`` or ``bf16 autocast`` (bf16 noise is of the order of small Δs).
+        sslmem_version: The sslmem release that scored (the estimator's code).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -201,6 +213,10 @@ class ScoringProtocol(BaseModel):
     mode: str
     distance: str
     estimator: str = "pairs"
+    seed: int = 0
+    reference_sha256: tuple[str, ...] = ()
+    precision: str = "fp32"
+    sslmem_version: str = ""
 
     @classmethod
     def from_summary(cls, summary: ScoreSummary) -> ScoringProtocol:
@@ -214,11 +230,28 @@ class ScoringProtocol(BaseModel):
             mode=summary.scoring.mode,
             distance=summary.scoring.distance,
             estimator=summary.scoring.estimator,
+            seed=summary.scoring.seed,
+            reference_sha256=tuple(ref.sha256 for ref in summary.references),
+            precision=summary.precision,
+            sslmem_version=summary.sslmem_version,
         )
 
 
 #: Fields that must be equal (the manifest may differ: then the test is unpaired).
-COMPARED_FIELDS = ("dataset", "augmentation", "layer", "views", "mode", "estimator", "distance")
+COMPARED_FIELDS = (
+    "dataset",
+    "augmentation",
+    "layer",
+    "views",
+    "mode",
+    "estimator",
+    "distance",
+    "seed",
+    "precision",
+    "sslmem_version",
+)
+#: Compared only on the same split: another split has its own reference (and other points).
+SAME_SPLIT_FIELDS = ("reference_sha256",)
 
 
 def verdict_state(summary: ScoreSummary) -> str:
@@ -395,6 +428,8 @@ class Judgement(BaseModel):
         accuracy: Downstream accuracies (``None`` when incomparable).
         budget_exceeded: Whether an absolute budget is broken.
         reasons: Readable sentences explaining the outcome.
+        champion_rescored: Whether the champion's scores are a re-scoring under the
+            candidate's protocol (its published scores were under another one).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -415,11 +450,20 @@ class Judgement(BaseModel):
     accuracy: AccuracyComparison | None
     budget_exceeded: bool
     reasons: list[str]
+    champion_rescored: bool = False
 
 
-def _differences(a: ScoringProtocol, b: ScoringProtocol) -> list[str]:
+def protocol_differences(a: ScoringProtocol, b: ScoringProtocol) -> list[str]:
+    """The protocol fields in which ``a`` and ``b`` differ, as ``field: a vs b`` (empty: none).
+
+    The reference checkpoints are compared only when both scored the same split manifest: a
+    version scored on another split is compared unpaired (Welch) and has that split's reference.
+    """
+    fields: tuple[str, ...] = COMPARED_FIELDS
+    if a.manifest_sha256 == b.manifest_sha256:
+        fields = (*COMPARED_FIELDS, *SAME_SPLIT_FIELDS)
     out = []
-    for field in COMPARED_FIELDS:
+    for field in fields:
         va, vb = getattr(a, field), getattr(b, field)
         if va != vb:
             if isinstance(va, dict) and isinstance(vb, dict):
@@ -588,7 +632,7 @@ def judge(
     if champion is None:
         note = "no champion version to compare with"
         return result(breach or JudgementOutcome.INCOMPARABLE, [*budget, note])
-    differences = _differences(candidate.protocol, champion.protocol)
+    differences = protocol_differences(candidate.protocol, champion.protocol)
     if differences:
         note = (
             f"scored under a different protocol than champion version {champion.version} "
@@ -612,8 +656,10 @@ def judge(
         f"{mean.ci95_high:+.4f}], {how}, p = {mean.p_value:.2e})"
     )
     significant = mean.p_value < policy.alpha
-    up = significant and mean.delta >= policy.min_delta
-    down = significant and mean.delta <= -policy.min_delta
+    # min_delta bounds the CI, not the point estimate: a change counts only when the whole
+    # 95% CI lies at least min_delta beyond zero, on either side.
+    up = significant and mean.ci95_low >= policy.min_delta
+    down = significant and mean.ci95_high <= -policy.min_delta
     gamma, worst = policy.accuracy_gain, accuracy.worst_delta
     acc = "accuracy not measured on both" if worst is None else f"worst Δ accuracy {worst:+.4f}"
 
@@ -635,8 +681,8 @@ def judge(
     else:
         outcome = JudgementOutcome.NEUTRAL
         reasons = [
-            f"no memorisation change beyond the policy (p < {policy.alpha:g} and |Δ| ≥ "
-            f"{policy.min_delta:g}): {change}"
+            f"no memorisation change beyond the policy (p < {policy.alpha:g} and the 95% CI "
+            f"at least {policy.min_delta:g} beyond 0): {change}"
         ]
     reasons.append(
         f"Δ fraction of S_C above {fraction.threshold:g} = {fraction.delta:+.4f} "

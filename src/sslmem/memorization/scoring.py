@@ -21,14 +21,15 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from sslmem import __version__
-from sslmem.augment import AugmentationSpec
+from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.config import ScoringConfig
 from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import SplitManifest
 from sslmem.errors import ScoringError
-from sslmem.memorization.alignment import AlignmentEstimator
+from sslmem.memorization.alignment import AlignmentEstimator, alignment_losses
 from sslmem.memorization.normalize import minmax_normalize, range_normalize
-from sslmem.memorization.sslmem import compute_sslmem
+from sslmem.memorization.reference_cache import ReferenceLossCache, ReferenceLossKey
+from sslmem.memorization.sslmem import compute_sslmem, sslmem_from_alignment
 from sslmem.memorization.stats import SetSummary, Verdict, WelchTest, summarize_scores
 from sslmem.models.checkpoint import LoadedCheckpoint
 
@@ -441,6 +442,7 @@ def score_split(
     progress: Callable[[int], object] | None = None,
     allow_cross_split: bool = False,
     allow_missing_provenance: bool = False,
+    reference_cache: ReferenceLossCache | None = None,
 ) -> ScoreReport:
     """SSLMem on the manifest's sets, with statistics, verdict and provenance.
 
@@ -462,6 +464,9 @@ def score_split(
         allow_cross_split: Score encoders trained on another split (recorded in the summary).
         allow_missing_provenance: Score checkpoints that do not record their provenance
             (recorded in the summary).
+        reference_cache: Where the references' per-point losses are read from and written
+            to (``None``: computed with the candidates' forwards, nothing cached). Scores are
+            bit-identical either way.
 
     Returns:
         Per-point columns (sample index, set, raw and normalised SSLMem, mean alignment losses)
@@ -491,6 +496,8 @@ def score_split(
         augment_spec=augment_spec,
         device=device,
         progress=progress,
+        reference_cache=reference_cache,
+        manifest_sha256=manifest.manifest_sha256,
     )
     return build_report(
         points,
@@ -546,6 +553,8 @@ def score_points(
     augment_spec: AugmentationSpec,
     device: torch.device,
     progress: Callable[[int], object] | None = None,
+    reference_cache: ReferenceLossCache | None = None,
+    manifest_sha256: str = "",
 ) -> PointScores:
     """Raw SSLMem and mean alignment losses of the points ``indices`` (no checks, no stats).
 
@@ -563,9 +572,37 @@ def score_points(
         augment_spec: The augmentation distribution of the views.
         device: Compute device.
         progress: Called with the number of points finished after each chunk.
+        reference_cache: Cache of the references' losses
+            (:mod:`sslmem.memorization.reference_cache`); ``None``: none.
+        manifest_sha256: The split the points are from (part of the cache key).
     """
     bf16 = scoring.autocast_bf16 and device.type == "cuda"
+    precision = "bf16 autocast" if bf16 else "fp32"
     started = time.perf_counter()
+    if reference_cache is not None:
+        cand, ref = _cached_alignment(
+            candidates,
+            references,
+            dataset.images[torch.from_numpy(indices)],
+            np.asarray(indices, dtype=np.int64),
+            scoring=scoring,
+            augment_spec=augment_spec,
+            device=device,
+            precision=precision,
+            progress=progress,
+            cache=reference_cache,
+            manifest_sha256=manifest_sha256,
+        )
+        return PointScores(
+            sample_index=np.asarray(indices, dtype=np.int64),
+            set=np.asarray(set_names).astype(str),
+            sslmem_raw=sslmem_from_alignment(cand, ref).numpy().astype(np.float64),
+            candidate_alignment=cand.mean(0).numpy().astype(np.float64),
+            reference_alignment=ref.mean(0).numpy().astype(np.float64),
+            seconds=time.perf_counter() - started,
+            device=f"{device} ({platform.processor() or platform.machine()})",
+            precision=precision,
+        )
     result = compute_sslmem(
         [c.encoder for c in candidates],
         [r.encoder for r in references],
@@ -594,8 +631,72 @@ def score_points(
         reference_alignment=result.reference_alignment.mean(0).numpy().astype(np.float64),
         seconds=time.perf_counter() - started,
         device=f"{device} ({platform.processor() or platform.machine()})",
-        precision="bf16 autocast" if bf16 else "fp32",
+        precision=precision,
     )
+
+
+def _cached_alignment(
+    candidates: Sequence[LoadedCheckpoint],
+    references: Sequence[LoadedCheckpoint],
+    images: torch.Tensor,
+    indices: np.ndarray[Any, Any],
+    *,
+    scoring: ScoringConfig,
+    augment_spec: AugmentationSpec,
+    device: torch.device,
+    precision: str,
+    progress: Callable[[int], object] | None,
+    cache: ReferenceLossCache,
+    manifest_sha256: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Candidate and reference losses ``[m, N], [n, N]``, the references' through ``cache``.
+
+    Each encoder's losses depend only on its own forwards of the shared seeded views, so the
+    references computed alone equal the references computed beside the candidates.
+    """
+    keys = torch.from_numpy(indices)
+
+    def losses(
+        encoders: Sequence[LoadedCheckpoint], report: Callable[[int], object] | None
+    ) -> torch.Tensor:
+        return alignment_losses(
+            [c.encoder for c in encoders],
+            images,
+            keys,
+            augmenter=BatchAugmenter(augment_spec),
+            estimator=AlignmentEstimator(
+                views=scoring.views,
+                mode=scoring.mode,
+                distance=scoring.distance,
+                seed=scoring.seed,
+                estimator=scoring.estimator,
+            ),
+            layers=[scoring.layer],
+            device=device,
+            chunk_size=scoring.chunk_size,
+            view_batch=scoring.view_batch,
+            autocast_bf16=precision != "fp32",
+            progress=report,
+        )[:, 0]
+
+    key = ReferenceLossKey.build(
+        reference_sha256=[r.sha256 for r in references],
+        manifest_sha256=manifest_sha256,
+        indices=indices,
+        images=images,
+        scoring=scoring,
+        augment_spec=augment_spec,
+        precision=precision,
+        device=device,
+    )
+    ref = cache.load(key)
+    if ref is None:
+        cache.misses += 1
+        ref = losses(references, None)
+        cache.save(key, ref)
+    else:
+        cache.hits += 1
+    return losses(candidates, progress), ref
 
 
 def build_report(

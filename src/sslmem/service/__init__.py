@@ -2,8 +2,8 @@
 
 Modules, one job each: :mod:`~sslmem.service.settings` (typed configuration),
 :mod:`~sslmem.service.webhooks` (MLflow webhook verification and parsing),
-:mod:`~sslmem.service.lease` and :mod:`~sslmem.service.lease_store` (exactly-once claims in the
-object store), :mod:`~sslmem.service.worker` (bounded, de-duplicated job queue),
+:mod:`~sslmem.coordination.lease` (exactly-once claims in the object store, used by the
+workflow too), :mod:`~sslmem.service.worker` (bounded, de-duplicated job queue),
 :mod:`~sslmem.service.reconcile` (periodic pass over the registry), :mod:`~sslmem.service.state`
 (the registry as the service reads it), :mod:`~sslmem.service.metrics` (Prometheus),
 :mod:`~sslmem.service.core` (the parts wired together) and :mod:`~sslmem.service.app` (HTTP

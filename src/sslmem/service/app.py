@@ -5,7 +5,7 @@
 ``POST /v1/score``                           queue a version (bearer token)
 ``GET /v1/models/{name}/versions/{version}`` status, score summary and judgement of a version
 ``GET /healthz``                             the process answers
-``GET /readyz``                              MLflow and the object store answer (503 otherwise)
+``GET /readyz``                              this replica can accept intake (503 otherwise)
 ``GET /metrics``                             Prometheus exposition
 ``GET /docs``, ``GET /openapi.json``         OpenAPI documentation
 ==========================================  =====================================================
@@ -27,6 +27,7 @@ from sslmem.errors import TrackingError
 from sslmem.service.core import ScoringService
 from sslmem.service.settings import ENV_PREFIX
 from sslmem.service.webhooks import DeliveryOutcome
+from sslmem.tracking.tags import CANONICAL_VERSION_PATTERN, is_canonical_version
 
 __all__ = ["create_app"]
 
@@ -40,11 +41,11 @@ class ScoreRequest(BaseModel):
     """``POST /v1/score`` body."""
 
     name: str = Field(min_length=1, description="Registered model name.")
-    version: str = Field(pattern=r"^[1-9][0-9]*$", description="Version number.")
+    version: str = Field(pattern=CANONICAL_VERSION_PATTERN, description="Version number.")
 
 
 def _not_found(exc: TrackingError) -> bool:
-    from sslmem.workflow.score_version import is_not_found
+    from sslmem.tracking.connection import is_not_found
 
     return is_not_found(exc)
 
@@ -78,7 +79,7 @@ def create_app(service: ScoringService, *, manage_lifecycle: bool = True) -> Fas
     )
 
     def require_token(request: Request) -> None:
-        token = service.settings.api_token
+        token = service.api_token()  # re-read when its file changes (rotation)
         if token is None:
             raise HTTPException(status_code=403, detail=_NO_TOKEN)
         header = request.headers.get("authorization", "")
@@ -136,8 +137,12 @@ def create_app(service: ScoringService, *, manage_lifecycle: bool = True) -> Fas
     def version(name: str, version: str) -> dict[str, Any]:
         from sslmem.service.state import read_version_state
 
-        if not version.isdigit() or int(version) < 1:
-            raise HTTPException(status_code=422, detail="version must be a positive integer")
+        # Canonical numbers only: '²' passes isdigit() but not int(), '007' would alias '7'.
+        if not is_canonical_version(version):
+            raise HTTPException(
+                status_code=422,
+                detail="version must be a positive integer without leading zeros (1-10 digits)",
+            )
         try:
             return read_version_state(name, version).to_dict()
         except TrackingError as exc:
@@ -148,14 +153,16 @@ def create_app(service: ScoringService, *, manage_lifecycle: bool = True) -> Fas
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: MLflow and the object store answer")
+    @app.get("/readyz", summary="Readiness: this replica can accept intake")
     def readyz() -> JSONResponse:
+        # No MLflow or S3 request here: a dependency blip must not take every replica out of
+        # the Service at once (sslmem_dependency_up and SSLMemDependencyDown report it).
         state = service.readiness()
         body = {
             "ready": state.ready,
-            "mlflow": state.mlflow or "ok",
-            "object_store": state.object_store or "ok",
             "stopping": state.stopping,
+            "accepting": state.accepting,
+            "webhook_secret": "set" if state.webhook_secret else "missing",
             "queue": service.worker.depth(),
         }
         return JSONResponse(body, status_code=200 if state.ready else 503)

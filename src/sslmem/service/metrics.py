@@ -11,14 +11,21 @@ do not collide. Labels are low-cardinality by construction:
 * ``setting`` -- a judgement-policy field (:data:`POLICY_SETTINGS`), on the per-model
   ``sslmem_model_policy`` gauge (one series per model and setting);
 * small fixed enums: ``reason`` (:class:`FailureReason`), ``outcome`` (webhook deliveries,
-  :data:`WEBHOOK_OUTCOMES`; judgements, :class:`~sslmem.memorization.judgement.JudgementOutcome`),
+  :data:`WEBHOOK_OUTCOMES`; jobs, :data:`JOB_OUTCOMES`; judgements,
+  :class:`~sslmem.memorization.judgement.JudgementOutcome`), ``kind`` (:data:`JOB_KINDS`),
+  ``dependency`` (:data:`DEPENDENCIES`),
   ``verdict`` (:data:`VERDICT_STATES`), ``set`` (the protocol's sets), ``quantity``
   (:data:`DELTA_QUANTITIES`). Never a sample id, a run id or free text.
 
 Per-version gauges are produced at scrape time from a small in-memory table
 (:class:`VersionRecord` per version) by a custom collector, so a scrape sees one consistent
-state and the bound on series holds by construction. The table is rebuilt from MLflow at
-start-up by the caller (:meth:`ServiceMetrics.rebuild`): this module never talks to MLflow.
+state and the bound on series holds by construction. The callers keep the table true to MLflow
+(this module never talks to it): every reconcile pass re-reads each model
+(:meth:`ServiceMetrics.update_model`) and drops the models that are gone
+(:meth:`ServiceMetrics.retain_models`), and a job re-reads its model when it ends. Each record
+carries the time its data was read (``sslmem_version_refreshed_timestamp_seconds``), so the
+alert rules pick, among replicas, the newest reading of a version, and an older reading never
+replaces a newer one here.
 Likewise ``sslmem_model_policy`` shows each model's effective judgement policy (service defaults
 overridden by its ``sslmem.policy.*`` tags), so alert rules and dashboards can compare a version
 with its own model's budget and draw ``min_delta``.
@@ -37,14 +44,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sslmem.errors import (
-    CheckpointError,
-    ConfigError,
-    DataError,
-    ScoringError,
-    StoreError,
-    TrackingError,
-)
+from sslmem.errors import ConfigError
 from sslmem.memorization.judgement import (
     Judgement,
     JudgementOutcome,
@@ -53,9 +53,13 @@ from sslmem.memorization.judgement import (
     verdict_state,
 )
 from sslmem.memorization.scoring import ScoreSummary
+from sslmem.workflow.failures import RETRY_REASONS, FailureReason, failure_reason
 
 __all__ = [
     "DELTA_QUANTITIES",
+    "DEPENDENCIES",
+    "JOB_KINDS",
+    "JOB_OUTCOMES",
     "POLICY_SETTINGS",
     "RETRY_REASONS",
     "SCORING_BUCKETS",
@@ -84,7 +88,28 @@ WEBHOOK_OUTCOMES = (
     "malformed",
     "oversized",
     "ignored",
+    "unavailable",
 )
+#: Kinds of worker jobs (``sslmem.service.worker.JobKind``).
+JOB_KINDS = ("score", "judge")
+#: How a worker job ended: ``scored``/``judged`` (done), ``failed`` (a permanent problem, tagged on
+#: the version), ``skipped`` (nothing to do: already done, a reference, out of scope), ``busy``
+#: (another holder has the lease), ``taken_over`` (scored after taking over an expired lease),
+#: ``lost`` (the lease moved on while working: results dropped), ``retried`` (a dependency did
+#: not answer: re-queued after a backoff), ``crashed`` (an unexpected exception: a bug).
+JOB_OUTCOMES = (
+    "scored",
+    "judged",
+    "failed",
+    "skipped",
+    "busy",
+    "taken_over",
+    "lost",
+    "retried",
+    "crashed",
+)
+#: The dependencies whose health ``sslmem_dependency_up`` shows.
+DEPENDENCIES = ("mlflow", "object_store")
 #: States of a version's protocol verdict.
 VERDICT_STATES = ("passed", "failed", "inconclusive")
 #: What ``sslmem_version_champion_delta`` reports (candidate − champion).
@@ -110,56 +135,6 @@ VERSION_LABELS = ("model", "version", "alias")
 SCORING_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, float("inf"))
 
 
-class FailureReason(str, Enum):
-    """Why scoring a version failed (the ``reason`` label; also worth a version tag)."""
-
-    MISSING_PROVENANCE = "missing_provenance"
-    """The version lacks tags needed to score it (reference, split, augmentation, ...)."""
-    UNKNOWN_MODEL = "unknown_model"
-    """The version, its model or its reference version does not exist."""
-    INVALID_CHECKPOINT = "invalid_checkpoint"
-    """Corrupt, foreign or refused (pickled) weights."""
-    DATA = "data"
-    """The dataset or split manifest is missing or does not match."""
-    CONFIG = "config"
-    """A configuration value is invalid."""
-    SCORING = "scoring"
-    """Scoring refused the inputs (incompatible encoders, non-finite representations, ...)."""
-    TRACKING = "tracking"
-    """MLflow refused or did not answer."""
-    OBJECT_STORE = "object_store"
-    """The object store refused or did not answer."""
-    INTERNAL = "internal"
-    """Anything else (a bug: see the service log)."""
-
-
-#: Failure reasons that say nothing about the version (a dependency did not answer): the job is
-#: retried after a backoff, never marked failed. The ``reason`` label of the retries counter.
-RETRY_REASONS = (FailureReason.TRACKING, FailureReason.OBJECT_STORE)
-
-_ERROR_REASONS: tuple[tuple[type[Exception], FailureReason], ...] = (
-    (CheckpointError, FailureReason.INVALID_CHECKPOINT),
-    (DataError, FailureReason.DATA),  # includes ManifestMismatchError
-    (ConfigError, FailureReason.CONFIG),
-    (ScoringError, FailureReason.SCORING),
-    (TrackingError, FailureReason.TRACKING),
-    (StoreError, FailureReason.OBJECT_STORE),
-)
-
-
-def failure_reason(error: BaseException) -> FailureReason:
-    """The :class:`FailureReason` of an exception raised while scoring a version.
-
-    ``missing_provenance`` and ``unknown_model`` are decided by the caller, which knows it
-    checked tags or looked a version up; everything that is not an
-    :class:`~sslmem.errors.SSLMemError` of a known kind is ``internal``.
-    """
-    for kind, reason in _ERROR_REASONS:
-        if isinstance(error, kind):
-            return reason
-    return FailureReason.INTERNAL
-
-
 @dataclass(frozen=True)
 class LabelPolicy:
     """Which versions of a model get ``version``/``alias`` labels.
@@ -170,18 +145,27 @@ class LabelPolicy:
             ignored, so a version holding only those is labelled only if among the latest.
         max_aliases: At most this many alias names per model (the first in sorted order),
             bounding series even if a team creates aliases freely.
+        regressions: At most this many *open* regressions per model keep their labels after
+            newer versions push them out of the latest (the newest first). A regression is open
+            while the version is judged one and is newer than the champion: without this, a
+            team that registers versions faster than an alert's ``for:`` would never be told
+            (seen: 7 of 12 regressions never fired with ``latest=3``). Promoting a newer
+            champion, re-judging, or deleting the version closes it.
+        champion_alias: The alias regressions are judged against.
     """
 
     latest: int = 3
     aliases: frozenset[str] | None = None
     max_aliases: int = 5
+    regressions: int = 5
+    champion_alias: str = "champion"
 
     def __post_init__(self) -> None:
-        if self.latest < 0 or self.max_aliases < 0:
+        if self.latest < 0 or self.max_aliases < 0 or self.regressions < 0:
             raise ConfigError(
-                f"label policy needs latest >= 0 and max_aliases >= 0, got {self.latest} and "
-                f"{self.max_aliases}",
-                "use small non-negative limits, e.g. latest=3, max_aliases=5",
+                f"label policy needs latest, max_aliases and regressions >= 0, got "
+                f"{self.latest}, {self.max_aliases} and {self.regressions}",
+                "use small non-negative limits, e.g. latest=3, max_aliases=5, regressions=5",
             )
 
 
@@ -216,18 +200,23 @@ def _version_number(version: str) -> int:
 
 
 def label_eligibility(
-    versions: Mapping[str, Collection[str]], policy: LabelPolicy
+    versions: Mapping[str, Collection[str]],
+    policy: LabelPolicy,
+    regressions: Collection[str] = (),
 ) -> dict[str, tuple[str, ...]]:
     """Which versions get labels, and their ``alias`` label values.
 
     Args:
         versions: Every known version of one model -> the aliases it holds.
         policy: The limits.
+        regressions: The versions whose current judgement is a regression (from their tags);
+            the newest ``policy.regressions`` of those newer than the champion stay labelled
+            (see :class:`LabelPolicy`).
 
     Returns:
         ``{version: alias values}`` for each labelled version: one value per kept alias it
-        holds, or ``("",)`` for an unaliased version among the latest. A version both aliased
-        and among the latest appears once per alias (not also with ``""``).
+        holds, or ``("",)`` for an unaliased version among the latest or an open regression. A
+        version both aliased and among the latest appears once per alias (not also with ``""``).
 
     Raises:
         ValueError: A version is not a positive integer string.
@@ -238,6 +227,12 @@ def label_eligibility(
     )
     kept = set(held[: policy.max_aliases])
     latest = set(ordered[-policy.latest :]) if policy.latest else set()
+    champions = [_version_number(v) for v in ordered if policy.champion_alias in versions[v]]
+    open_regressions = [
+        v for v in ordered if v in regressions and champions and _version_number(v) > max(champions)
+    ]
+    if policy.regressions:
+        latest |= set(open_regressions[-policy.regressions :])
     out: dict[str, tuple[str, ...]] = {}
     for version in ordered:
         aliases = tuple(sorted(a for a in versions[version] if a in kept))
@@ -260,6 +255,8 @@ class VersionRecord:
         judgement: Its judgement against the champion (``None``: not judged).
         knn_accuracy: Downstream kNN accuracy (``None``: take it from the judgement, if any).
         linear_probe_accuracy: Linear-probe accuracy (likewise).
+        refreshed_at: Unix time at which the reading of these values from MLflow *began* (so a
+            write that happened before it is in them); 0 when unknown.
     """
 
     model: str
@@ -269,6 +266,7 @@ class VersionRecord:
     judgement: Judgement | None = None
     knn_accuracy: float | None = None
     linear_probe_accuracy: float | None = None
+    refreshed_at: float = 0.0
 
     def __post_init__(self) -> None:
         _version_number(self.version)
@@ -316,6 +314,11 @@ def _families() -> dict[str, _Family]:
             "sslmem_version_regression",
             "1 if the version is judged a regression against the champion, else 0.",
         ),
+        _Family(
+            "sslmem_version_refreshed_timestamp_seconds",
+            "Unix time at which this replica began reading the version's record from MLflow "
+            "(the alert rules follow the newest reading among replicas).",
+        ),
     ]
     return {f.name: f for f in families}
 
@@ -329,6 +332,7 @@ def _record_samples(record: VersionRecord, alias: str, families: Mapping[str, _F
 
     judgement = record.judgement
     accuracy = judgement.accuracy if judgement else None
+    add("sslmem_version_refreshed_timestamp_seconds", record.refreshed_at)
     if record.summary is not None:
         for set_name, stats in record.summary.sets.items():
             add("sslmem_version_sslmem_mean", stats.mean, set_name)
@@ -402,6 +406,31 @@ class _PolicyCollector(Collector):
         )
 
 
+class _ClockSkewCollector(Collector):
+    """``sslmem_clock_skew_seconds``: present only once measured."""
+
+    def __init__(self, owner: ServiceMetrics) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        skew = self._owner.clock_skew()
+        if skew is not None:
+            family.add_metric([], skew)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sslmem_clock_skew_seconds",
+            "This replica's wall clock minus the object store's (its Date header), measured at "
+            "start-up; absent until measured, and for a local store.",
+        )
+
+
 class ServiceMetrics:
     """The service's metric catalogue in its own registry.
 
@@ -421,6 +450,7 @@ class ServiceMetrics:
         self.label_policy = labels or LabelPolicy()
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, VersionRecord]] = {}
+        self._aliases: dict[str, dict[str, str]] = {}  # model -> {alias: version}
         self._policies: dict[str, JudgementPolicy] = {}
         r = self.registry
         self.scoring_duration = Histogram(
@@ -430,8 +460,28 @@ class ServiceMetrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "sslmem_queue_depth", "Versions waiting to be scored by this replica.", registry=r
+            "sslmem_queue_depth",
+            "Jobs waiting on this replica: queued, or waiting out a retry backoff (not running).",
+            registry=r,
         )
+        self.jobs = Counter(
+            "sslmem_jobs",
+            "Worker jobs of this replica by kind and how they ended.",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        for kind in JOB_KINDS:  # every series exported from the start (rate() works)
+            for job_outcome in JOB_OUTCOMES:
+                self.jobs.labels(kind=kind, outcome=job_outcome)
+        self.dependency_up = Gauge(
+            "sslmem_dependency_up",
+            "1 if the dependency answered this replica's last probe, 0 if not (no series: "
+            "not probed yet).",
+            ["dependency"],
+            registry=r,
+        )
+        self._clock_skew: float | None = None  # no series until measured (0 would be a claim)
+        r.register(_ClockSkewCollector(self))
         self.versions_scored = Counter(
             "sslmem_versions_scored", "Versions scored by this replica.", ["model"], registry=r
         )
@@ -474,6 +524,30 @@ class ServiceMetrics:
     def set_queue_depth(self, depth: int) -> None:
         """Set the number of versions waiting to be scored."""
         self.queue_depth.set(depth)
+
+    def job_done(self, kind: str, outcome: str) -> None:
+        """Count a worker job under one of :data:`JOB_KINDS` and :data:`JOB_OUTCOMES`."""
+        if kind not in JOB_KINDS or outcome not in JOB_OUTCOMES:
+            raise ValueError(
+                f"unknown job kind/outcome {kind!r}/{outcome!r}; one of {JOB_KINDS}/{JOB_OUTCOMES}"
+            )
+        self.jobs.labels(kind=kind, outcome=outcome).inc()
+
+    def set_dependency(self, dependency: str, up: bool) -> None:
+        """Record the last probe of one of :data:`DEPENDENCIES`."""
+        if dependency not in DEPENDENCIES:
+            raise ValueError(f"unknown dependency {dependency!r}; one of {DEPENDENCIES}")
+        self.dependency_up.labels(dependency=dependency).set(1.0 if up else 0.0)
+
+    def set_clock_skew(self, seconds: float) -> None:
+        """Record this replica's clock minus the object store's, in seconds."""
+        with self._lock:
+            self._clock_skew = float(seconds)
+
+    def clock_skew(self) -> float | None:
+        """The measured clock skew (``None``: not measured yet)."""
+        with self._lock:
+            return self._clock_skew
 
     def version_scored(self, model: str, *, now: float | None = None) -> None:
         """Count a successfully scored version and set the last-success time."""
@@ -536,6 +610,9 @@ class ServiceMetrics:
         pointing at a version not yet known here gives no series until :meth:`set_version`.
         """
         with self._lock:
+            # Kept for the champion's version even when it has no record (not scored, or its
+            # summary unreadable this pass): open regressions are defined against it.
+            self._aliases[model] = {a: str(v) for a, v in aliases.items()}
             known = self._versions.get(model, {})
             for version, record in known.items():
                 held = tuple(sorted(a for a, v in aliases.items() if str(v) == version))
@@ -545,6 +622,51 @@ class ServiceMetrics:
         """Drop a version (deleted from the registry); its series disappear."""
         with self._lock:
             self._versions.get(model, {}).pop(str(version), None)
+
+    def update_model(
+        self,
+        model: str,
+        records: Iterable[VersionRecord],
+        *,
+        read_at: float,
+        keep: Collection[str] = (),
+    ) -> None:
+        """Replace one model's records with a fresh reading from MLflow.
+
+        Args:
+            model: Registered model name.
+            records: Its records as read (every other version of the model loses its series:
+                deleted, no longer scored, or no longer eligible for labels).
+            read_at: Unix time at which the reading began (each record's ``refreshed_at``).
+            keep: Versions whose reading failed this time: their previous record stays.
+
+        A version whose current record is newer than ``read_at`` (a job re-read it meanwhile)
+        keeps it: an older reading never replaces a newer one.
+        """
+        fresh = {r.version: replace(r, refreshed_at=read_at) for r in records if r.model == model}
+        with self._lock:
+            old = self._versions.get(model, {})
+            table = {v: r for v, r in old.items() if v in keep or r.refreshed_at > read_at}
+            for version, record in fresh.items():
+                current = table.get(version)
+                if current is None or current.refreshed_at <= read_at:
+                    table[version] = record
+            self._versions[model] = table
+
+    def retain_models(self, models: Collection[str], *, read_at: float) -> None:
+        """Drop every model not in ``models`` (deleted, or out of scope) with its series.
+
+        A model whose records were all read before ``read_at`` -- the start of the listing that
+        did not contain it -- is dropped; one a job read meanwhile stays until the next pass.
+        """
+        with self._lock:
+            for model in [m for m in self._versions if m not in models]:
+                records = self._versions[model].values()
+                if all(r.refreshed_at <= read_at for r in records):
+                    del self._versions[model]
+                    self._aliases.pop(model, None)
+            for model in [m for m in self._policies if m not in models]:
+                del self._policies[model]
 
     def set_policy(self, model: str, policy: JudgementPolicy | None) -> None:
         """Set (or, with ``None``, drop) the ``sslmem_model_policy`` series of one model.
@@ -581,17 +703,28 @@ class ServiceMetrics:
         with self._lock:
             self._versions = table
             self._policies = kept
+            self._aliases = {}
 
     def labelled(self) -> Iterator[tuple[VersionRecord, str]]:
         """``(record, alias label)`` of every exported series, under the label policy."""
+        champion_alias = self.label_policy.champion_alias
         with self._lock:
             table = {model: dict(versions) for model, versions in self._versions.items()}
+            champions = {m: a.get(champion_alias) for m, a in self._aliases.items()}
         for model in sorted(table):
             versions = table[model]
+            held: dict[str, tuple[str, ...]] = {v: r.aliases for v, r in versions.items()}
+            champion = champions.get(model)
+            if champion is not None and champion not in held:
+                held[champion] = (champion_alias,)
             eligible = label_eligibility(
-                {v: r.aliases for v, r in versions.items()}, self.label_policy
+                held,
+                self.label_policy,
+                {v for v, r in versions.items() if r.judgement and r.judgement.regression},
             )
             for version, aliases in eligible.items():
+                if version not in versions:  # the champion known only by its alias
+                    continue
                 for alias in aliases:
                     yield versions[version], alias
 

@@ -10,19 +10,25 @@ or a ``.env`` file, given to :meth:`ServiceSettings.load` or by ``SSLMEM_SERVICE
 then the defaults. Secrets have no default: the webhook secret and the API token come from the
 environment or from a file (a mounted Kubernetes Secret); without them the service refuses
 every webhook delivery and every mutating request. Secrets are :class:`~pydantic.SecretStr`, so
-``repr``, ``str`` and logs show ``**********``.
+``repr``, ``str`` and logs show ``**********``. During a rotation a previous webhook secret is
+accepted too (``WEBHOOK_SECRET_PREVIOUS``); secrets given as files are re-read when the files
+change (:mod:`sslmem.service.secrets`).
+
+Every ``SSLMEM_SERVICE_*`` variable must name a field (or be ``SSLMEM_SERVICE_CONFIG_FILE``):
+a misspelt one is refused at start-up instead of silently ignored.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -31,9 +37,16 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from sslmem.coordination.settings import LeaseSettings
 from sslmem.errors import ConfigError
 
-__all__ = ["CONFIG_FILE_ENV", "ENV_PREFIX", "ServiceSettings", "read_secret_file"]
+__all__ = [
+    "CONFIG_FILE_ENV",
+    "ENV_PREFIX",
+    "ServiceSettings",
+    "read_secret_file",
+    "valid_env_names",
+]
 
 ENV_PREFIX = "SSLMEM_SERVICE_"
 #: Environment variable naming the optional config file (YAML, or ``.env`` by suffix).
@@ -98,11 +111,24 @@ class ServiceSettings(BaseSettings):
     api_token_file: Path | None = Field(
         None, description="File holding the API token (instead of api_token)."
     )
+    webhook_secret_previous: SecretStr | None = Field(
+        None,
+        description="The previous webhook secret, also accepted while a rotation is under way.",
+    )
+    webhook_secret_previous_file: Path | None = Field(
+        None,
+        description="File holding the previous webhook secret; missing or empty: none.",
+    )
     webhook_max_age_s: float = Field(
         300.0, gt=0, description="Deliveries whose timestamp is further from now are refused."
     )
     webhook_dedup_size: int = Field(
-        10_000, ge=1, description="Delivery ids remembered to refuse replays (LRU, TTL = max age)."
+        10_000,
+        ge=1,
+        description=(
+            "Delivery ids remembered in memory (LRU, kept 2 x max age + 60 s); a cheap filter "
+            "in front of the shared ledger in the object store."
+        ),
     )
     webhook_max_body_bytes: int = Field(
         256 * 1024, ge=1024, description="Larger webhook bodies are refused (413)."
@@ -157,11 +183,40 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM, wait this long for running jobs before releasing."
     )
+    log_format: Literal["json", "text"] = Field(
+        "text",
+        description="Log lines: 'json' (one object per line, the chart's default) or 'text'.",
+    )
     replica_id: str = Field(
         default_factory=_default_replica_id,
         min_length=1,
         description="Names this replica in leases (default: host name and process id).",
     )
+    models: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Registered models the service acts on besides those tagged sslmem.managed=true, "
+            'as JSON, e.g. ["enc", "enc-ref"] (the upgrade path for models registered earlier).'
+        ),
+    )
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Locations the service may read besides SSLMEM_STORE_URI and MLflow's artifact "
+            'store, as JSON, e.g. ["s3://datasets/imagenet"]; checked by scheme, bucket, prefix.'
+        ),
+    )
+
+    @field_validator("allowed_uri_prefixes")
+    @classmethod
+    def _plain_locations(cls, value: list[str]) -> list[str]:
+        from sslmem.data.uri_policy import UriNotAllowedError, UriPolicy
+
+        try:
+            UriPolicy.of(value)  # a typo fails at start-up, not every version
+        except UriNotAllowedError as exc:
+            raise ValueError(exc.problem) from None
+        return value
 
     @model_validator(mode="after")
     def _resolve(self) -> ServiceSettings:
@@ -174,12 +229,29 @@ class ServiceSettings(BaseSettings):
                 raise ValueError(f"{name} is empty; unset it or give a value")
             if file is not None:
                 setattr(self, name, read_secret_file(file, what))
+        if self.webhook_secret_previous is not None and self.webhook_secret_previous_file:
+            raise ValueError(
+                "set webhook_secret_previous or webhook_secret_previous_file, not both"
+            )
+        previous = self.webhook_secret_previous_file
+        if previous is not None and previous.is_file() and previous.read_bytes().strip():
+            # Optional: the key is absent from the mounted Secret when no rotation is under way.
+            self.webhook_secret_previous = read_secret_file(previous, "previous webhook secret")
         if self.lease_renew_s * 2 > self.lease_ttl_s:
             raise ValueError(
                 f"lease_renew_s ({self.lease_renew_s}) must be at most half of lease_ttl_s "
                 f"({self.lease_ttl_s}), so one failed renewal does not lose the lease"
             )
         return self
+
+    def lease_settings(self) -> LeaseSettings:
+        """The lease settings (``LEASE_PREFIX``, ``LEASE_TTL_S``, ``LEASE_RENEW_S``, replica id)."""
+        return LeaseSettings(
+            prefix=self.lease_prefix,
+            ttl_s=self.lease_ttl_s,
+            renew_s=self.lease_renew_s,
+            holder=self.replica_id,
+        )
 
     def judgement_policy(self) -> Any:
         """The service-wide :class:`~sslmem.memorization.judgement.JudgementPolicy`.
@@ -231,10 +303,12 @@ class ServiceSettings(BaseSettings):
             The validated settings; ``*_file`` secrets are already read.
 
         Raises:
-            ConfigError: The file is missing, malformed or has unknown keys, or a value is
-                invalid (the message names each field; never a secret's value).
+            ConfigError: An ``SSLMEM_SERVICE_*`` variable or a key of the file names no
+                setting, the file is missing or malformed, or a value is invalid (the message
+                names each field; never a secret's value).
 
         """
+        _check_environment(os.environ)
         raw = config_file if config_file is not None else os.environ.get(CONFIG_FILE_ENV)
         path = Path(raw) if raw else None
         if path is not None:
@@ -252,6 +326,27 @@ class ServiceSettings(BaseSettings):
             ) from None  # the cause would repeat input values, which may be secrets
         finally:
             _config_file.reset(token)
+
+
+def valid_env_names() -> list[str]:
+    """Every ``SSLMEM_SERVICE_*`` variable the service reads (fields and the config file)."""
+    return [
+        CONFIG_FILE_ENV,
+        *(f"{ENV_PREFIX}{name.upper()}" for name in ServiceSettings.model_fields),
+    ]
+
+
+def _check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse ``SSLMEM_SERVICE_*`` variables that name no setting (a typo must not pass)."""
+    valid = set(valid_env_names())
+    unknown = sorted(
+        key for key in environ if key.upper().startswith(ENV_PREFIX) and key.upper() not in valid
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown environment variable(s) {', '.join(unknown)}: no such service setting",
+            f"correct or unset them; the service reads {', '.join(sorted(valid))}",
+        )
 
 
 def _check_config_file(path: Path) -> None:

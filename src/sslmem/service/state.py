@@ -16,6 +16,7 @@ from sslmem.memorization.judgement import Judgement
 from sslmem.memorization.scoring import ScoreSummary
 from sslmem.service.metrics import LabelPolicy, VersionRecord, label_eligibility
 from sslmem.tracking import tags as T
+from sslmem.workflow.scope import ModelScope
 
 __all__ = [
     "ModelState",
@@ -93,8 +94,12 @@ def _client() -> Any:
     return client()
 
 
-def list_models() -> Iterator[ModelState]:
-    """Every registered model with its versions (paged through).
+def list_models(scope: ModelScope | None = None) -> Iterator[ModelState]:
+    """Every registered model in ``scope`` with its versions (paged through).
+
+    Args:
+        scope: Only models in it are read and yielded (``None``: every model). Other models'
+            versions are never listed, and they are skipped without a log line above debug.
 
     Raises:
         TrackingError: MLflow is unreachable.
@@ -111,6 +116,9 @@ def list_models() -> Iterator[ModelState]:
             name = str(model.name)
             if any(c in name for c in "'\\"):
                 logger.warning("skipping registered model %r: quotes in its name", name)
+                continue
+            if scope is not None and not scope.includes(name, dict(model.tags or {})):
+                logger.debug("skipping registered model %r: not managed by sslmem", name)
                 continue
             yield read_model(name)
         token = page.token
@@ -156,13 +164,11 @@ def _versions(name: str) -> dict[str, dict[str, str]]:
 
 
 def _summary(run_id: str | None) -> ScoreSummary | None:
-    from sslmem.tracking.pipeline_support import download_run_json
-    from sslmem.tracking.runs import SCORING_ARTIFACT_DIR
+    from sslmem.tracking.reports import read_score_summary
 
     if not run_id:
         return None
-    raw = download_run_json(run_id, f"{SCORING_ARTIFACT_DIR}/summary.json")
-    return ScoreSummary.model_validate(raw)
+    return read_score_summary(run_id)
 
 
 def _judgement(tags: dict[str, str]) -> Judgement | None:
@@ -196,17 +202,65 @@ def read_version_state(name: str, version: str) -> VersionState:
         status=tags.get(T.STATUS, ""),
         failure_reason=tags.get(T.FAILURE_REASON),
         aliases=tuple(sorted(a for a, v in aliases.items() if str(v) == str(version))),
-        summary=_summary(T.score_run_id(tags)) if scored else None,
+        summary=_bound_summary(name, str(version), tags) if scored else None,
         judgement=_judgement(tags),
         tags={k: v for k, v in tags.items() if k.startswith(T.PREFIX) and k != T.JUDGEMENT_JSON},
     )
 
 
-def _accuracy(tags: dict[str, str], key: str) -> float | None:
-    try:
-        return float(tags[key]) if tags.get(key) else None
-    except ValueError:
+def _bound_summary(name: str, version: str, tags: dict[str, str]) -> ScoreSummary | None:
+    """The summary of the version's score run, once shown to have scored its checkpoint.
+
+    A run of other weights (a hand-edited provenance tag) gives ``None`` with a warning: its
+    numbers are never shown or exported as this version's.
+
+    Raises:
+        TrackingError: The run's summary cannot be read.
+
+    """
+    summary = _summary(T.score_run_id(tags))
+    if summary is None:
         return None
+    try:
+        T.check_score_binding(tags, summary, f"model {name!r} version {version}")
+    except T.InvalidInputError as exc:
+        logger.warning("%s", exc.problem)
+        return None
+    return summary
+
+
+def _accuracy(tags: dict[str, str], key: str) -> float | None:
+    """An accuracy tag, or ``None`` unless it is a finite number in [0, 1] (never exported)."""
+    try:
+        return T.parse_accuracy(tags, key)
+    except T.InvalidInputError:
+        return None
+
+
+def regressed_versions(model: ModelState) -> set[str]:
+    """The scored candidate versions whose judgement tag says regression (no download)."""
+    out = set()
+    for version, tags in model.versions.items():
+        if tags.get(T.STATUS) != "scored" or tags.get(T.ROLE) == "reference":
+            continue
+        judgement = _judgement(tags)
+        if judgement is not None and judgement.regression:
+            out.add(version)
+    return out
+
+
+def held_aliases(model: ModelState) -> dict[str, list[str]]:
+    """Every version of the model -> the aliases it holds."""
+    held: dict[str, list[str]] = {v: [] for v in model.versions}
+    for alias, version in model.aliases.items():
+        if version in held:
+            held[version].append(alias)
+    return held
+
+
+def labelled_versions(model: ModelState, labels: LabelPolicy) -> dict[str, tuple[str, ...]]:
+    """:func:`~sslmem.service.metrics.label_eligibility` of a model as read from MLflow."""
+    return label_eligibility(held_aliases(model), labels, regressed_versions(model))
 
 
 def version_records(model: ModelState, labels: LabelPolicy) -> list[VersionRecord]:
@@ -215,11 +269,8 @@ def version_records(model: ModelState, labels: LabelPolicy) -> list[VersionRecor
     Only labelled versions' summaries are downloaded, so a model with many versions costs a
     bounded number of reads. A summary that cannot be read is skipped with a warning.
     """
-    held: dict[str, list[str]] = {v: [] for v in model.versions}
-    for alias, version in model.aliases.items():
-        if version in held:
-            held[version].append(alias)
-    eligible = label_eligibility(held, labels)
+    held = held_aliases(model)
+    eligible = labelled_versions(model, labels)
     records = []
     for version in eligible:
         tags = model.versions[version]
@@ -227,7 +278,9 @@ def version_records(model: ModelState, labels: LabelPolicy) -> list[VersionRecor
             continue
         try:
             summary = _summary(T.score_run_id(tags))
-        except TrackingError as exc:
+            if summary is not None:  # never another version's numbers under this one's labels
+                T.check_score_binding(tags, summary, f"model {model.name!r} version {version}")
+        except (TrackingError, T.InvalidInputError) as exc:
             logger.warning("no summary for %s/%s: %s", model.name, version, exc.problem)
             continue
         records.append(

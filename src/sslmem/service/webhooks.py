@@ -8,10 +8,19 @@ MLflow (>= 3.3, ``mlflow/webhooks/delivery.py``) signs each delivery, Standard-W
 
 and posts ``{"entity", "action", "timestamp", "data": {...}}`` as JSON. :class:`WebhookVerifier`
 checks, in this order: body size, that a secret is configured at all, the signature (constant-time
-compare over the raw bytes), the timestamp window, the delivery id (replays refused), and only
-then parses the body into a :class:`RegistryEvent`. Nothing from an unverified request is
-trusted or remembered. Each delivery ends in one :class:`DeliveryOutcome` (a metrics label) with
-the HTTP status to answer.
+compare over the raw bytes, under the current and, during a rotation, the previous secret), the
+timestamp window, then parses the body into a :class:`RegistryEvent` (JSON depth limited,
+canonical version numbers only), and only for a readable event checks the delivery id: first in
+an in-memory cache (a cheap filter), then in a *ledger* shared by every replica and surviving
+restarts (:class:`~sslmem.coordination.deliveries.DeliveryLedger`, a conditional create in the
+object store). An id is remembered only once its delivery is accepted, so a delivery refused as
+malformed or unavailable is not mistaken for a replay when MLflow retries it. Nothing from an
+unverified request is trusted or remembered. Each delivery ends in one :class:`DeliveryOutcome`
+(a metrics label) with the HTTP status to answer.
+
+Ids are remembered for :func:`replay_ttl_s` = 2 × ``max_age_s`` + a margin: the window is ± the
+maximum age, so a delivery signed ``max_age_s`` in the future stays fresh that long *plus* the
+maximum age; forgetting it earlier would accept its replay again.
 
 The events the service acts on are ``model_version.created``, ``model_version_tag.set`` and
 ``model_version_alias.created``; others are acknowledged and ignored. MLflow's ``test_webhook``
@@ -25,28 +34,25 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import json
+import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from pydantic import SecretStr
 
-#: The registry webhook's name (its identity for ``sslmem webhook ensure``) and events.
-DEFAULT_WEBHOOK_NAME = "sslmem-scoring"
-#: The registry events the scoring service acts on (sslmem.service.webhooks.EventKind).
-DEFAULT_EVENTS: tuple[str, ...] = (
-    "model_version.created",
-    "model_version_tag.set",
-    "model_version_alias.created",
-)
+from sslmem.errors import SSLMemError
+from sslmem.tracking.tags import is_canonical_version
 
 __all__ = [
     "DELIVERY_ID_HEADER",
+    "MAX_JSON_DEPTH",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "DeliveryIdCache",
@@ -56,6 +62,7 @@ __all__ = [
     "RegistryEvent",
     "WebhookVerifier",
     "parse_event",
+    "replay_ttl_s",
     "sign",
 ]
 
@@ -64,6 +71,15 @@ TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 _SIGNATURE_VERSION = "v1"
 _MAX_DELIVERY_ID_CHARS = 128
+#: Deepest JSON nesting parsed; a registry event needs 3 (MLflow sends at most 3 levels).
+MAX_JSON_DEPTH = 32
+#: Extra seconds a delivery id is remembered beyond the ± window (clock steps, slow requests).
+REPLAY_MARGIN_S = 60.0
+
+
+def replay_ttl_s(max_age_s: float) -> float:
+    """How long delivery ids are remembered: the whole ± window plus :data:`REPLAY_MARGIN_S`."""
+    return 2 * max_age_s + REPLAY_MARGIN_S
 
 
 class DeliveryOutcome(str, Enum):
@@ -85,6 +101,9 @@ class DeliveryOutcome(str, Enum):
     """Correctly signed, but the body is not a registry event we can read."""
     OVERSIZED = "oversized"
     """The body exceeds the size limit (checked before anything else)."""
+    UNAVAILABLE = "unavailable"
+    """Verified and readable, but the replay ledger (object store) cannot be reached, so the
+    delivery cannot be proven new: refused with 503, which MLflow retries."""
     IGNORED = "ignored"
     """Verified, but not an event we act on (another event, or MLflow's test payload)."""
 
@@ -104,6 +123,7 @@ _STATUS = {
     DeliveryOutcome.STALE: 401,
     DeliveryOutcome.MALFORMED: 400,
     DeliveryOutcome.OVERSIZED: 413,
+    DeliveryOutcome.UNAVAILABLE: 503,
 }
 
 
@@ -184,10 +204,10 @@ def sign(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
 class DeliveryIdCache:
     """Delivery ids seen recently: bounded (LRU eviction) and expiring after ``ttl_s``.
 
-    Ids only need remembering while their timestamp is inside the verifier's window: older
-    replays are refused as stale anyway. If more than ``max_size`` deliveries arrive within one
-    window, the oldest ids are forgotten early; a replay of one of those would be accepted
-    again, which the lease and version-status checks downstream make harmless.
+    Ids only need remembering while their timestamp is inside the verifier's window (for
+    :func:`replay_ttl_s`): older replays are refused as stale anyway. If more than ``max_size``
+    deliveries arrive within that time, the oldest ids are forgotten early; the shared ledger
+    (when configured) still refuses their replays.
 
     Args:
         max_size: Most ids kept.
@@ -210,15 +230,25 @@ class DeliveryIdCache:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            oldest, seen_at = next(iter(self._seen.items()))
+            if now - seen_at < self.ttl_s:
+                break
+            del self._seen[oldest]
+
+    def seen(self, delivery_id: str) -> bool:
+        """Whether ``delivery_id`` is remembered (and not expired); remembers nothing."""
+        now = self._clock()
+        with self._lock:
+            self._expire(now)
+            return delivery_id in self._seen
+
     def add(self, delivery_id: str) -> bool:
         """Remember ``delivery_id``; return ``False`` if it was already remembered."""
         now = self._clock()
         with self._lock:
-            while self._seen:
-                oldest, seen_at = next(iter(self._seen.items()))
-                if now - seen_at < self.ttl_s:
-                    break
-                del self._seen[oldest]
+            self._expire(now)
             if delivery_id in self._seen:
                 return False
             self._seen[delivery_id] = now
@@ -227,38 +257,64 @@ class DeliveryIdCache:
             return True
 
 
+#: The secrets to verify with, current first: fixed, or a callable re-reading them (rotation).
+SecretsSource = SecretStr | Sequence[SecretStr] | Callable[[], Sequence[SecretStr]] | None
+
+
 class WebhookVerifier:
     """Checks MLflow webhook deliveries and turns the good ones into :class:`RegistryEvent`.
 
-    Thread-safe. One instance per service process (it holds the replay cache).
+    Thread-safe. One instance per service process (it holds the in-memory replay cache).
 
     Args:
-        secret: The webhook secret; ``None`` refuses every delivery (``UNCONFIGURED``).
+        secret: The webhook secret; several (current first, then the previous one during a
+            rotation: a signature under any is valid); or a callable returning them, asked on
+            every delivery (secrets re-read from files); ``None`` or none at all refuses every
+            delivery (``UNCONFIGURED``).
         max_age_s: Largest allowed difference between the signed timestamp and now, either way.
-        dedup_size: Delivery ids remembered (see :class:`DeliveryIdCache`).
+        dedup_size: Delivery ids remembered in memory (see :class:`DeliveryIdCache`).
         max_body_bytes: Larger bodies are refused before any other work.
-        clock: Wall-clock unix seconds (injectable for tests).
+        ledger: ``first_seen(delivery_id) -> bool`` of a store shared by the replicas (see
+            :class:`~sslmem.coordination.deliveries.DeliveryLedger`), remembering ids for
+            :func:`replay_ttl_s`; an :class:`~sslmem.errors.SSLMemError` from it answers
+            ``UNAVAILABLE``. ``None``: the in-memory cache alone (one process).
+        clock: Wall-clock unix seconds (the ``clock`` attribute; the ledger's too).
+        monotonic: Monotonic seconds of the in-memory cache (injectable for tests).
 
     """
 
     def __init__(
         self,
-        secret: SecretStr | None,
+        secret: SecretsSource,
         *,
         max_age_s: float = 300.0,
         dedup_size: int = 10_000,
         max_body_bytes: int = 256 * 1024,
+        ledger: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._key = secret.get_secret_value().encode("utf-8") if secret is not None else None
+        self._secrets = secret
         self.max_age_s = max_age_s
         self.max_body_bytes = max_body_bytes
-        self._clock = clock
-        self._seen = DeliveryIdCache(dedup_size, max_age_s)
+        self.replay_ttl_s = replay_ttl_s(max_age_s)
+        self._ledger = ledger
+        self.clock = clock
+        self._seen = DeliveryIdCache(dedup_size, self.replay_ttl_s, clock=monotonic)
 
     def __repr__(self) -> str:
-        configured = "configured" if self._key is not None else "none"
+        configured = "configured" if self._keys() else "none"
         return f"WebhookVerifier(secret={configured}, max_age_s={self.max_age_s})"
+
+    def _keys(self) -> list[bytes]:
+        source = self._secrets
+        if callable(source):
+            source = source()
+        if source is None:
+            return []
+        if isinstance(source, SecretStr):
+            source = [source]
+        return [value.get_secret_value().encode("utf-8") for value in source]
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> DeliveryResult:
         """Judge one delivery.
@@ -275,7 +331,8 @@ class WebhookVerifier:
             return DeliveryResult(
                 DeliveryOutcome.OVERSIZED, f"body over {self.max_body_bytes} bytes"
             )
-        if self._key is None:
+        keys = self._keys()
+        if not keys:
             return DeliveryResult(
                 DeliveryOutcome.UNCONFIGURED,
                 "no webhook secret is configured; set SSLMEM_SERVICE_WEBHOOK_SECRET(_FILE)",
@@ -289,10 +346,10 @@ class WebhookVerifier:
                 DeliveryOutcome.UNSIGNED,
                 f"missing {SIGNATURE_HEADER}, {TIMESTAMP_HEADER} or {DELIVERY_ID_HEADER}",
             )
-        if not self._signature_matches(signature, delivery_id, timestamp, body):
+        if not _signature_matches(keys, signature, delivery_id, timestamp, body):
             return DeliveryResult(DeliveryOutcome.FORGED, "signature does not match")
         try:
-            age = self._clock() - int(timestamp)
+            age = self.clock() - int(timestamp)
         except ValueError:
             return DeliveryResult(DeliveryOutcome.STALE, "timestamp is not unix seconds")
         if abs(age) > self.max_age_s:
@@ -302,28 +359,56 @@ class WebhookVerifier:
             )
         if len(delivery_id) > _MAX_DELIVERY_ID_CHARS:
             return DeliveryResult(DeliveryOutcome.MALFORMED, "delivery id too long")
-        if not self._seen.add(delivery_id):
-            return DeliveryResult(DeliveryOutcome.DUPLICATE, f"delivery {delivery_id} seen before")
-        return parse_event(body, delivery_id)
+        # Parse before remembering the id: a refused delivery must stay retryable.
+        parsed = parse_event(body, delivery_id)
+        if parsed.outcome is not DeliveryOutcome.ACCEPTED:
+            return parsed
+        return self._first_time(parsed, delivery_id)
 
-    def _signature_matches(
-        self, header: str, delivery_id: str, timestamp: str, body: bytes
-    ) -> bool:
-        assert self._key is not None
-        signed = f"{delivery_id}.{timestamp}.".encode() + body
-        expected = hmac.new(self._key, signed, hashlib.sha256).digest()
-        matched = False
-        # Standard Webhooks allows several space-separated signatures (key rotation).
-        for candidate in header.split():
-            version, _, encoded = candidate.partition(",")
-            if version != _SIGNATURE_VERSION:
-                continue
-            try:
-                given = base64.b64decode(encoded, validate=True)
-            except (binascii.Error, ValueError):
-                continue
-            matched |= hmac.compare_digest(given, expected)
-        return matched
+    def _first_time(self, parsed: DeliveryResult, delivery_id: str) -> DeliveryResult:
+        """``parsed`` if ``delivery_id`` is new here and in the ledger, else ``DUPLICATE``."""
+        duplicate = DeliveryResult(DeliveryOutcome.DUPLICATE, f"delivery {delivery_id} seen before")
+        if self._ledger is None:
+            return parsed if self._seen.add(delivery_id) else duplicate
+        if self._seen.seen(delivery_id):
+            return duplicate  # the cheap filter: no store request for a retry seen here
+        try:
+            first = self._ledger(delivery_id)
+        except SSLMemError as exc:
+            return DeliveryResult(
+                DeliveryOutcome.UNAVAILABLE,
+                f"replay ledger unreachable ({type(exc).__name__}); MLflow will retry",
+            )
+        self._seen.add(delivery_id)
+        return parsed if first else duplicate
+
+
+def _signature_matches(
+    keys: Sequence[bytes], header: str, delivery_id: str, timestamp: str, body: bytes
+) -> bool:
+    """Whether one of the header's ``v1`` signatures is the HMAC under one of ``keys``."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    expected = [hmac.new(key, signed, hashlib.sha256).digest() for key in keys]
+    matched = False
+    # Standard Webhooks allows several space-separated signatures (key rotation).
+    for candidate in header.split():
+        version, _, encoded = candidate.partition(",")
+        if version != _SIGNATURE_VERSION:
+            continue
+        try:
+            given = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        for digest in expected:  # every pair compared: no early exit on a match
+            matched |= hmac.compare_digest(given, digest)
+    return matched
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether JSON ``text`` nests arrays/objects deeper than ``limit`` (strings skipped)."""
+    outside_strings = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    steps = (1 if c in "[{" else -1 for c in outside_strings if c in "[]{}")
+    return any(depth > limit for depth in itertools.accumulate(steps))
 
 
 # MLflow's canned ``test_webhook`` payloads (mlflow.webhooks.types ``*.example()``), by event.
@@ -359,12 +444,23 @@ def parse_event(body: bytes, delivery_id: str) -> DeliveryResult:
 
     Returns:
         ``ACCEPTED`` with the event, ``IGNORED`` for other events and MLflow's test payload,
-        ``MALFORMED`` for anything unreadable.
+        ``MALFORMED`` for anything unreadable, JSON nested deeper than :data:`MAX_JSON_DEPTH`,
+        or a version number that is not canonical
+        (:func:`~sslmem.tracking.tags.is_canonical_version`).
 
     """
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return DeliveryResult(DeliveryOutcome.MALFORMED, "body is not UTF-8 JSON")
+    # json.loads recurses once per level: 10,000 levels would raise RecursionError (a 500).
+    if _too_deep(text, MAX_JSON_DEPTH):
+        return DeliveryResult(
+            DeliveryOutcome.MALFORMED, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )
+    try:
+        payload = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
         return DeliveryResult(DeliveryOutcome.MALFORMED, "body is not UTF-8 JSON")
     if not isinstance(payload, dict):
         return DeliveryResult(DeliveryOutcome.MALFORMED, "body is not a JSON object")
@@ -380,8 +476,10 @@ def parse_event(body: bytes, delivery_id: str) -> DeliveryResult:
     name, version = data.get("name"), data.get("version")
     if not isinstance(name, str) or not name or not isinstance(version, str):
         return DeliveryResult(DeliveryOutcome.MALFORMED, f"{kind.value} lacks name or version")
-    if not version.isdigit() or not version.isascii():
-        return DeliveryResult(DeliveryOutcome.MALFORMED, "version is not a decimal number")
+    if not is_canonical_version(version):
+        return DeliveryResult(
+            DeliveryOutcome.MALFORMED, "version is not a canonical positive number (1-10 digits)"
+        )
     strings = _string_fields(data, kind)
     if strings is None:
         return DeliveryResult(DeliveryOutcome.MALFORMED, f"{kind.value} has mistyped fields")

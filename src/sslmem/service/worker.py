@@ -4,7 +4,7 @@ Both intakes (webhooks and the reconcile pass) :meth:`Worker.submit` ``(name, ve
 a job already queued or running is not queued twice. ``max_concurrent_jobs`` threads (default
 one per replica: scoring saturates the CPU or GPU it is given) each run
 :func:`~sslmem.workflow.score_version.score_registered_version` (kind ``score``) or
-:func:`~sslmem.workflow.score_version.judge_registered_version` (kind ``judge``) and record the
+:func:`~sslmem.workflow.judge.judge_registered_version` (kind ``judge``) and record the
 outcome in :class:`~sslmem.service.metrics.ServiceMetrics`. The worker keeps no state that
 matters: a job lost with the process is found again by the next reconcile pass.
 
@@ -13,6 +13,10 @@ A scoring job that meets an unreachable MLflow or object store (a
 re-queued by the worker itself after an exponential backoff with jitter (:func:`retry_delay`:
 1 s doubling up to ``retry_max_s``). It stays pending meanwhile, so intakes cannot queue it a
 second time; its lease was released when the attempt ended, and its status is left as it was.
+
+Every job ends counted in ``sslmem_jobs_total{kind, outcome}`` (:data:`JOB_OUTCOMES
+<sslmem.service.metrics.JOB_OUTCOMES>`), and ``sslmem_queue_depth`` counts the jobs queued or
+waiting out a retry backoff (not those running).
 
 Shutdown (:meth:`Worker.stop`): intake stops at once, queued jobs are dropped, running jobs
 get ``grace_s`` seconds to finish; the leases of those still running are then released, so
@@ -28,16 +32,35 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.coordination.lease import LeaseManager, LeaseRenewer
 from sslmem.errors import SSLMemError
-from sslmem.service.lease import LeaseManager, LeaseRenewer
-from sslmem.service.metrics import RETRY_REASONS, ServiceMetrics, failure_reason, model_policy
+from sslmem.service.logs import bind_job
+from sslmem.service.metrics import (
+    JOB_OUTCOMES,
+    RETRY_REASONS,
+    ServiceMetrics,
+    failure_reason,
+    model_policy,
+)
 from sslmem.service.settings import ServiceSettings
+from sslmem.tracking import tags as T
 from sslmem.workflow.score_version import VersionResult
 
-__all__ = ["RETRY_INITIAL_S", "Job", "JobKind", "Worker", "retry_delay"]
+if TYPE_CHECKING:
+    from sslmem.service.state import ModelState
+
+__all__ = [
+    "RETRY_INITIAL_S",
+    "Job",
+    "JobKind",
+    "Worker",
+    "job_outcome",
+    "refresh_model_records",
+    "retry_delay",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +139,7 @@ class Worker:
         self._accepting = False
         self._threads: list[threading.Thread] = []
         self._claims: dict[Job, LeaseRenewer] = {}
+        self._took_over: set[Job] = set()  # jobs whose claim took over a stalled holder's lease
         self._running = 0
         self._idle = threading.Condition(self._lock)
         self._attempts: dict[Job, int] = {}  # consecutive retried attempts of a pending job
@@ -132,13 +156,28 @@ class Worker:
                 return False
             self._pending.add(job)
             self._queue.put(job)
-            self.metrics.set_queue_depth(self._queue.qsize())
+            self._publish_depth()
         return True
 
     def depth(self) -> int:
         """Jobs queued, running or waiting to be retried."""
         with self._lock:
             return len(self._pending)
+
+    def waiting(self) -> int:
+        """Jobs queued or waiting out a retry backoff (what ``sslmem_queue_depth`` shows)."""
+        with self._lock:
+            return len(self._pending) - self._running
+
+    @property
+    def accepting(self) -> bool:
+        """Whether intake is open (started and not stopping)."""
+        with self._lock:
+            return self._accepting
+
+    def _publish_depth(self) -> None:
+        # Under self._lock. Pending jobs are queued, running or waiting on a retry timer.
+        self.metrics.set_queue_depth(len(self._pending) - self._running)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is queued or running; ``False`` on timeout."""
@@ -193,7 +232,7 @@ class Worker:
                 self._pending.discard(job)
             self._retries.clear()
             self._attempts.clear()
-            self.metrics.set_queue_depth(0)
+            self._publish_depth()
             self._idle.notify_all()
         for _ in self._threads:
             self._queue.put(None)
@@ -214,21 +253,30 @@ class Worker:
             job = self._queue.get()
             if job is None:
                 return
+            bind_job(job.kind, job.name, job.version)  # job id, model, version on every log line
             with self._lock:
-                self.metrics.set_queue_depth(self._queue.qsize())
+                self._running += 1
+                self._publish_depth()
             retrying = False
+            outcome = "crashed"
             try:
-                result = self._run(job)
+                result, outcome = self._run(job)
             except SSLMemError as exc:  # MLflow or the store unreachable: retry after a backoff
                 result = None
                 retrying = self._defer(job, exc)
+                # An outage in a judge job is retried by the next reconcile pass.
+                outage = retrying or failure_reason(exc) in RETRY_REASONS
+                outcome = "retried" if outage else "failed"
             except Exception:  # a bug must not kill the worker thread
                 logger.exception("job %s failed unexpectedly", job)
                 result = None
+            self.metrics.job_done(job.kind, outcome)
             with self._idle:
+                self._running -= 1
                 if not retrying:
                     self._pending.discard(job)
                     self._attempts.pop(job, None)
+                self._publish_depth()
                 self._idle.notify_all()
             if self.on_result is not None:
                 self.on_result(job, result)
@@ -274,10 +322,10 @@ class Worker:
             self._retries.pop(job, None)
             if not self._accepting:  # stopped meanwhile
                 self._pending.discard(job)
+                self._publish_depth()
                 self._idle.notify_all()
                 return
             self._queue.put(job)
-            self.metrics.set_queue_depth(self._queue.qsize())
 
     def _track(self, job: Job) -> Callable[[LeaseRenewer | None], None]:
         def on_claim(renewer: LeaseRenewer | None) -> None:
@@ -286,23 +334,26 @@ class Worker:
                     self._claims.pop(job, None)
                 else:
                     self._claims[job] = renewer
+                    held = renewer.held()
+                    if held is not None and held.taken_over:
+                        self._took_over.add(job)
 
         return on_claim
 
-    def _run(self, job: Job) -> VersionResult | None:
-        from sslmem.workflow.score_version import (
-            judge_registered_version,
-            score_registered_version,
-        )
+    def _run(self, job: Job) -> tuple[VersionResult | None, str]:
+        """Run one job; returns its result and its ``sslmem_jobs_total`` outcome."""
+        from sslmem.workflow.judge import judge_registered_version
+        from sslmem.workflow.score_version import score_registered_version
 
         # SSLMemError here means MLflow or the store did not answer: _loop retries or defers.
         if job.kind == "judge":
             judgement = judge_registered_version(
                 job.name, job.version, settings=self.settings, runtime=self.runtime
             )
-            if judgement is not None:
-                self._refresh(job)
-            return None
+            if judgement is None:
+                return None, "skipped"
+            self._refresh(job)
+            return None, "judged"
         result = score_registered_version(
             job.name,
             job.version,
@@ -313,7 +364,10 @@ class Worker:
             on_claim=self._track(job),
         )
         self._record(result)
-        return result
+        with self._lock:
+            took_over = job in self._took_over
+            self._took_over.discard(job)
+        return result, job_outcome(str(result.outcome), taken_over=took_over)
 
     def _record(self, result: VersionResult) -> None:
         logger.info(
@@ -333,25 +387,63 @@ class Worker:
 
     def _refresh(self, job: Job) -> None:
         """Re-read the model's labelled versions into the per-version gauges."""
-        from sslmem.service.state import read_model, version_records
+        from sslmem.service.state import read_model
 
+        read_at = time.time()  # before the reading: a write before it is in what is read
         try:
             model = read_model(job.name)
-            records = version_records(model, self.metrics.label_policy)
-        except SSLMemError as exc:
-            logger.warning("metrics of %s not refreshed: %s", job.name, exc.problem)
+            refresh_model_records(self.metrics, model, read_at)
+        except (SSLMemError, ValueError) as exc:  # the next reconcile pass catches up
+            problem = exc.problem if isinstance(exc, SSLMemError) else type(exc).__name__
+            logger.warning("metrics of %s not refreshed: %s", job.name, problem)
             return
-        for record in records:
-            self.metrics.set_version(
-                record.model,
-                record.version,
-                summary=record.summary,
-                judgement=record.judgement,
-                aliases=record.aliases,
-                knn_accuracy=record.knn_accuracy,
-                linear_probe_accuracy=record.linear_probe_accuracy,
-            )
-        self.metrics.set_aliases(model.name, model.aliases)
         self.metrics.set_policy(
             model.name, model_policy(model.name, model.tags, self.settings.judgement_policy())
         )
+
+
+def job_outcome(outcome: str, *, taken_over: bool) -> str:
+    """The ``sslmem_jobs_total`` outcome of a score job from its result's outcome.
+
+    Args:
+        outcome: :attr:`VersionResult.outcome`.
+        taken_over: Whether the job's claim took over another holder's stalled lease.
+
+    Returns:
+        ``taken_over`` for a version scored after a take-over, the outcome itself when it is
+        one of :data:`~sslmem.service.metrics.JOB_OUTCOMES`, else ``skipped``.
+    """
+    if outcome == "scored" and taken_over:
+        return "taken_over"
+    return outcome if outcome in JOB_OUTCOMES else "skipped"
+
+
+def refresh_model_records(metrics: ServiceMetrics, model: ModelState, read_at: float) -> int:
+    """Replace ``model``'s per-version records with what MLflow holds now.
+
+    Versions gone from the registry, no longer scored or no longer eligible for labels lose
+    their series; a labelled scored version whose summary could not be read this time keeps its
+    previous record (an artifact-store blip must not make a firing alert's series vanish).
+
+    Args:
+        metrics: Where the records live.
+        model: The model as just read from MLflow.
+        read_at: Unix time at which that reading began.
+
+    Returns:
+        How many records were read.
+    """
+    from sslmem.service.state import labelled_versions, version_records
+
+    records = version_records(model, metrics.label_policy)
+    read = {r.version for r in records}
+    unread = {
+        v
+        for v in labelled_versions(model, metrics.label_policy)
+        if v not in read
+        and model.versions[v].get(T.STATUS) == "scored"
+        and model.versions[v].get(T.ROLE) != "reference"
+    }
+    metrics.update_model(model.name, records, read_at=read_at, keep=unread)
+    metrics.set_aliases(model.name, model.aliases)  # kept records follow moved aliases too
+    return len(records)

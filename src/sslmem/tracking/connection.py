@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from sslmem.config import RuntimeSettings
-from sslmem.errors import SSLMemError, TrackingError
+from sslmem.errors import (
+    NotFoundError,
+    SSLMemError,
+    TrackingError,
+    TrackingNotFoundError,
+    TrackingUnavailableError,
+)
 from sslmem.redaction import redact, split_userinfo
 
 TELEMETRY_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -229,32 +235,104 @@ def client() -> Any:
     return MlflowClient(tracking_uri=target.tracking_uri, registry_uri=target.tracking_uri)
 
 
-def _timed_out(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) is a read timeout: connected, but no answer."""
-    text = f"{type(exc).__name__}: {exc}"
-    return "ReadTimeout" in text or "Read timed out" in text
+#: MLflow error codes (``MlflowException.error_code``) meaning "no such thing".
+_NOT_FOUND_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "ENDPOINT_NOT_FOUND"})
+#: MLflow error codes of a server that is down, overloaded or throttling (HTTP 5xx, 429).
+_UNAVAILABLE_CODES = frozenset(
+    {
+        "INTERNAL_ERROR",
+        "TEMPORARILY_UNAVAILABLE",
+        "DEADLINE_EXCEEDED",
+        "REQUEST_LIMIT_EXCEEDED",
+        "RESOURCE_EXHAUSTED",
+        "INVALID_STATE",
+        "ABORTED",
+    }
+)
 
 
-def _looks_unreachable(text: str) -> bool:
-    markers = (
-        "Max retries exceeded",
-        "Connection refused",
-        "Failed to establish a new connection",
-        "timeout",
-        "timed out",
-        "Name or service not known",
-        "NameResolutionError",
-        "RemoteDisconnected",
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps (explicitly or implicitly: MLflow re-raises without ``from``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError: the last failure
+        if isinstance(reason, BaseException) and id(reason) not in seen:
+            seen.add(id(reason))
+            yield reason
+        current = current.__cause__ or current.__context__
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The HTTP status an error carries (a requests ``HTTPError``'s response), if any."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+Classification = str  # "timeout" | "unreachable" | "not_found" | "unavailable" | "refused"
+
+
+def classify_tracking_failure(exc: BaseException) -> Classification:
+    """What an MLflow/HTTP failure means, decided by exception types and codes only.
+
+    Returns:
+        ``"timeout"`` (connected, no answer in time), ``"unreachable"`` (no connection),
+        ``"unavailable"`` (HTTP 5xx or 429, or a local store that cannot be written),
+        ``"not_found"`` (HTTP 404, ``RESOURCE_DOES_NOT_EXIST``) or ``"refused"`` (any other
+        answer: the request itself was wrong).
+
+    """
+    import requests.exceptions as rex
+    import urllib3.exceptions as uex
+    from mlflow.exceptions import MlflowException
+
+    chain = list(_chain(exc))
+    if any(isinstance(item, (rex.ReadTimeout, uex.ReadTimeoutError)) for item in chain):
+        return "timeout"
+    unreachable = (
+        rex.ConnectionError,
+        rex.Timeout,
+        rex.RetryError,
+        uex.ProtocolError,
+        uex.NewConnectionError,
+        uex.MaxRetryError,
+        uex.TimeoutError,
+        ConnectionError,
+        TimeoutError,
     )
-    return any(marker.lower() in text.lower() for marker in markers)
+    if any(isinstance(item, unreachable) for item in chain):
+        return "unreachable"
+    for item in chain:
+        status = _http_status(item)
+        if status is not None:
+            if status == 404:
+                return "not_found"
+            return "unavailable" if status >= 500 or status in (408, 429) else "refused"
+        if isinstance(item, MlflowException):
+            code = str(item.error_code)
+            if code in _NOT_FOUND_CODES:
+                return "not_found"
+            return "unavailable" if code in _UNAVAILABLE_CODES else "refused"
+        if isinstance(item, (FileNotFoundError, NotADirectoryError)):
+            return "not_found"  # a local artifact store: no such artifact
+        if isinstance(item, OSError):
+            return "unavailable"  # a local store that cannot be read or written now
+    return "refused"
 
 
 @contextlib.contextmanager
 def tracking_errors(operation: str) -> Iterator[None]:
     """Turn MLflow/HTTP failures inside the block into :class:`TrackingError`.
 
-    sslmem errors pass through unchanged. The message names the operation and the tracking
-    URI; an unreachable server gets a fix that says how to reach it.
+    sslmem errors pass through unchanged. The class says what the failure means
+    (:func:`classify_tracking_failure`, by exception type and code):
+    :class:`~sslmem.errors.TrackingUnavailableError` (transient: timeouts, no connection, 5xx,
+    429), :class:`~sslmem.errors.TrackingNotFoundError` (404) or a plain
+    :class:`TrackingError` (a refused request). The message names the operation and the
+    tracking URI; an unreachable server gets a fix that says how to reach it.
 
     Args:
         operation: What was being done, e.g. ``"register model 'enc'"``.
@@ -273,21 +351,31 @@ def tracking_errors(operation: str) -> Iterator[None]:
         uri = _target.display_uri if _target is not None else "<not configured>"
         detail = redact(str(getattr(exc, "message", None) or exc)).strip().splitlines()
         first = detail[0] if detail else type(exc).__name__
-        if _timed_out(exc):
+        kind = classify_tracking_failure(exc)
+        if kind == "timeout":
             timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "?")
             retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
-            raise TrackingError(
+            raise TrackingUnavailableError(
                 f"cannot {operation}: MLflow at {uri} accepted the connection but did not answer "
                 f"within {timeout} s ({retries} retries)",
                 "check that the server is healthy (not hung or overloaded); the wait per call is "
                 "bounded by SSLMEM_MLFLOW_TIMEOUT_S and SSLMEM_MLFLOW_MAX_RETRIES",
             ) from exc
-        if _looks_unreachable(str(exc)):
-            raise TrackingError(
+        if kind == "unreachable":
+            raise TrackingUnavailableError(
                 f"cannot {operation}: MLflow at {uri} is unreachable ({first[:300]})",
                 "check that the MLflow server is running and SSLMEM_MLFLOW_TRACKING_URI points "
                 "at it; retries are bounded by MLFLOW_HTTP_REQUEST_MAX_RETRIES / "
                 "MLFLOW_HTTP_REQUEST_TIMEOUT",
+            ) from exc
+        if kind == "unavailable":
+            raise TrackingUnavailableError(
+                f"cannot {operation}: MLflow at {uri} failed ({first[:300]})",
+                "check the MLflow server's log and its artifact store; the work is retried",
+            ) from exc
+        if kind == "not_found":
+            raise TrackingNotFoundError(
+                f"cannot {operation} (MLflow at {uri}): {first[:500]}"
             ) from exc
         raise TrackingError(f"cannot {operation} (MLflow at {uri}): {first[:500]}") from exc
 
@@ -301,3 +389,12 @@ def check_tracking_server() -> None:
     """
     with tracking_errors("reach the tracking store"):
         client().search_experiments(max_results=1)
+
+
+def is_not_found(exc: SSLMemError) -> bool:
+    """Whether MLflow said the thing does not exist (not that it could not be asked).
+
+    Decided by type (:class:`~sslmem.errors.TrackingNotFoundError`, raised by
+    :func:`tracking_errors` for HTTP 404 and ``RESOURCE_DOES_NOT_EXIST``), never by text.
+    """
+    return isinstance(exc, NotFoundError)

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import torch
 
 from sslmem import __version__
 from sslmem.augment import AugmentationSpec
-from sslmem.errors import CheckpointError, TrackingError
+from sslmem.errors import CheckpointError, TrackingError, TrackingNotFoundError
 from sslmem.models.checkpoint import (
     CheckpointHeader,
     LoadedCheckpoint,
@@ -294,12 +294,20 @@ def resolve_alias(name: str, alias: str) -> str:
     """The version number ``alias`` points to (store this, never the alias).
 
     Raises:
-        TrackingError: No such model or alias, or MLflow is unreachable.
+        TrackingNotFoundError: No such model or alias.
+        TrackingError: MLflow is unreachable (a ``TrackingUnavailableError``) or refused.
 
     """
+    # Read from the model's aliases: MLflow answers a missing alias with INVALID_PARAMETER_VALUE,
+    # which must not be told apart from other refusals by its text.
     with tracking_errors(f"resolve alias {alias!r} of model {name!r}"):
-        version = client().get_model_version_by_alias(name, alias)
-    return T.check_version_number(str(version.version))
+        aliases = dict(client().get_registered_model(name).aliases or {})
+    if alias not in aliases:
+        raise TrackingNotFoundError(
+            f"model {name!r} has no alias {alias!r}",
+            "set the alias on a version of the model first",
+        )
+    return T.check_version_number(str(aliases[alias]))
 
 
 def get_model_version(model_uri: str) -> ModelVersionRef:
@@ -340,19 +348,15 @@ def _download_checkpoint(name: str, version: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as tmp:
         uri = f"models:/{name}/{version}/{CHECKPOINT_ARTIFACT_PATH}"
-        with tracking_errors(f"download the checkpoint of model {name!r} version {version}"):
-            try:
+        try:
+            with tracking_errors(f"download the checkpoint of model {name!r} version {version}"):
                 local = download_artifacts(artifact_uri=uri, dst_path=tmp)
-            except Exception as exc:
-                text = str(exc)
-                markers = ("RESOURCE_DOES_NOT_EXIST", "No such artifact", "No such file", "404")
-                if any(marker in text for marker in markers):
-                    raise TrackingError(
-                        f"model {name!r} version {version} has no sslmem checkpoint artifact "
-                        f"({CHECKPOINT_ARTIFACT_PATH})",
-                        "register encoders with sslmem.tracking.register_encoder",
-                    ) from exc
-                raise
+        except TrackingNotFoundError as exc:  # typed by status/code, never by message text
+            raise TrackingNotFoundError(
+                f"model {name!r} version {version} has no sslmem checkpoint artifact "
+                f"({CHECKPOINT_ARTIFACT_PATH})",
+                "register encoders with sslmem.tracking.register_encoder",
+            ) from exc
         os.replace(local, target)
 
 
@@ -433,6 +437,22 @@ def set_alias(name: str, alias: str, version: str | int) -> None:
         )
     with tracking_errors(f"set alias {alias!r} of model {name!r} to version {number}"):
         client().set_registered_model_alias(name, alias, number)
+
+
+def delete_version_tags(name: str, version: str | int, keys: Iterable[str]) -> None:
+    """Delete tags of a version (e.g. a stale ``sslmem.failure_reason``); absent ones are fine.
+
+    Raises:
+        TrackingError: No such version, or MLflow is unreachable.
+
+    """
+    number = T.check_version_number(version)
+    for key in keys:
+        try:
+            with tracking_errors(f"delete tag {key} of model {name!r} version {number}"):
+                client().delete_model_version_tag(name, number, key)
+        except TrackingNotFoundError:
+            continue  # already gone: the end state is the same
 
 
 def mark_version_failed(name: str, version: str | int, reason: str) -> None:

@@ -362,6 +362,28 @@ def split_dataset(manifest: SplitManifest, manifest_uri: str) -> Any:
     )
 
 
+def log_compute_device(description: Mapping[str, str], *, run_id: str | None = None) -> None:
+    """Record the device a step actually computed on as run tags (``sslmem.compute.*``).
+
+    Tags, not params: a resumed step may finish on another node, and the last device wins.
+
+    Args:
+        description: What :func:`sslmem.device.describe_device` returns (device, its name,
+            compute capability on CUDA, torch and its CUDA runtime).
+        run_id: The run (default: the active one).
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    from mlflow.entities import RunTag
+
+    rid = active_run_id(run_id)
+    tags = [RunTag(f"{T.COMPUTE_PREFIX}{key}", value) for key, value in sorted(description.items())]
+    with tracking_errors(f"record the compute device of run {rid}"):
+        client().log_batch(rid, tags=tags)
+
+
 def log_split_input(
     manifest: SplitManifest, manifest_uri: str, *, run_id: str | None = None, context: str = "train"
 ) -> None:
@@ -608,13 +630,15 @@ def log_model_metrics(
     run_id: str,
     manifest: SplitManifest | None = None,
     manifest_uri: str | None = None,
+    skip_unchanged: bool = False,
 ) -> dict[str, float]:
     """Log metrics to ``run_id`` linked to the logged model ``model_id`` (MLflow 3).
 
     MLflow stores a metric logged with a ``model_id`` both in the run and in the logged model's
     metrics, so the experiment's model table and the model version page show it. With the
     split, the metrics are also linked to the split's dataset (the ``dataset`` column).
-    Non-finite values are skipped.
+    Non-finite values are skipped. With ``skip_unchanged``, so are metrics the run already
+    holds with the same value: a retried publication adds no second history entry.
 
     Returns:
         The metrics logged.
@@ -626,6 +650,10 @@ def log_model_metrics(
     from mlflow.entities import Metric
 
     finite = {k: float(v) for k, v in metrics.items() if math.isfinite(float(v))}
+    if finite and skip_unchanged:
+        with tracking_errors(f"read the metrics of run {run_id}"):
+            held = dict(client().get_run(run_id).data.metrics)
+        finite = {k: v for k, v in finite.items() if held.get(k) != v}
     if not finite:
         return finite
     dataset_name = dataset_digest = None

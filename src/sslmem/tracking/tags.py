@@ -26,6 +26,10 @@ Short tags (values are strings; floats with 10 significant digits)::
     sslmem.judgement_json         the whole judgement as JSON (service)
     sslmem.provenance             JSON, see below
 
+Registered-model tags (not version tags)::
+
+    sslmem.managed                "true": the scoring service touches this model (its scope)
+
 ``sslmem.provenance`` (compact JSON, keys sorted; ``schema`` 1)::
 
     {"schema": 1, "role": "candidate", "augmentation": {AugmentationSpec}, "layer": "backbone",
@@ -47,14 +51,15 @@ lists what is absent.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from sslmem.augment import AugmentationSpec
-from sslmem.errors import TrackingError
+from sslmem.errors import DataError, TrackingError
 from sslmem.evaluation.evaluate import EvaluationResult
-from sslmem.memorization.scoring import ScoreReport
+from sslmem.memorization.scoring import ScoreReport, ScoreSummary
 
 PREFIX = "sslmem."
 STATUS = "sslmem.status"
@@ -73,6 +78,12 @@ PIPELINE_RUN = "sslmem.pipeline_run_id"
 PROVENANCE = "sslmem.provenance"
 PROVENANCE_SCHEMA = 1
 
+#: Registered-model tag: ``"true"`` opts the model in to the scoring service (its scope).
+MANAGED = "sslmem.managed"
+MANAGED_VALUE = "true"
+#: Version tags holding downstream accuracies: finite numbers in [0, 1] (:func:`parse_accuracy`).
+ACCURACY_TAGS = (KNN_ACCURACY, LINEAR_PROBE_ACCURACY)
+
 # Run tags (not version tags): which step of which pipeline run a run is, and its code version.
 STEP = "sslmem.step"
 CODE_VERSION = "sslmem.code_version"
@@ -81,6 +92,9 @@ MODEL_VERSION = "sslmem.model_version"
 CANDIDATE_SHA256 = "sslmem.candidate_sha256"
 REFERENCE_SHA256 = "sslmem.reference_sha256"
 SEED = "sslmem.seed"
+#: Run tags of the device a step computed on: ``sslmem.compute.device``, ``.device_name``,
+#: ``.compute_capability`` (CUDA), ``.torch``, ``.torch_cuda`` (``sslmem.device.describe_device``).
+COMPUTE_PREFIX = "sslmem.compute."
 
 # Keys inside the provenance JSON.
 AUGMENTATION = "augmentation"
@@ -134,7 +148,21 @@ MAX_REASON_CHARS = 5000
 #: MLflow's limit on a model-version tag value is 100,000 characters; stay well below.
 MAX_PROVENANCE_CHARS = 50_000
 
-_VERSION = re.compile(r"^[1-9][0-9]*$")
+#: MLflow's version numbers: positive, no sign, no leading zero, ASCII digits, fits its int
+#: column. The one definition of a canonical version (webhook intake, the read API, the tags).
+CANONICAL_VERSION_PATTERN = r"^[1-9][0-9]{0,9}$"
+_VERSION = re.compile(CANONICAL_VERSION_PATTERN)
+
+
+class InvalidInputError(DataError):
+    """An input bound to a model version is invalid: a tag value, or the score run it names.
+
+    Permanent: the version is ``failed`` with this reason (never retried as an outage). The
+    message names the tag and what is allowed, never the value (tags are user-editable and the
+    reason is served unauthenticated).
+    """
+
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -160,12 +188,73 @@ def check_version_number(version: str | int, what: str = "model version") -> str
 
     """
     text = str(version).strip()
-    if not _VERSION.match(text):
+    if not is_canonical_version(text):
         raise TrackingError(
             f"{what} must be a resolved version number, got {version!r}",
             "resolve aliases first with sslmem.tracking.resolve_alias(name, alias)",
         )
     return text
+
+
+def is_canonical_version(version: str) -> bool:
+    """Whether ``version`` is a canonical version number (:data:`CANONICAL_VERSION_PATTERN`).
+
+    ``0``, ``007``, ``+7``, ``²`` (a Unicode digit) and numbers of more than 10 digits are not:
+    MLflow never numbers a version so, and a non-canonical alias of a real number (``007``)
+    would otherwise be scored or looked up under a second name.
+    """
+    return _VERSION.fullmatch(version) is not None
+
+
+def is_managed(model_tags: Mapping[str, str]) -> bool:
+    """Whether a registered model's tags opt it in to the scoring service (:data:`MANAGED`)."""
+    return str(model_tags.get(MANAGED, "")).strip().lower() == MANAGED_VALUE
+
+
+def parse_accuracy(tags: Mapping[str, str], key: str) -> float | None:
+    """A version's accuracy tag as a float (``None`` when absent).
+
+    Raises:
+        InvalidInputError: The value is not a finite number in [0, 1] (``nan``, ``inf``, ``-5``,
+            text); the message names the tag and the range, never the value.
+
+    """
+    raw = tags.get(key)
+    if raw is None or not str(raw).strip():
+        return None
+    try:
+        value = float(str(raw).strip())
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise InvalidInputError(
+            f"tag {key} must be a finite number in [0, 1]",
+            f"set {key} to the encoder's downstream accuracy (`sslmem evaluate --out FILE`), or "
+            "remove the tag",
+        )
+    return value
+
+
+def check_score_binding(tags: Mapping[str, str], summary: ScoreSummary, what: str) -> None:
+    """Check that a score run belongs to the version: it scored the version's checkpoint.
+
+    Args:
+        tags: The version's tags (its :data:`CHECKPOINT_SHA256`).
+        summary: The summary of the score run its provenance names.
+        what: The version, for the message (e.g. ``"model 'enc' version 3"``).
+
+    Raises:
+        InvalidInputError: The version has no checkpoint hash, or the run scored other weights.
+
+    """
+    expected = tags.get(CHECKPOINT_SHA256)
+    scored = {ref.sha256 for ref in summary.candidates}
+    if not expected or expected not in scored:
+        raise InvalidInputError(
+            f"the score run named by the {PROVENANCE} tag of {what} did not score its checkpoint "
+            f"(its {CHECKPOINT_SHA256}): the run belongs to another version",
+            "score the version again (set sslmem.status=pending)",
+        )
 
 
 def dump_provenance(provenance: Mapping[str, Any]) -> str:
@@ -257,13 +346,14 @@ def validate_version_tags(tags: Mapping[str, Any]) -> dict[str, str]:
 
     Keys under ``sslmem.`` with a known meaning are checked: the reference version is a
     resolved number, the status one of :data:`STATUSES`, hashes 64 lower-case hex digits, the
-    provenance a JSON object of the known schema.
+    provenance a JSON object of the known schema, accuracies finite numbers in [0, 1].
 
     Returns:
         ``{key: str value}``.
 
     Raises:
         TrackingError: A key is empty or a known tag has an invalid value.
+        InvalidInputError: An accuracy tag is not a finite number in [0, 1].
 
     """
     out: dict[str, str] = {}
@@ -279,6 +369,8 @@ def validate_version_tags(tags: Mapping[str, Any]) -> dict[str, str]:
             raise TrackingError(f"tag {key} must be a hex SHA-256 digest, got {text!r}")
         elif key == PROVENANCE:
             parse_provenance({PROVENANCE: text})
+        elif key in ACCURACY_TAGS:
+            parse_accuracy({key: text}, key)
         out[key] = text
     return out
 

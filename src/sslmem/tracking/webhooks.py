@@ -20,10 +20,18 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from sslmem.errors import ConfigError, TrackingError
-from sslmem.service.webhooks import DEFAULT_EVENTS, DEFAULT_WEBHOOK_NAME
 from sslmem.tracking.connection import client, current_target, tracking_errors
 
 __all__ = ["DEFAULT_EVENTS", "DEFAULT_WEBHOOK_NAME", "WebhookState", "ensure_webhook"]
+
+#: The registry webhook's name (its identity for ``sslmem webhook ensure``) and events.
+DEFAULT_WEBHOOK_NAME = "sslmem-scoring"
+#: The registry events the scoring service acts on (its webhook intake's event kinds).
+DEFAULT_EVENTS: tuple[str, ...] = (
+    "model_version.created",
+    "model_version_tag.set",
+    "model_version_alias.created",
+)
 
 _SERVER_FIX = (
     "on the MLflow server set MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https (for an http receiver) "

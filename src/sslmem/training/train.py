@@ -64,6 +64,7 @@ class TrainResult:
         metadata: The metadata written into the checkpoint.
         encoder: The trained encoder, on the CPU in eval mode (every rank holds the same
             weights; the checkpoint is the durable copy).
+        device: The device this rank trained on (e.g. ``cpu``, ``cuda:0``).
 
     """
 
@@ -81,6 +82,7 @@ class TrainResult:
     resumed_from_epoch: int | None
     metadata: dict[str, Any]
     encoder: Encoder
+    device: str
 
 
 def _encoder_image_size(dataset: ImageDataset, config: ExperimentConfig) -> int:
@@ -295,6 +297,7 @@ def train_encoder(
         resumed_from_epoch=result.resumed_from_epoch,
         metadata=metadata,
         encoder=method.encoder.to("cpu").eval(),
+        device=str(compute),
     )
 
 

@@ -26,6 +26,7 @@ from sslmem.workflow._common import (
     configure_tracking,
     process_settings,
 )
+from sslmem.workflow.scope import opt_in_model
 from sslmem.workflow.versions import VersionInfo
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ def register_candidate(
     version of ``reference_model_name``. Other seeds' checkpoints are scored too and their
     hashes are tagged on the candidate version. The candidate gets the provenance tags of
     :func:`sslmem.tracking.provenance_tags` (the reference version as a number), its downstream
-    accuracies and ``sslmem.status=training``; scoring sets ``scored``.
+    accuracies and ``sslmem.status=training``; scoring sets ``scored``. Both registered models
+    are tagged ``sslmem.managed=true``: the scoring service acts on opted-in models only.
 
     Raises:
         ScoringError: No candidate or no reference.
@@ -232,6 +234,10 @@ def register_candidate(
         T.SPLIT_MANIFEST_SHA256: manifest.manifest_sha256,
     }
     primary, reference = candidates[0], references[0]
+    # Opt both models in to the scoring service before their versions exist (its webhooks
+    # then already find them in scope; other teams' models are never touched).
+    for name in dict.fromkeys((reference_model_name, model_name)):
+        opt_in_model(name)
     refs: dict[str, ModelVersionRef] = {}
     # Per-seed accuracies are metrics of each seed's training run (nested under the parent);
     # the registration runs hold the registered encoder's metrics only, so that *Compare* on

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from sslmem.memorization.scoring import ScoreSummary
 from sslmem.tracking import tags as T
-from sslmem.workflow.score import SCORE_SUMMARY_ARTIFACT
 from sslmem.workflow.versions import VersionInfo
 
 logger = logging.getLogger(__name__)
@@ -69,7 +68,8 @@ def read_run_result(model_name: str, *, pipeline_run_id: str) -> RunResult:
     """
     from sslmem.errors import TrackingError
     from sslmem.tracking import get_version_tags
-    from sslmem.tracking.pipeline_support import download_run_json, find_versions_by_tag
+    from sslmem.tracking.pipeline_support import find_versions_by_tag
+    from sslmem.tracking.reports import read_score_summary
 
     found = [
         (version, tags)
@@ -90,6 +90,5 @@ def read_run_result(model_name: str, *, pipeline_run_id: str) -> RunResult:
     score = None
     score_run = T.score_run_id(tags)
     if score_run:
-        raw = download_run_json(str(score_run), SCORE_SUMMARY_ARTIFACT)
-        score = ScoreSummary.model_validate(raw)
+        score = read_score_summary(str(score_run))
     return RunResult(pipeline_run_id, candidate, reference, score)

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from sslmem.augment import AugmentationSpec
 from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import SplitManifest, load_manifest, manifest_dataset
 from sslmem.errors import (
     ConfigError,
+    LeaseLostError,
     ManifestMismatchError,
     ScoringError,
     SSLMemError,
+    TrackingError,
+    is_transient,
 )
+from sslmem.memorization.reference_cache import ReferenceLossCache
 from sslmem.memorization.scoring import (
     ScoreReport,
     check_report_dir,
@@ -33,6 +38,7 @@ from sslmem.models.checkpoint import (
     LoadedCheckpoint,
 )
 from sslmem.tracking import tags as T
+from sslmem.tracking.reports import SCORE_SUMMARY_ARTIFACT
 from sslmem.workflow._common import (
     checkpoint_augmentation,
     configure_tracking,
@@ -43,17 +49,35 @@ from sslmem.workflow.versions import VersionInfo
 
 logger = logging.getLogger(__name__)
 
-#: The score summary inside a score run's artifacts.
-SCORE_SUMMARY_ARTIFACT = "scoring/summary.json"
+__all__ = [
+    "PUBLISH_STEPS",
+    "SCORE_SUMMARY_ARTIFACT",
+    "Fence",
+    "finite_score_metrics",
+    "plan_score_shards",
+    "score_pair",
+    "score_pair_shard",
+]
+
+#: The publishing steps of a tracked score, in order; the fence is called before each.
+PUBLISH_STEPS = ("score_run", "model_metrics", "version_tags", "reference_tags", "status")
+
+#: Called with the step about to be published; raises (e.g.
+#: :class:`~sslmem.errors.LeaseLostError`) to stop publishing. See :func:`score_pair`.
+Fence = Callable[[str], object]
 
 
 def _check_version(
-    name: str, version: str, manifest: SplitManifest, checkpoints: Sequence[LoadedCheckpoint]
+    name: str,
+    version: str,
+    manifest: SplitManifest,
+    checkpoints: Sequence[LoadedCheckpoint],
+    tags: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The version's tags, after checking it is the encoder and split being scored."""
+    """The version's tags (read unless given), after checking its encoder and split."""
     from sslmem.tracking import get_version_tags
 
-    tags = get_version_tags(name, version)
+    tags = dict(tags) if tags is not None else get_version_tags(name, version)
     recorded = tags.get(T.CHECKPOINT_SHA256)
     if recorded is not None and recorded not in {c.sha256 for c in checkpoints}:
         raise ScoringError(
@@ -71,11 +95,9 @@ def _check_version(
     return tags
 
 
-def _manifest_uri(manifest_path: Path | str, candidate: VersionInfo) -> str:
+def _manifest_uri(manifest_path: Path | str, candidate_tags: Mapping[str, str]) -> str:
     """The split's URI for the dataset input: the version's tag, else the path scored."""
-    from sslmem.tracking import get_version_tags
-
-    recorded = get_version_tags(candidate.name, candidate.version).get(T.SPLIT_MANIFEST_URI)
+    recorded = candidate_tags.get(T.SPLIT_MANIFEST_URI)
     if recorded:
         return recorded
     text = str(manifest_path)
@@ -90,22 +112,32 @@ def _checked_inputs(
     settings: RuntimeSettings,
     candidate: VersionInfo | None,
     reference: VersionInfo | None,
-) -> tuple[SplitManifest, ImageDataset, list[LoadedCheckpoint], list[LoadedCheckpoint]]:
+) -> tuple[
+    SplitManifest, ImageDataset, list[LoadedCheckpoint], list[LoadedCheckpoint], dict[str, str]
+]:
     """Split, dataset and encoders loaded; with a ``candidate``, the versions checked.
 
     Shared by :func:`score_pair` and :func:`plan_score_shards` so both refuse the same
-    mismatches (:func:`_check_version`) before any work.
+    mismatches (:func:`_check_version`) before any work. The candidate's tags are those of
+    ``candidate.tags`` when given (read once per job by the caller), else read here; they are
+    returned (empty without a candidate).
     """
     manifest = load_manifest(manifest_path, settings)
     dataset = manifest_dataset(manifest, config.data.root)
     candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
     references = [loaded_checkpoint(item) for item in reference_checkpoints]
+    tags: dict[str, str] = {}
     if candidate is not None:
         configure_tracking(settings)
-        _check_version(candidate.name, candidate.version, manifest, candidates)
+        known = candidate.tags or None
+        tags = _check_version(candidate.name, candidate.version, manifest, candidates, known)
         if reference is not None:
-            _check_version(reference.name, reference.version, manifest, references)
-    return manifest, dataset, candidates, references
+            ref_tags = _check_version(
+                reference.name, reference.version, manifest, references, reference.tags or None
+            )
+            reference.tags.clear()
+            reference.tags.update(ref_tags)  # read once: publishing merges into these
+    return manifest, dataset, candidates, references, tags
 
 
 def score_pair(
@@ -123,6 +155,8 @@ def score_pair(
     device: str | None = None,
     settings: RuntimeSettings | None = None,
     shards: Sequence[Path] | None = None,
+    fence: Fence | None = None,
+    reference_cache: ReferenceLossCache | None = None,
 ) -> ScoreReport:
     """SSLMem of the candidates vs the references on the split; report written and tracked.
 
@@ -131,8 +165,13 @@ def score_pair(
     ``candidate`` version, the version is first checked to hold one of the candidate
     checkpoints and this split; then the report is logged to the MLflow run of
     ``(pipeline_run_id, "score")`` and the summary tags are set on the version, with
-    ``sslmem.status=scored`` written last; the reference version is tagged too. If scoring
-    fails after that check, both versions are marked ``failed`` with the error.
+    ``sslmem.status=scored`` written last; the reference version is tagged too (and a stale
+    ``sslmem.failure_reason`` is cleared on both). ``fence`` is called right before each
+    publishing step (:data:`PUBLISH_STEPS`), the status last: the caller's claim on the
+    version (:meth:`~sslmem.workflow.score_version.VersionClaim.fence`) raising there stops
+    publishing. A permanent error after the version checks marks the *candidate* ``failed``
+    with the reason (never its reference); a transient one (:class:`~sslmem.errors.TransientError`)
+    or a lost lease marks nothing.
 
     Args:
         candidate_checkpoints: Candidate encoders (paths or loaded, e.g. from the registry).
@@ -149,21 +188,23 @@ def score_pair(
         settings: Runtime settings (default: from the environment).
         shards: Shard tables (directories or files, :func:`score_pair_shard`) covering every
             scored point: merged instead of scoring (sharded scoring's merge step).
+        fence: Called with the step name before each publishing step (see above).
+        reference_cache: Cache of the references' per-point losses (``None``: computed
+            every time); see :mod:`sslmem.memorization.reference_cache`.
 
     Raises:
         ScoringError, CheckpointError: Incompatible or mismatched encoders, or a version that
             does not hold the scored checkpoint; shards that do not cover the points once.
         ManifestMismatchError: The split is not the one the encoders or version were made on.
         TrackingError: MLflow is unreachable (only with a version).
+        LeaseLostError: Raised by ``fence``: nothing more was published.
 
     """
-    from sslmem.device import resolve_device
-
     settings = process_settings(settings)
     if candidate is not None and (experiment is None or pipeline_run_id is None):
         raise ConfigError("scoring a registered version needs experiment and pipeline_run_id")
     check_report_dir(Path(out_dir))  # before the work, not after it
-    manifest, dataset, candidates, references = _checked_inputs(
+    manifest, dataset, candidates, references, candidate_tags = _checked_inputs(
         candidate_checkpoints,
         reference_checkpoints,
         manifest_path,
@@ -176,47 +217,117 @@ def score_pair(
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
     augment_spec = checkpoint_augmentation(candidates[0], config.augmentation)
     try:
-        if shards is not None:
-            report = merge_shards(
-                read_shards([Path(s) for s in shards]),
-                candidates,
-                references,
-                manifest,
-                scoring=config.scoring,
-                augment_spec=augment_spec,
-                alpha=alpha,
-            )
-        else:
-            report = score_split(
-                candidates,
-                references,
-                dataset,
-                manifest,
-                scoring=config.scoring,
-                augment_spec=augment_spec,
-                device=resolve_device(device or settings.device),
-                alpha=alpha,
-            )
-        write_score_report(report, Path(out_dir))
-        if candidate is not None and experiment is not None and pipeline_run_id is not None:
-            _track_score(
-                report,
-                dataset,
-                manifest,
-                _manifest_uri(manifest_path, candidate),
-                config,
-                candidate,
-                reference,
-                experiment,
-                pipeline_run_id,
-            )
-    except Exception as exc:
-        if candidate is not None:
-            problem = exc.problem if isinstance(exc, SSLMemError) else str(exc)
-            reason = f"scoring failed: {type(exc).__name__}: {problem}"
-            _mark_failed_quietly([candidate, *([reference] if reference else [])], reason)
+        return _score_and_publish(
+            candidates,
+            references,
+            dataset,
+            manifest,
+            manifest_path,
+            config,
+            out_dir,
+            alpha,
+            augment_spec,
+            candidate_tags,
+            candidate,
+            reference,
+            experiment,
+            pipeline_run_id,
+            device,
+            settings,
+            shards,
+            fence or _no_fence,
+            reference_cache,
+        )
+    except SSLMemError as exc:
+        # MLflow errors are never a verdict on the version (docs/service.md, Known limits).
+        permanent = not is_transient(exc) and not isinstance(exc, (LeaseLostError, TrackingError))
+        if candidate is not None and permanent:
+            # A permanent error after the version checks: the candidate -- never its
+            # reference -- is failed with the precise reason, still under the caller's claim.
+            (fence or _no_fence)("failed")
+            _mark_failed(candidate, f"scoring failed: {type(exc).__name__}: {exc.problem}")
         raise
+
+
+def _score_and_publish(
+    candidates: list[LoadedCheckpoint],
+    references: list[LoadedCheckpoint],
+    dataset: ImageDataset,
+    manifest: SplitManifest,
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    out_dir: Path,
+    alpha: float,
+    augment_spec: AugmentationSpec,
+    candidate_tags: dict[str, str],
+    candidate: VersionInfo | None,
+    reference: VersionInfo | None,
+    experiment: str | None,
+    pipeline_run_id: str | None,
+    device: str | None,
+    settings: RuntimeSettings,
+    shards: Sequence[Path] | None,
+    fence: Fence,
+    reference_cache: ReferenceLossCache | None,
+) -> ScoreReport:
+    """Score (or merge the shards), write the report and, with a version, publish it."""
+    from sslmem.device import describe_device, resolve_device
+
+    computed_on: dict[str, str] | None = None  # merged shards: each shard's own step knows
+    if shards is not None:
+        report = merge_shards(
+            read_shards([Path(s) for s in shards]),
+            candidates,
+            references,
+            manifest,
+            scoring=config.scoring,
+            augment_spec=augment_spec,
+            alpha=alpha,
+        )
+    else:
+        compute = resolve_device(device or settings.device)
+        computed_on = describe_device(compute)
+        report = score_split(
+            candidates,
+            references,
+            dataset,
+            manifest,
+            scoring=config.scoring,
+            augment_spec=augment_spec,
+            device=compute,
+            alpha=alpha,
+            reference_cache=reference_cache,
+        )
+    write_score_report(report, Path(out_dir))
+    if candidate is not None and experiment is not None and pipeline_run_id is not None:
+        _track_score(
+            report,
+            dataset,
+            manifest,
+            _manifest_uri(manifest_path, candidate_tags),
+            config,
+            VersionInfo(candidate.name, candidate.version, candidate_tags),
+            reference,
+            experiment,
+            pipeline_run_id,
+            fence,
+            computed_on,
+        )
     return report
+
+
+def _mark_failed(candidate: VersionInfo, reason: str) -> None:
+    """Mark the candidate failed; if MLflow is unreachable, leave it to the exit step."""
+    from sslmem.tracking import mark_version_failed
+
+    try:
+        mark_version_failed(candidate.name, candidate.version, reason)
+    except TrackingError:
+        logger.warning("could not mark %s failed", candidate.uri, exc_info=True)
+
+
+def _no_fence(step: str) -> None:
+    """Unguarded publishing (an unregistered or unclaimed score)."""
 
 
 def plan_score_shards(
@@ -245,7 +356,7 @@ def plan_score_shards(
         ScoringError, ManifestMismatchError: See :func:`score_pair`.
     """
     settings = process_settings(settings)
-    manifest, dataset, candidates, references = _checked_inputs(
+    manifest, dataset, candidates, references, _ = _checked_inputs(
         candidate_checkpoints,
         reference_checkpoints,
         manifest_path,
@@ -302,18 +413,6 @@ def score_pair_shard(
     return write_shard(table, Path(out_dir))
 
 
-def _mark_failed_quietly(versions: Sequence[VersionInfo], reason: str) -> None:
-    """Mark versions failed; if MLflow is unreachable, leave it to the pipeline's exit step."""
-    from sslmem.errors import TrackingError
-    from sslmem.tracking import mark_version_failed
-
-    for info in versions:
-        try:
-            mark_version_failed(info.name, info.version, reason)
-        except TrackingError:
-            logger.warning("could not mark %s failed", info.uri, exc_info=True)
-
-
 def finite_score_metrics(report: ScoreReport) -> dict[str, float]:
     """The summary metrics of a report (:func:`sslmem.tracking.score_metrics`), finite only.
 
@@ -335,16 +434,24 @@ def _track_score(
     reference: VersionInfo | None,
     experiment: str,
     pipeline_run_id: str,
+    fence: Fence,
+    computed_on: Mapping[str, str] | None = None,
 ) -> None:
-    """Log the report (score run) and the summary (metrics of the version's logged model, tags).
+    """Publish the score: score run, model metrics, version tags, reference tags, status last.
 
-    The summary metrics go to the candidate version's source run linked to its logged model
-    (``model_id``), so the version page, *Compare* on versions and the experiment's model table
-    all show SSLMem next to the accuracies.
+    ``computed_on`` (:func:`sslmem.device.describe_device`) is recorded on the score run.
+
+    ``fence`` runs right before each step (:data:`PUBLISH_STEPS`); ``sslmem.status=scored``
+    is written only right after the last fence passed. The summary metrics go to the
+    candidate version's source run linked to its logged model (``model_id``), so the version
+    page, *Compare* on versions and the experiment's model table all show SSLMem next to the
+    accuracies; they are logged only where the run does not already hold the same value, so a
+    retried publication leaves one entry per metric.
     """
     from sslmem.tracking import (
         get_model_version,
         get_version_tags,
+        log_compute_device,
         log_config,
         log_model_metrics,
         log_score_report,
@@ -355,12 +462,19 @@ def _track_score(
         version_metrics,
     )
     from sslmem.tracking.pipeline_support import set_tags_status_last
+    from sslmem.tracking.registry import delete_version_tags
+    from sslmem.tracking.reports import remember_score_report
 
+    fence("score_run")
     run_tags = {T.MODEL_VERSION: candidate.uri}
     with pipeline_run(pipeline_run_id, step="score", experiment=experiment, tags=run_tags) as rid:
         log_config(config, run_id=rid)
+        if computed_on is not None:
+            log_compute_device(computed_on, run_id=rid)
         log_split_input(manifest, manifest_uri, run_id=rid, context="eval")
         log_score_report(report, dataset.images, manifest=manifest, run_id=rid)
+    remember_score_report(rid, report)  # readers in this process use it, not a download
+    fence("model_metrics")
     version = get_model_version(candidate.uri)
     if version.model_id is not None and version.run_id is not None:
         log_model_metrics(
@@ -369,17 +483,23 @@ def _track_score(
             run_id=version.run_id,
             manifest=manifest,
             manifest_uri=manifest_uri,
+            skip_unchanged=True,
         )
-    current = get_version_tags(candidate.name, candidate.version)
+    fence("version_tags")
+    current = candidate.tags
     provenance = merge_provenance(current, {T.SCORE_RUN: rid, **T.scoring_provenance(report)})
     summary = summarize_for_tags(report)
+    status = summary.pop(T.STATUS, "scored")  # written last, after the final fence
     set_tags_status_last(
         candidate.name,
         candidate.version,
         {**summary, T.PROVENANCE: provenance, T.PIPELINE_RUN: pipeline_run_id},
     )
+    if T.FAILURE_REASON in current:  # a stale reason of an earlier attempt
+        delete_version_tags(candidate.name, candidate.version, [T.FAILURE_REASON])
     if reference is not None:
-        ref_tags = get_version_tags(reference.name, reference.version)
+        fence("reference_tags")
+        ref_tags = reference.tags or get_version_tags(reference.name, reference.version)
         ref_provenance = merge_provenance(
             ref_tags, {T.SCORED_WITH: candidate.uri, T.SCORE_RUN: rid}
         )
@@ -388,4 +508,8 @@ def _track_score(
             reference.version,
             {T.PROVENANCE: ref_provenance, T.STATUS: "scored"},
         )
+        if T.FAILURE_REASON in ref_tags:
+            delete_version_tags(reference.name, reference.version, [T.FAILURE_REASON])
+    fence("status")
+    set_tags_status_last(candidate.name, candidate.version, {T.STATUS: status})
     logger.info("scored %s: verdict %s", candidate.uri, summary.get(T.VERDICT))

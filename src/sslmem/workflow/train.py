@@ -173,8 +173,17 @@ def train_role(
         if experiment is None or not is_main:  # only rank 0 opens the step's MLflow run
             result = train(())
         else:
+            import torch
+
             from sslmem.data.store import open_store
-            from sslmem.tracking import MlflowEpochLogger, log_config, log_metrics, log_split_input
+            from sslmem.device import describe_device
+            from sslmem.tracking import (
+                MlflowEpochLogger,
+                log_compute_device,
+                log_config,
+                log_metrics,
+                log_split_input,
+            )
             from sslmem.tracking.pipeline_support import step_run
             from sslmem.workflow.split import SPLIT_STORE_PREFIX
 
@@ -193,6 +202,7 @@ def train_role(
                 split_uri = open_store(settings.store_uri, settings).uri(store_key)
                 log_split_input(manifest, split_uri, run_id=run_id)
                 result = train([MlflowEpochLogger(role, run_id=run_id, strict=False)])
+                log_compute_device(describe_device(torch.device(result.device)), run_id=run_id)
                 log_metrics(
                     {
                         f"{role}/final_loss": result.final_loss,

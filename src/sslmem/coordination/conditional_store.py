@@ -1,4 +1,4 @@
-"""Compare-and-swap on single objects: the primitive under :mod:`sslmem.service.lease`.
+"""Compare-and-swap on single objects: the primitive under :mod:`sslmem.coordination.lease`.
 
 A :class:`ConditionalStore` offers four operations on one key, each atomic on the server:
 
@@ -15,7 +15,11 @@ Two backends, chosen by the store URI like :func:`sslmem.data.store.open_store`:
   MinIO and AWS S3 honour them). The ``minio`` client's public API cannot send these headers, so
   requests are presigned with it (same endpoint, credentials and region as the project's
   :class:`~sslmem.data.store.S3Store`) and sent with urllib3. Presigned URLs carry a signature
-  and the access-key id: they are never put in messages or logs.
+  and the access-key id: they are never put in messages or logs. A URL is signed "now" by the
+  local clock and valid for :data:`PRESIGN_LIFETIME` (15 min): S3 refuses a URL whose signing
+  time is more than about 15 min ahead of its own clock whatever the lifetime, so 15 min
+  tolerates the same skew in the other direction (a local clock behind the server's), and
+  the URL is used at once and never shown, so a longer life buys nothing.
 * :class:`LocalConditionalStore` (a directory, the embedded default): each write is a new
   *generation* file ``<key>/g<N>`` created exclusively (``link(2)`` of a fully written temporary
   file, which fails with ``EEXIST`` like ``O_CREAT|O_EXCL``), and the etag is the generation.
@@ -31,9 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.utils
 import os
 import re
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -43,17 +50,22 @@ from pydantic import SecretStr
 
 from sslmem.atomic import TMP_MARKER
 from sslmem.data.store import LocalStore, S3Store, _tls_context, open_store
-from sslmem.errors import StoreError
+from sslmem.errors import StoreError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from sslmem.config import RuntimeSettings
 
 __all__ = [
+    "PRESIGN_LIFETIME",
     "ConditionalStore",
     "LocalConditionalStore",
     "S3ConditionalStore",
     "open_conditional_store",
 ]
+
+
+#: How long a presigned conditional request stays valid (see the module docstring).
+PRESIGN_LIFETIME = dt.timedelta(minutes=15)
 
 
 class ConditionalStore(Protocol):
@@ -79,8 +91,9 @@ class S3ConditionalStore:
     """S3 conditional requests (``If-None-Match: *``, ``If-Match``) on one bucket and prefix.
 
     Connection failures (nothing sent) are retried; a read timeout or a 5xx answer is not,
-    because the write may have happened: it raises :class:`StoreError` and the caller decides
-    (:class:`~sslmem.service.lease.LeaseManager` reads the object back).
+    because the write may have happened: it raises
+    :class:`~sslmem.errors.StoreUnavailableError` (transient) and the caller decides
+    (:class:`~sslmem.coordination.lease.LeaseManager` reads the object back).
 
     Args:
         store: The project's S3 store (bucket, prefix, endpoint, TLS).
@@ -89,6 +102,7 @@ class S3ConditionalStore:
         region: Bucket region (``None``: asked from the server once).
         retries: Retries after a failed connection.
         timeout: Connect and read timeout per request, seconds.
+        clock: Unix seconds the requests are signed with (injectable to test clock skew).
 
     """
 
@@ -101,8 +115,10 @@ class S3ConditionalStore:
         region: str | None = None,
         retries: int = 3,
         timeout: float = 10.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self._clock = clock
         self._http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=min(timeout, 2.0), read=timeout),
             maxsize=16,
@@ -147,7 +163,11 @@ class S3ConditionalStore:
         # message holds the presigned URL (signature, access-key id).
         try:
             url = self._signer.get_presigned_url(
-                method, self._store.bucket, name, expires=dt.timedelta(minutes=5)
+                method,
+                self._store.bucket,
+                name,
+                expires=PRESIGN_LIFETIME,
+                request_date=dt.datetime.fromtimestamp(self._clock(), dt.UTC),
             )
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # the region lookup failed
             failure = type(exc).__name__
@@ -158,7 +178,7 @@ class S3ConditionalStore:
                 return self._http.request(method, url, body=body, headers=headers or {})
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 failure = type(exc).__name__
-        raise StoreError(
+        raise StoreUnavailableError(
             f"S3 endpoint {self._store.endpoint} failed during {what} ({failure})",
             "check SSLMEM_S3_ENDPOINT, SSLMEM_S3_SECURE, SSLMEM_S3_REGION and the credentials, "
             "and that the server is reachable",
@@ -172,6 +192,8 @@ class S3ConditionalStore:
             if response.status == 403
             else "check the bucket exists and the server honours conditional requests"
         )
+        if response.status >= 500 or response.status == 429 or detail == "SlowDown":
+            return StoreUnavailableError(f"S3 answered {response.status} {detail} to {what}", fix)
         return StoreError(f"S3 answered {response.status} {detail} to {what}", fix)
 
     @staticmethod
@@ -180,6 +202,33 @@ class S3ConditionalStore:
         if not etag:
             raise StoreError("S3 answered a write without an ETag", "use an S3-compatible server")
         return str(etag)
+
+    def server_time(self, key: str) -> tuple[float, float]:
+        """Ask the server its time: ``(local unix time mid-request, the server's Date header)``.
+
+        Reads ``key`` (absent is fine: every answer carries ``Date``). ``Date`` has one-second
+        resolution.
+
+        Raises:
+            StoreError: The server did not answer, or answered without a valid ``Date``.
+
+        """
+        before = self._clock()
+        response = self._request("GET", key)
+        after = self._clock()
+        parsed = None
+        with contextlib.suppress(TypeError, ValueError):
+            parsed = email.utils.parsedate_to_datetime(response.headers.get("Date", ""))
+        if parsed is None or parsed.tzinfo is None:
+            raise StoreError(
+                f"S3 endpoint {self._store.endpoint} answered without a valid Date header",
+                "use an S3-compatible server (every S3 answer carries Date)",
+            )
+        return (before + after) / 2, parsed.timestamp()
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys under ``prefix`` (a listing; for pruning, not for decisions)."""
+        return self._store.list(prefix)
 
     def read(self, key: str) -> tuple[bytes, str] | None:  # noqa: D102 - on the protocol
         response = self._request("GET", key)
@@ -295,6 +344,17 @@ class LocalConditionalStore:
                 with contextlib.suppress(OSError):
                     (folder / f"g{old:020d}").unlink()
         return True
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys directly under the folder ``prefix`` that hold an object (for pruning)."""
+        folder = self._dir(prefix)
+        try:
+            names = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list {folder}: {exc.strerror}") from exc
+        return [f"{prefix.rstrip('/')}/{n}" for n in names if self._generations(folder / n)]
 
     def read(self, key: str) -> tuple[bytes, str] | None:  # noqa: D102 - on the protocol
         generation, data = self._latest(key)

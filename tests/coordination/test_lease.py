@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections import Counter
@@ -12,58 +11,21 @@ from pathlib import Path
 import pytest
 
 from sslmem.config import RuntimeSettings
-from sslmem.data.store import S3Store
-from sslmem.errors import StoreError
-from sslmem.service.lease import Lease, LeaseManager, LeaseRecord, LeaseRenewer, version_lease_key
-from sslmem.service.lease_store import (
+from sslmem.coordination.conditional_store import (
     ConditionalStore,
     LocalConditionalStore,
     open_conditional_store,
 )
-from tests.servers import S3Server
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.slow])])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ConditionalStore:
-    if request.param == "local":
-        return open_conditional_store(tmp_path / "store", RuntimeSettings())
-    server: S3Server = request.getfixturevalue("s3_server")
-    bucket = f"lease-{secrets.token_hex(4)}"
-    S3Store(
-        bucket,
-        endpoint=server.endpoint,
-        access_key=server.access_key,
-        secret_key=server.secret_key,
-        secure=False,
-        create_bucket=True,
-    )
-    settings = RuntimeSettings(
-        s3_endpoint=server.endpoint,
-        s3_access_key=server.access_key,  # type: ignore[arg-type]
-        s3_secret_key=server.secret_key,  # type: ignore[arg-type]
-        s3_secure=False,
-    )
-    return open_conditional_store(f"s3://{bucket}/svc", settings)
-
-
-def race(n_threads: int, work: Callable[[int], None]) -> None:
-    """Run ``work(i)`` in ``n_threads`` threads released at the same instant."""
-    barrier = threading.Barrier(n_threads)
-    errors: list[BaseException] = []
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait()
-            work(i)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n_threads)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors, errors
+from sslmem.coordination.lease import (
+    Lease,
+    LeaseManager,
+    LeaseObservations,
+    LeaseRecord,
+    LeaseRenewer,
+    version_lease_key,
+)
+from sslmem.errors import StoreError, StoreUnavailableError
+from tests.coordination.helpers import FakeClock, race
 
 
 def test_16_contenders_30_keys_exactly_one_winner_each(store: ConditionalStore) -> None:
@@ -111,20 +73,27 @@ def test_renew_moves_expiry_and_a_stale_etag_is_refused(store: ConditionalStore)
 
 
 def test_expired_lease_taken_over_by_exactly_one(store: ConditionalStore) -> None:
-    holder = LeaseManager(store, "dead", ttl_s=10, clock=lambda: 1000.0)
+    holder = LeaseManager(store, "dead", ttl_s=10, observations=LeaseObservations())
     lease = holder.acquire("leases/k")
-    assert lease is not None
-    # Before expiry nobody may take it; after expiry, 8 contenders race: exactly one wins.
-    assert LeaseManager(store, "early", 10, clock=lambda: 1009.0).acquire("leases/k") is None
+    assert lease is not None and lease.generation == 1
+    # Expiry is judged by the readers' monotonic clock: 10 s of it with the object unchanged.
+    mono, seen = FakeClock(), LeaseObservations()
+    early = LeaseManager(store, "early", 10, monotonic=mono, observations=seen)
+    assert early.acquire("leases/k") is None  # first sight starts the timer
+    mono.advance(9.9)
+    assert early.acquire("leases/k") is None
+    mono.advance(0.2)
+    # After expiry, 8 contenders race: exactly one wins.
     winners: list[Lease] = []
 
     def take(i: int) -> None:
-        got = LeaseManager(store, f"c{i}", 10, clock=lambda: 1011.0).acquire("leases/k")
+        contender = LeaseManager(store, f"c{i}", 10, monotonic=mono, observations=seen)
+        got = contender.acquire("leases/k")
         if got is not None:
             winners.append(got)
 
     race(8, take)
-    assert len(winners) == 1
+    assert len(winners) == 1 and winners[0].generation == 2
     found = holder.current("leases/k")
     assert found is not None and found[0] == winners[0].record
     # The old holder learns it lost: renew and release are refused and change nothing.
@@ -274,7 +243,7 @@ def test_unreachable_s3_is_a_store_error_without_credentials() -> None:
         store_retries=0,
     )
     store = open_conditional_store("s3://bucket-x/leases", settings)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreUnavailableError) as info:  # transient: retried, never a verdict
         LeaseManager(store, "a", ttl_s=60).acquire("k")
     text = f"{info.value}\n{info.value.__cause__!r}\n{info.value.__context__!r}"
     assert "127.0.0.1" in text
