@@ -721,6 +721,17 @@ WEBHOOK_SERVER_ENV = {
 }
 
 
+def outlast_webhook_cache() -> None:
+    """Sleep past a :data:`WEBHOOK_SERVER_ENV` server's webhook-list cache.
+
+    MLflow caches the webhooks of each event kind when it delivers one, so an event within the TTL
+    of an earlier event of its kind goes to the list as it was then: right after a webhook is
+    registered, that is to nobody (seen losing the foreign tag event in ``test_scope.py`` in CI).
+    Call it between registering a webhook and the events a test expects delivered.
+    """
+    time.sleep(float(WEBHOOK_SERVER_ENV["MLFLOW_WEBHOOK_CACHE_TTL"]) + 0.5)
+
+
 def webhook_mlflow_env(s3: S3Server | None = None) -> dict[str, str]:
     """Environment of an ``mlflow server`` that delivers webhooks (fresh secret-encryption key),
     with artifacts on ``s3`` when given."""

@@ -52,6 +52,7 @@ from tests.integration.encoders import ChainEncoders, make_chain_encoders
 from tests.servers import (
     Receiver,
     S3Server,
+    outlast_webhook_cache,
     sslmem_serve_env,
     start_alertmanager,
     start_mlflow_server,
@@ -340,6 +341,7 @@ def alert_chain(
                     start_replica=start_replica,
                 )
                 ensure_webhook(f"{service_url}/v1/webhooks/mlflow", SecretStr(SECRET))
+                outlast_webhook_cache()
                 _run_scenario(chain, encoders, runtime, split_uri)
                 yield chain
 

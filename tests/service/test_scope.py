@@ -39,6 +39,7 @@ from sslmem.workflow.score_version import score_registered_version
 from tests.servers import (
     MlflowServer,
     S3Server,
+    outlast_webhook_cache,
     sslmem_serve_env,
     start_mlflow_server,
     start_sslmem_serve,
@@ -230,6 +231,7 @@ def test_serve_never_touches_another_teams_model(
 
         assert wait_until(judged, 300, "the managed version to be judged")["status"] == "scored"
         ensure_webhook(f"{base}/v1/webhooks/mlflow", SecretStr(SECRET))
+        outlast_webhook_cache()
         # Webhook events about the foreign model: a new version, a status tag, an alias.
         second = _foreign_model(foreign)
         client().set_model_version_tag(foreign, second, T.STATUS, "pending")

@@ -37,6 +37,7 @@ from sslmem.workflow.register_external import register_external_encoder
 from tests.servers import (
     MlflowServer,
     S3Server,
+    outlast_webhook_cache,
     skewed_clock_env,
     sslmem_serve_env,
     start_mlflow_server,
@@ -159,6 +160,7 @@ def test_webhook_delivery_gets_a_new_version_scored(
     runtime = _runtime(stack, s3_server)
     with serve(tmp_path, stack, s3_server, "hook", reconcile_interval_s="3600") as (base, _):
         ensure_webhook(f"{base}/v1/webhooks/mlflow", SecretStr(SECRET))
+        outlast_webhook_cache()
         (version,) = _register(encoders, runtime, "hooked")
 
         def done() -> dict[str, object] | None:
