@@ -2,8 +2,9 @@
 
 On SIGTERM ``sslmem serve`` first lets open HTTP requests finish (``--http-grace-s``, the
 chart's ``settings.httpGraceS``), then gives running jobs ``SSLMEM_SERVICE_SHUTDOWN_GRACE_S``,
-then releases their leases. A pod killed before that holds its leases until their TTL runs out,
-so ``terminationGracePeriodSeconds`` must cover both graces plus the releases; these tests read
+lets a job that is publishing finish (``PUBLISH_GRACE_S``), then releases their leases. A pod
+killed before that holds its leases until their TTL runs out, so
+``terminationGracePeriodSeconds`` must cover the graces plus the releases; these tests read
 both graces from the rendered objects (the arguments and the ConfigMap the process really gets).
 """
 
@@ -18,6 +19,7 @@ import pytest
 from sslmem.cli.serve import add_arguments, uvicorn_options
 from sslmem.service.reconcile import STOP_JOIN_S
 from sslmem.service.settings import ServiceSettings
+from sslmem.service.worker import PUBLISH_GRACE_S
 from tests.helm.render import Helm, render, the
 from tests.helm.test_chart_security import EXTERNAL
 
@@ -50,8 +52,10 @@ def test_termination_grace_covers_the_http_grace_then_the_job_grace(
     http, jobs, pod = graces(objects)
     assert http == settings.get("httpGraceS", 10)
     assert jobs == settings.get("shutdownGraceS", 30)
-    # The two graces run one after the other, then the reconcile join and the releases.
-    assert pod >= http + math.ceil(jobs) + STOP_JOIN_S + RELEASE_S, (http, jobs, pod)
+    # The two graces run one after the other, then a publication's grace, the reconcile join
+    # and the releases.
+    least = http + math.ceil(jobs) + math.ceil(PUBLISH_GRACE_S) + STOP_JOIN_S + RELEASE_S
+    assert pod >= least, (http, jobs, pod)
 
 
 def test_startup_probe_guards_liveness_on_healthz(helm: Helm) -> None:

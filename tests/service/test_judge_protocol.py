@@ -239,13 +239,13 @@ def test_the_json_tag_is_written_before_the_display_tags(versions: Versions) -> 
 
         fences = 0
 
-        def fence(self) -> Lease:
+        def fence(self, *, publishing: bool = False) -> Lease:
             self.fences += 1
             if self.fences == 2:
                 current = store.read(key)
                 assert current is not None
                 store.replace(key, current[0], current[1])
-            return super().fence()
+            return super().fence(publishing=publishing)
 
     with version_claim("enc", v.candidate, settings=v.settings, runtime=v.runtime) as claim:
         assert claim is not None

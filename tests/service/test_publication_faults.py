@@ -192,6 +192,32 @@ def test_a_lease_lost_before_the_final_status_publishes_no_status(
     _never_failed("last", version)
 
 
+def test_a_lease_lost_after_the_score_run_marks_that_run_abandoned(
+    served: Served, tmp_path: Path
+) -> None:
+    runtime, version = _pair(tmp_path, served.server.url, "cut")
+
+    def lose_at_version_tags(step: str) -> None:
+        if step == "version_tags":  # the score run and the model metrics are written
+            raise LeaseLostError("the lease was taken over (injected)")
+
+    result = score_registered_version(
+        "cut", version, settings=_settings(), runtime=runtime, on_publish=lose_at_version_tags
+    )
+    assert result.outcome == "lost"
+    assert get_version_tags("cut", version)[T.STATUS] == "running"
+    experiment = client().get_experiment_by_name(_settings().experiment)
+    query = f"tags.`{T.MODEL_VERSION}` = 'models:/cut/{version}'"
+    (cut,) = client().search_runs([experiment.experiment_id], filter_string=query)
+    # No version points to it, and it says so: KILLED, with the reason.
+    assert cut.info.status == "KILLED"
+    assert "lease lost before the result set was complete" in cut.data.tags[T.ABANDONED]
+    result = score_registered_version("cut", version, settings=_settings(), runtime=runtime)
+    run_id = _assert_one_result_set("cut", version, result)
+    assert run_id != cut.info.run_id
+    assert T.ABANDONED not in client().get_run(run_id).data.tags
+
+
 def test_a_replica_stalled_past_its_ttl_resumes_mid_publish_and_is_lost(
     served: Served, tmp_path: Path
 ) -> None:

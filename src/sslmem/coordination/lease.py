@@ -436,6 +436,11 @@ class LeaseRenewer:
         self._lease = lease
         self._lost_why = ""  # set once, with the claim below, under _lock
         self._on_lost = on_lost
+        # Both under _renew_lock: publishing begins with the first fence that passes; a closed
+        # fence refuses every later one (shutdown) while the lease stays ours to release.
+        self._publishing = False
+        self._closed_why = ""
+        self.stopped = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()  # guards _lease and lost
         self._renew_lock = threading.Lock()  # one renewal at a time: two would refuse each other
@@ -454,11 +459,15 @@ class LeaseRenewer:
             return None
         return lease
 
-    def fence(self) -> Lease:
+    def fence(self, *, publishing: bool = False) -> Lease:
         """Renew now (``If-Match``) and return the fresh lease: call before each publishing step.
 
         If the store cannot be reached, the current lease is returned while it is still
         provably ours (before its ``valid_until``).
+
+        Args:
+            publishing: The step belongs to a result set of several writes: from here until
+                :meth:`end_publishing`, :meth:`close_unless_publishing` leaves the fence open.
 
         Raises:
             LeaseLostError: The lease was taken over or released, or cannot be proven ours any
@@ -473,9 +482,41 @@ class LeaseRenewer:
             self._mark_lost(lease, "not renewed within its TTL")
             raise self._lost_error(lease, "not renewed within its TTL")
         try:
-            return self._renew_locked()[0]
+            if self._closed_why:
+                raise self._lost_error(lease, self._closed_why)
+            renewed = self._renew_locked()[0]
+            self._publishing = self._publishing or publishing
+            return renewed
         finally:
             self._renew_lock.release()
+
+    @property
+    def publishing(self) -> bool:
+        """Whether a result set is being published (a publishing fence since the last end)."""
+        return self._publishing
+
+    def end_publishing(self) -> None:
+        """The result set begun by a publishing :meth:`fence` is complete."""
+        with self._renew_lock:
+            self._publishing = False
+
+    def close_unless_publishing(self, why: str) -> bool:
+        """Refuse every later :meth:`fence` (with ``why``) unless a result set is being published.
+
+        For shutdown: work must not begin a result set once its lease is about to be released,
+        or its first write (a score run) would be left behind, orphaned; a result set already
+        begun is better let finish (see the worker's shutdown). The lease stays ours until
+        :meth:`stop` releases it.
+
+        Returns:
+            ``True`` if the fence is now closed; ``False`` if a result set is being published.
+
+        """
+        with self._renew_lock:  # no fence passes in between: the two decisions exclude each other
+            if self._publishing:
+                return False
+            self._closed_why = why or "closed"
+            return True
 
     def start(self) -> LeaseRenewer:
         """Start renewing; returns ``self``."""
@@ -492,19 +533,22 @@ class LeaseRenewer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        with self._renew_lock:
-            lease = self.held()
-            if lease is None:
-                return False
-            if not release:
-                return True
-            try:
-                return self.manager.release(lease)
-            except StoreError as exc:
-                _log.warning(
-                    "could not release lease %s (it will expire): %s", lease.key, exc.problem
-                )
-                return False
+        try:
+            with self._renew_lock:
+                lease = self.held()
+                if lease is None:
+                    return False
+                if not release:
+                    return True
+                try:
+                    return self.manager.release(lease)
+                except StoreError as exc:
+                    _log.warning(
+                        "could not release lease %s (it will expire): %s", lease.key, exc.problem
+                    )
+                    return False
+        finally:
+            self.stopped.set()
 
     def __enter__(self) -> LeaseRenewer:
         return self.start()

@@ -19,8 +19,10 @@ Every job ends counted in ``sslmem_jobs_total{kind, outcome}`` (:data:`JOB_OUTCO
 waiting out a retry backoff (not those running).
 
 Shutdown (:meth:`Worker.stop`): intake stops at once, queued jobs are dropped, running jobs
-get ``grace_s`` seconds to finish; the leases of those still running are then released, so
-another replica can take them over without waiting for the TTL.
+get ``grace_s`` seconds to finish. Then a job that has not begun publishing is fenced off (its
+next fence raises, so it publishes nothing) and one that has gets :data:`PUBLISH_GRACE_S` more
+to finish its result set; the leases still held are released, so another replica can take them
+over without waiting for the TTL.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ JobKind = Literal["score", "judge"]
 
 #: The first retry's wait before jitter (capped by ``retry_max_s``).
 RETRY_INITIAL_S = 1.0
+
+
+#: Seconds a job that had begun publishing when the shutdown grace ran out may still take to
+#: finish (its publishing steps are a few MLflow requests); the chart's termination grace period
+#: includes it.
+PUBLISH_GRACE_S = 10.0
 
 
 def retry_delay(attempt: int, *, initial_s: float, max_s: float, jitter: float) -> float:
@@ -242,8 +250,14 @@ class Worker:
         with self._lock:
             stuck = list(self._claims.items())
         for job, renewer in stuck:
-            logger.warning("releasing the lease of %s/%s at shutdown", job.name, job.version)
-            renewer.stop(release=True)
+            if not renewer.close_unless_publishing("the replica is shutting down"):
+                # Cut between two publishing steps, a result set would be left half-written
+                # (a score run no version points to): publishing takes seconds, so let it end.
+                logger.info("%s/%s is publishing: waiting for it", job.name, job.version)
+                renewer.stopped.wait(PUBLISH_GRACE_S)
+            if not renewer.stopped.is_set():
+                logger.warning("releasing the lease of %s/%s at shutdown", job.name, job.version)
+                renewer.stop(release=True)
         return [job for job, _ in stuck]
 
     # -- jobs ----------------------------------------------------------------------------------

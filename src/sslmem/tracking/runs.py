@@ -292,6 +292,19 @@ def set_run_status(run_id: str, status: str) -> None:
         client().set_terminated(run_id, status)
 
 
+def abandon_run(run_id: str, why: str) -> None:
+    """Mark a run whose result set was left incomplete: tag ``sslmem.abandoned``, end ``KILLED``.
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    with tracking_errors(f"mark run {run_id} abandoned"):
+        mlflow_client = client()
+        mlflow_client.set_tag(run_id, T.ABANDONED, why)
+        mlflow_client.set_terminated(run_id, "KILLED")
+
+
 @contextlib.contextmanager
 def pipeline_run(
     pipeline_run_id: str,

@@ -92,6 +92,9 @@ MODEL_VERSION = "sslmem.model_version"
 CANDIDATE_SHA256 = "sslmem.candidate_sha256"
 REFERENCE_SHA256 = "sslmem.reference_sha256"
 SEED = "sslmem.seed"
+#: On a score run left incomplete (its lease lost between publishing steps): why. No version
+#: points to such a run; it ends ``KILLED`` (``sslmem.tracking.runs.abandon_run``).
+ABANDONED = "sslmem.abandoned"
 #: Run tags of the device a step computed on: ``sslmem.compute.device``, ``.device_name``,
 #: ``.compute_capability`` (CUDA), ``.torch``, ``.torch_cuda`` (``sslmem.device.describe_device``).
 COMPUTE_PREFIX = "sslmem.compute."

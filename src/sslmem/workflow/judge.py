@@ -203,14 +203,15 @@ def _judge_claimed(
             }
         )
     against = champion_number or "none"
-    claim.fence()  # still ours: the source of truth first, as one tag
+    claim.fence(publishing=True)  # still ours: the source of truth first, as one tag
     set_version_tags(
         name,
         number,
         {T.JUDGEMENT_JSON: json.dumps(judgement.model_dump(mode="json"), separators=(",", ":"))},
     )
-    claim.fence()  # the description says the same in Markdown; before judged_against, which
-    # reconcile reads as "judged" (a failed description write is retried with the judgement)
+    # The description says the same in Markdown; before judged_against, which reconcile reads
+    # as "judged" (a failed description write is retried with the judgement)
+    claim.fence(publishing=True)
     write_version_description(
         name,
         number,
@@ -220,10 +221,11 @@ def _judge_claimed(
         champion_alias=settings.champion_alias,
         tags=tags,
     )
-    claim.fence()
+    claim.fence(publishing=True)
     set_version_tags(
         name, number, {T.JUDGED_AGAINST: against, T.JUDGEMENT: judgement.outcome.value}
     )
+    claim.published()
     logger.info(
         "judged %s/%s against %s: %s", name, number, champion_number, judgement.outcome.value
     )

@@ -449,20 +449,13 @@ def _track_score(
     retried publication leaves one entry per metric.
     """
     from sslmem.tracking import (
-        get_model_version,
-        get_version_tags,
         log_compute_device,
         log_config,
-        log_model_metrics,
         log_score_report,
         log_split_input,
-        merge_provenance,
         pipeline_run,
         summarize_for_tags,
-        version_metrics,
     )
-    from sslmem.tracking.pipeline_support import set_tags_status_last
-    from sslmem.tracking.registry import delete_version_tags
     from sslmem.tracking.reports import remember_score_report
 
     fence("score_run")
@@ -474,6 +467,55 @@ def _track_score(
         log_split_input(manifest, manifest_uri, run_id=rid, context="eval")
         log_score_report(report, dataset.images, manifest=manifest, run_id=rid)
     remember_score_report(rid, report)  # readers in this process use it, not a download
+    try:
+        _publish_to_version(
+            report, manifest, manifest_uri, candidate, reference, rid, pipeline_run_id, fence
+        )
+    except LeaseLostError as exc:
+        _abandon(rid, candidate, exc)
+        raise
+    logger.info("scored %s: verdict %s", candidate.uri, summarize_for_tags(report).get(T.VERDICT))
+
+
+def _abandon(run_id: str, candidate: VersionInfo, exc: LeaseLostError) -> None:
+    """Mark the score run of a result set cut short by a lost lease (best effort).
+
+    Unless the version points to it: a step already past its fence when the lease was lost
+    may have written the version's tags (the one race fencing leaves; docs/service.md).
+    """
+    from sslmem.tracking import get_version_tags
+    from sslmem.tracking.runs import abandon_run
+
+    try:
+        if T.score_run_id(get_version_tags(candidate.name, candidate.version)) == run_id:
+            return
+        abandon_run(run_id, f"lease lost before the result set was complete: {exc.problem}")
+    except TrackingError:
+        logger.warning("could not mark the score run %s abandoned", run_id, exc_info=True)
+
+
+def _publish_to_version(
+    report: ScoreReport,
+    manifest: SplitManifest,
+    manifest_uri: str,
+    candidate: VersionInfo,
+    reference: VersionInfo | None,
+    rid: str,
+    pipeline_run_id: str,
+    fence: Fence,
+) -> None:
+    """The steps after the score run: model metrics, version and reference tags, status last."""
+    from sslmem.tracking import (
+        get_model_version,
+        get_version_tags,
+        log_model_metrics,
+        merge_provenance,
+        summarize_for_tags,
+        version_metrics,
+    )
+    from sslmem.tracking.pipeline_support import set_tags_status_last
+    from sslmem.tracking.registry import delete_version_tags
+
     fence("model_metrics")
     version = get_model_version(candidate.uri)
     if version.model_id is not None and version.run_id is not None:
@@ -512,4 +554,3 @@ def _track_score(
             delete_version_tags(reference.name, reference.version, [T.FAILURE_REASON])
     fence("status")
     set_tags_status_last(candidate.name, candidate.version, {T.STATUS: status})
-    logger.info("scored %s: verdict %s", candidate.uri, summary.get(T.VERDICT))

@@ -182,15 +182,24 @@ class VersionClaim:
         """The lease generation (fencing token) of this claim."""
         return self.lease.generation
 
-    def fence(self) -> Lease:
+    def fence(self, *, publishing: bool = False) -> Lease:
         """Renew the lease now and return it: call right before each publishing step.
+
+        Args:
+            publishing: The step is part of a result set of several writes, which shutdown
+                lets finish (:meth:`~sslmem.coordination.lease.LeaseRenewer.fence`); end it with
+                :meth:`published`.
 
         Raises:
             LeaseLostError: The lease is no longer ours (or no longer provably so): drop the
                 results, publish nothing more.
 
         """
-        return self.renewer.fence()
+        return self.renewer.fence(publishing=publishing)
+
+    def published(self) -> None:
+        """The result set begun by a publishing :meth:`fence` is complete."""
+        self.renewer.end_publishing()
 
 
 @contextlib.contextmanager
@@ -313,8 +322,10 @@ def score_registered_version(
                 "skipped", f"status {tags.get(T.STATUS)!r}, role {tags.get(T.ROLE)!r}", tags=tags
             )
 
+        from sslmem.workflow.score import PUBLISH_STEPS  # torch-importing: loaded when needed
+
         def fence(step: str) -> None:
-            claim.fence()
+            claim.fence(publishing=step in PUBLISH_STEPS)
             if on_publish is not None:
                 on_publish(step)
 
@@ -324,6 +335,7 @@ def score_registered_version(
             report, failure = _score_claimed(
                 name, number, tags, settings, runtime, config, claim.generation, fence
             )
+            claim.published()
         except LeaseLostError as exc:
             logger.warning("lease of %s/%s lost while scoring: %s", name, number, exc.problem)
             return done("lost", "the lease was lost before publishing finished", tags=tags)
@@ -439,8 +451,10 @@ def _score_claimed(
 
 
 def _fence_of(claim: VersionClaim) -> Callable[[str], None]:
+    from sslmem.workflow.score import PUBLISH_STEPS
+
     def fence(step: str) -> None:
-        claim.fence()
+        claim.fence(publishing=step in PUBLISH_STEPS)
 
     return fence
 
