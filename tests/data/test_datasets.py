@@ -174,6 +174,10 @@ def test_truncated_idx_is_refused(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(DataError, match="truncated"):
         read_idx(path)
+    path.write_bytes(b"\x00\x00\x08\x03" + bytes(6))  # cut inside the 16-byte header
+    with pytest.raises(DataError, match="truncated inside its header") as info:
+        read_idx(path)
+    assert info.value.fix is not None and "re-download" in info.value.fix
     path.write_bytes(b"\x00\x00\x0d\x01" + bytes(8))  # float IDX: not supported
     with pytest.raises(DataError, match="unsigned-byte"):
         read_idx(path)

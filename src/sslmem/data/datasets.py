@@ -248,22 +248,32 @@ def read_idx(path: Path) -> npt.NDArray[np.uint8]:
         DataError: If the file is not an unsigned-byte IDX file or is truncated.
 
     """
+    fix = f"re-download {path.name} (or restore it from a backup); the file is damaged"
     try:
         with gzip.open(path) if path.suffix == ".gz" else path.open("rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
+        raise DataError(f"cannot read IDX file {path}: {exc}", fix) from exc
     # Header: two zero bytes, a type code, the number of dimensions, then big-endian int32 dims.
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != _IDX_UBYTE:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
+        what = "truncated" if len(data) < 4 else "bad magic number"
+        raise DataError(f"{path} is not an unsigned-byte IDX file ({what})", fix)
     ndim = data[3]
     header = 4 + 4 * ndim
+    # A file cut inside its header: the dimensions themselves are incomplete.
+    if len(data) < header:
+        raise DataError(
+            f"IDX file {path} is truncated inside its header: {len(data)} bytes, "
+            f"the header of a {ndim}-dimensional IDX file takes {header}",
+            fix,
+        )
     dims = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">i4"))
     expected = int(np.prod(dims))
     if len(data) - header != expected:
         raise DataError(
             f"IDX file {path} is truncated or corrupt: header says {dims} "
-            f"({expected} bytes), file holds {len(data) - header}"
+            f"({expected} bytes), file holds {len(data) - header}",
+            fix,
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
 
