@@ -21,12 +21,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from sslmem.cli import main
 from sslmem.config import SplitConfig
 from sslmem.data import load_dataset, make_split
+from sslmem.models import build_encoder, save_checkpoint
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 HAS_PROC = Path("/proc/self").is_dir()
@@ -430,3 +432,93 @@ def test_out_of_memory_errors_are_recognised_and_name_what_to_reduce(
         return
     assert error is not None and re.search(problem, error.problem)
     assert error.fix is not None and fix is not None and fix in error.fix
+
+
+# --- edge failures: the real `sslmem` process, its exit status, its message, what is on disk
+
+
+def _sslmem(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``sslmem ARGV`` as a subprocess, with no ``SSLMEM_*`` variable but those of ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSLMEM_")}
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "sslmem"), *argv],
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _assert_exit_2(done: subprocess.CompletedProcess[str], says: str) -> None:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert re.search(says, done.stderr), f"{says!r} not in:\n{done.stderr}"
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """``array`` as an unsigned-byte IDX file (the MNIST format)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, dtype=">i4").tobytes()
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.mark.slow
+def test_an_idx_file_cut_inside_its_header_is_refused(scratch: Path) -> None:
+    data = scratch / "fmnist"
+    data.mkdir()
+    for prefix in ("train", "t10k"):
+        (data / f"{prefix}-images-idx3-ubyte").write_bytes(_idx(np.zeros((12, 28, 28))))
+        (data / f"{prefix}-labels-idx1-ubyte").write_bytes(_idx(np.arange(12) % 10))
+    cut = data / "train-images-idx3-ubyte"
+    cut.write_bytes(cut.read_bytes()[:10])  # the header of 3 dimensions takes 16 bytes
+    before = _listing(scratch)
+    done = _sslmem(
+        ["split", "--data", "fashion-mnist", "--data-root", "fmnist", "--out", "m.json"], scratch
+    )
+    _assert_exit_2(
+        done,
+        r"error: IDX file fmnist/train-images-idx3-ubyte is truncated inside its header: 10 "
+        r"bytes.*\n  fix: re-download train-images-idx3-ubyte \(or restore it",
+    )
+    assert _listing(scratch) == before and len(cut.read_bytes()) == 10
+
+
+def _encoder_file(path: Path, seed: int) -> None:
+    torch.manual_seed(seed)
+    encoder = build_encoder(
+        "small_cnn",
+        in_channels=1,
+        image_size=28,
+        arch_kwargs={"widths": [4, 4, 4]},
+        head_hidden_dim=8,
+        head_output_dim=8,
+    )
+    save_checkpoint(encoder, path, metadata={"seed": seed})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("candidates", "references", "says"),
+    [
+        (["a.st", "./a.st"], ["b.st"], r"checkpoint a\.st is passed twice as a candidate"),
+        (["a.st"], ["b.st", "b.st"], r"checkpoint b\.st is passed twice as a reference"),
+        (["a.st"], ["a.st"], r"checkpoint a\.st is passed as a candidate and as a reference"),
+        (["a.st"], ["copy.st"], r"checkpoints a\.st and copy\.st hold the same bytes"),
+    ],
+    ids=["candidate-twice", "reference-twice", "both-sides", "a-copy"],
+)
+def test_a_checkpoint_passed_twice_is_refused_before_any_work(
+    candidates: list[str], references: list[str], says: str, scratch: Path
+) -> None:
+    _encoder_file(scratch / "a.st", seed=1)
+    _encoder_file(scratch / "b.st", seed=2)
+    (scratch / "copy.st").write_bytes((scratch / "a.st").read_bytes())
+    before = _listing(scratch)
+    argv = ["score", "--candidate", *candidates, "--reference", *references, "--split",
+            "split.json", "--views", "2", "--no-progress", "--out", "out"]  # fmt: skip
+    done = _sslmem(argv, scratch)
+    _assert_exit_2(done, says + r".*\(sha256 [0-9a-f]{12}\)\n  fix: pass each checkpoint once")
+    assert _listing(scratch) == before  # no report directory, no staging directory

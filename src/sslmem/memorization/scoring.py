@@ -299,6 +299,40 @@ def check_layers(checkpoints: Sequence[LoadedCheckpoint], layers: Sequence[str])
                 )
 
 
+def check_distinct(
+    candidates: Sequence[LoadedCheckpoint], references: Sequence[LoadedCheckpoint]
+) -> None:
+    """Refuse a checkpoint passed more than once, on one side or on both.
+
+    A repeated encoder would be scored as two: its losses counted twice in every statistic, or
+    (on both sides) compared with itself. Checkpoints are the same when their bytes are
+    (``sha256``): one file named twice, under two spellings or a link, or a copy of it.
+
+    Raises:
+        ScoringError: The message names both places the checkpoint was passed.
+    """
+    seen: dict[str, tuple[LoadedCheckpoint, str]] = {}
+    labelled = [(c, "candidate") for c in candidates] + [(r, "reference") for r in references]
+    for ckpt, role in labelled:
+        if ckpt.sha256 not in seen:
+            seen[ckpt.sha256] = (ckpt, role)
+            continue
+        first, first_role = seen[ckpt.sha256]
+        if Path(first.path).resolve() == Path(ckpt.path).resolve():
+            what = f"checkpoint {ckpt.path} is passed"
+        else:  # a copy, or another spelling of the path that does not resolve alike
+            what = f"checkpoints {first.path} and {ckpt.path} hold the same bytes and are passed"
+        if role == first_role:
+            problem = f"{what} twice as a {role}: it would be scored as two encoders"
+        else:
+            problem = f"{what} as a candidate and as a reference: it would be compared to itself"
+        raise ScoringError(
+            f"{problem} (sha256 {ckpt.sha256[:12]})",
+            "pass each checkpoint once: distinct candidates (e.g. other seeds) and distinct "
+            "references, trained with `sslmem train --role candidate|reference`",
+        )
+
+
 def check_compatible(
     candidates: Sequence[LoadedCheckpoint],
     references: Sequence[LoadedCheckpoint],
@@ -335,6 +369,7 @@ def check_compatible(
             f"and {len(references)}",
             "pass --candidate CKPT ... and --reference CKPT ...",
         )
+    check_distinct(candidates, references)
     manifest.verify_against(dataset)
     first = candidates[0]
     expected = dict(first.header.representation)
