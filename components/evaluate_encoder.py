@@ -21,7 +21,8 @@ def evaluate_encoder(
 
     run_id = str(model.metadata.get("mlflow_run_id") or "") or None
     apply_process_settings()  # process-wide: the adapter's job
-    result = workflow.evaluate_role(model.path, config_from_json(evaluation_json), run_id=run_id)
+    config = config_from_json(evaluation_json)
+    result = workflow.evaluate_role(model.path, config, run_id=run_id).result
     workflow.save_evaluation(
         result,
         metrics.path,

@@ -94,3 +94,19 @@ def test_split_seed_must_be_non_negative() -> None:
     with pytest.raises(ConfigError, match=r"split\.seed"):
         load_experiment_config(None, ["split.seed=-1"])
     assert load_experiment_config(None, ["split.seed=0"]).split.seed == 0
+
+
+def test_the_tracking_uri_falls_back_to_mlflows_own_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SSLMEM_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert RuntimeSettings().mlflow_tracking_uri is None  # neither: the local store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert RuntimeSettings().mlflow_tracking_uri == "http://mlflow:5000"
+    monkeypatch.setenv("SSLMEM_MLFLOW_TRACKING_URI", "http://sslmem:5000")
+    assert RuntimeSettings().mlflow_tracking_uri == "http://sslmem:5000"  # SSLMEM_ first
+    # The field name still works as a keyword, like every other field's.
+    assert RuntimeSettings(mlflow_tracking_uri="sqlite:///x.db").mlflow_tracking_uri == (
+        "sqlite:///x.db"
+    )

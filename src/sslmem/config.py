@@ -3,7 +3,8 @@
 Two kinds of configuration, each validated at one boundary:
 
 * :class:`RuntimeSettings` -- where things run (device, stores, endpoints, secrets). Every
-  environment variable the project reads is a field here, prefixed ``SSLMEM_``.
+  environment variable the project reads is a field here, prefixed ``SSLMEM_`` (one field
+  also falls back to MLflow's own ``MLFLOW_TRACKING_URI``).
 * :class:`ExperimentConfig` -- what is computed (data, split, augmentation, encoder, training,
   scoring, evaluation). Loaded from a YAML file plus ``--set key=value`` overrides by
   :func:`load_experiment_config`; unknown keys and bad values are errors naming the field.
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,7 +43,9 @@ class RuntimeSettings(BaseSettings):
     cluster) or are absent.
     """
 
-    model_config = SettingsConfigDict(env_prefix="SSLMEM_", extra="ignore")
+    # validate_by_name: fields with an alias (the tracking URI) still take their field name as
+    # a keyword, RuntimeSettings(mlflow_tracking_uri=...), like every other field.
+    model_config = SettingsConfigDict(env_prefix="SSLMEM_", extra="ignore", validate_by_name=True)
 
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     num_threads: int | None = Field(None, ge=1, description="torch intra-op threads.")
@@ -61,7 +65,13 @@ class RuntimeSettings(BaseSettings):
     s3_secure: bool = Field(True, description="Use TLS for the S3 endpoint.")
     s3_region: str | None = None
     store_retries: int = Field(3, ge=0, le=10, description="Bounded retries on store errors.")
-    mlflow_tracking_uri: str | None = None
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        # Precedence: SSLMEM_MLFLOW_TRACKING_URI, then MLflow's own variable (what an MLflow
+        # user already has set), then the local SQLite store (None).
+        validation_alias=AliasChoices("SSLMEM_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI; falls back to MLFLOW_TRACKING_URI, then local SQLite.",
+    )
     mlflow_timeout_s: int = Field(
         10, ge=1, le=3600, description="Seconds MLflow waits for an answer per HTTP request."
     )

@@ -13,8 +13,10 @@ with the score command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -522,3 +524,22 @@ def test_a_checkpoint_passed_twice_is_refused_before_any_work(
     done = _sslmem(argv, scratch)
     _assert_exit_2(done, says + r".*\(sha256 [0-9a-f]{12}\)\n  fix: pass each checkpoint once")
     assert _listing(scratch) == before  # no report directory, no staging directory
+
+
+@pytest.mark.slow
+def test_mlflows_own_tracking_uri_is_honoured_when_sslmems_is_unset(scratch: Path) -> None:
+    # SSLMEM_MLFLOW_TRACKING_URI first, then MLFLOW_TRACKING_URI, then ./mlruns: a user who set
+    # only MLflow's variable gets their store, not a local one they never look at.
+    _encoder_file(scratch / "a.st", seed=1)
+    database = scratch / "tracking" / "mlflow.db"
+    database.parent.mkdir()
+    argv = ["register", "--encoder", "a.st", "--model", "mine", "--split", "split.json",
+            "--as-reference"]  # fmt: skip
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    done = _sslmem(argv, scratch, env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "registered models:/mine/1" in done.stdout
+    assert "SSLMEM_MLFLOW_TRACKING_URI is not set: tracking to MLFLOW_TRACKING_URI" in done.stderr
+    assert not (scratch / "mlruns").exists()
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        assert db.execute("SELECT name FROM registered_models").fetchall() == [("mine",)]

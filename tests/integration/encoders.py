@@ -131,7 +131,7 @@ def _train(root: Path) -> ChainEncoders:
     )
     evaluation_config = load_experiment_config(None, [*RECIPE, *EVALUATION])
     champion_evaluation, regressing_evaluation = (
-        evaluate_role(checkpoint, evaluation_config, device="cpu")
+        evaluate_role(checkpoint, evaluation_config, device="cpu").result
         for checkpoint in (trained["candidate"], regressing)
     )
     return ChainEncoders(

@@ -50,6 +50,35 @@ def test_configure_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert configure_from_settings().tracking_uri == "http://127.0.0.1:5001"
 
 
+def test_the_uri_mlflow_is_pointed_at_does_not_pose_as_the_users_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI, which RuntimeSettings reads as the
+    # user's fallback: the local default chosen once must not be "the user's" URI next time.
+    monkeypatch.delenv("SSLMEM_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure_mlflow(None, local_dir=tmp_path / "ml")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5002")
+    assert configure_from_settings().tracking_uri == "http://127.0.0.1:5002"
+    configure_mlflow("http://127.0.0.1:5003")
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5002"
+
+
+def test_the_local_fallback_warning_names_both_variables(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sslmem.config import RuntimeSettings
+    from sslmem.workflow._common import configure_tracking
+
+    monkeypatch.delenv("SSLMEM_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        configure_tracking(RuntimeSettings())
+    assert "neither SSLMEM_MLFLOW_TRACKING_URI nor MLFLOW_TRACKING_URI is set" in caplog.text
+
+
 def test_sqlite_uri_puts_artifacts_beside_the_database(tmp_path: Path) -> None:
     target = configure_mlflow(f"sqlite:///{tmp_path / 'x.db'}")
     assert target.artifact_root == tmp_path.resolve() / "artifacts"

@@ -2,17 +2,15 @@
 
 Features are extracted with the preprocessing the encoder was trained with (its checkpoint's
 augmentation spec: output size, mean, std) from the train split (kNN bank, probe training set)
-and the test split of a labelled dataset.
+and the test split of a labelled dataset. The work is
+:func:`sslmem.workflow.evaluate.evaluate_role`; this module parses and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from sslmem.atomic import atomic_write_bytes
 from sslmem.cli.common import (
     add_config_arguments,
     add_device_argument,
@@ -20,11 +18,6 @@ from sslmem.cli.common import (
     experiment_config,
     path_arg,
 )
-from sslmem.errors import ConfigError, DataError
-from sslmem.outputs import check_output_file
-
-if TYPE_CHECKING:  # torch-importing modules load in run(), so --help stays light
-    pass
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,59 +34,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_argument(parser)
 
 
-def _write_json(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print (and optionally write) the JSON result."""
+    """Evaluate and print (and optionally write) the JSON record."""
     # Imported here so that building the parser (every sslmem command) stays light.
     from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import available_datasets, load_dataset
-    from sslmem.device import resolve_device
-    from sslmem.evaluation import evaluate_encoder
-    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
+    from sslmem.workflow.evaluate import evaluate_role
 
-    if args.data is not None and args.data not in available_datasets():
-        raise ConfigError(
-            f"--data: unknown dataset {args.data!r}",
-            f"choose one of {', '.join(available_datasets())}",
-        )
-    config = experiment_config(args)
-    if args.out is not None:
-        check_output_file(args.out, what="result file")
-    device = resolve_device(device_name(args, RuntimeSettings()))
-    loaded = load_checkpoint(args.encoder)
-    metadata = loaded.metadata
-    dataset_ref = metadata.get("dataset")
-    trained_on = dataset_ref.get("name") if isinstance(dataset_ref, dict) else None
-    name = args.data or trained_on or config.data.dataset
-    root = args.data_root or config.data.root
-    train = load_dataset(name, split="train", root=root)
-    test = load_dataset(name, split="test", root=root)
-    encoder = loaded.encoder
-    if train.num_channels != encoder.in_channels:
-        raise DataError(
-            f"dataset {name!r} has {train.num_channels}-channel images, the encoder expects "
-            f"{encoder.in_channels}",
-            "evaluate on a dataset like the one the encoder was trained on (--data)",
-        )
-    spec, spec_source = recorded_augmentation(loaded, config.augmentation)
-    result = evaluate_encoder(
-        encoder, train, test, config=config.evaluation, augment_spec=spec, device=device
+    settings = RuntimeSettings()
+    evaluation = evaluate_role(
+        args.encoder,
+        experiment_config(args),
+        dataset=args.data,
+        data_root=args.data_root,
+        out=args.out,
+        device=device_name(args, settings),
+        settings=settings,
     )
-    record = {
-        "encoder": str(args.encoder),
-        "encoder_sha256": loaded.sha256,
-        "arch": loaded.header.arch,
-        "role": metadata.get("role"),
-        "method": metadata.get("method"),
-        "dataset": name,
-        "augmentation_source": spec_source,
-        **result.to_dict(),
-    }
-    text = json.dumps(record, indent=2, sort_keys=True)
-    print(text)
-    if args.out is not None:
-        _write_json(args.out, text + "\n")
+    print(json.dumps(evaluation.to_record(), indent=2, sort_keys=True))
     return 0

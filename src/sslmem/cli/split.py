@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from sslmem.cli.common import add_config_arguments, experiment_config, path_arg, uri_arg
-from sslmem.outputs import check_output_uri
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,12 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Make the split and write the manifest."""
+    """Make the split and write the manifest (:func:`sslmem.workflow.split.write_split`)."""
     # Imported here so that building the parser (every sslmem command) stays light.
-    from sslmem.config import RuntimeSettings
-    from sslmem.data.datasets import load_dataset
-    from sslmem.data.splits import make_split
-    from sslmem.data.store import write_bytes
+    from sslmem.workflow.split import write_split
 
     overrides = list(args.overrides)
     if args.data:
@@ -36,13 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pool_size is not None:
         overrides.append(f"split.pool_size={args.pool_size}")
     args.overrides = overrides
-    config = experiment_config(args)
-    check_output_uri(args.out, what="manifest")
-    dataset = load_dataset(
-        config.data.dataset, split="train", root=args.data_root or config.data.root
-    )
-    manifest = make_split(dataset, fractions=config.split)
-    write_bytes(args.out, manifest.to_json(), RuntimeSettings())
+    manifest = write_split(experiment_config(args), args.out, data_root=args.data_root)
     sizes = {
         name: len(manifest.set_indices(name))
         for name in ("shared", "candidate", "independent", "extra")

@@ -180,8 +180,16 @@ def configure_mlflow(
             ) from exc
     import mlflow
 
+    # mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ. RuntimeSettings
+    # reads that variable as the user's fallback, so the URI chosen here (e.g. the local
+    # default) must not pose as the user's in a later read: the environment is put back.
+    users = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    if users is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = users
     _target = TrackingTarget(tracking_uri=tracking_uri, artifact_root=artifact_root)
     return _target
 
@@ -215,7 +223,10 @@ def _move_credentials_to_env(uri: str) -> str:
 
 
 def configure_from_settings(settings: RuntimeSettings | None = None) -> TrackingTarget:
-    """:func:`configure_mlflow` with ``SSLMEM_MLFLOW_TRACKING_URI`` (unset: local SQLite)."""
+    """:func:`configure_mlflow` with the settings' tracking URI.
+
+    That is ``SSLMEM_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``; neither: local SQLite.
+    """
     settings = settings if settings is not None else RuntimeSettings()
     return configure_mlflow(settings.mlflow_tracking_uri)
 

@@ -34,7 +34,7 @@ from sslmem.workflow._common import (
     checkpoint_augmentation,
     loaded_checkpoint,
 )
-from sslmem.workflow.evaluate import evaluate_role
+from sslmem.workflow.evaluate import EncoderEvaluation, evaluate_role
 from sslmem.workflow.finalize import finalize_pipeline_run
 from sslmem.workflow.register import (
     EncoderArtifact,
@@ -61,6 +61,7 @@ __all__ = [
     "SCORE_SUMMARY_ARTIFACT",
     "SPLIT_STORE_PREFIX",
     "EncoderArtifact",
+    "EncoderEvaluation",
     "PreparedSplit",
     "Registration",
     "ResolvedConfig",

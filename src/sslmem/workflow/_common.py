@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -28,14 +29,23 @@ def process_settings(settings: RuntimeSettings | None) -> RuntimeSettings:
 
 
 def configure_tracking(settings: RuntimeSettings) -> None:
-    """Point MLflow at ``SSLMEM_MLFLOW_TRACKING_URI`` (warn when it falls back to ./mlruns)."""
+    """Point MLflow at the settings' tracking URI (warn when it falls back to ./mlruns).
+
+    The URI is ``SSLMEM_MLFLOW_TRACKING_URI``, else MLflow's ``MLFLOW_TRACKING_URI``, else the
+    local SQLite store (:attr:`RuntimeSettings.mlflow_tracking_uri`).
+    """
     from sslmem.tracking import configure_from_settings
 
     if settings.mlflow_tracking_uri is None:
         logger.warning(
-            "SSLMEM_MLFLOW_TRACKING_URI is not set: tracking into a local SQLite store under "
-            "./mlruns (in a pipeline pod this is lost; set it in the platform config)"
+            "neither SSLMEM_MLFLOW_TRACKING_URI nor MLFLOW_TRACKING_URI is set: tracking into a "
+            "local SQLite store under ./mlruns (in a pipeline pod this is lost; set it in the "
+            "platform config)"
         )
+    elif "SSLMEM_MLFLOW_TRACKING_URI" not in os.environ and settings.mlflow_tracking_uri == (
+        os.environ.get("MLFLOW_TRACKING_URI")
+    ):
+        logger.info("SSLMEM_MLFLOW_TRACKING_URI is not set: tracking to MLFLOW_TRACKING_URI")
     configure_from_settings(settings)
 
 
