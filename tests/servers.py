@@ -59,6 +59,33 @@ def free_port() -> int:
     raise RuntimeError("could not find a free TCP port on 127.0.0.1")
 
 
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A real TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
 def free_port_pair(offset: int) -> tuple[int, int]:
     """Return free ports ``(p, p + offset)`` on 127.0.0.1, both not handed out before here."""
     for _ in range(500):

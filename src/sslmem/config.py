@@ -65,6 +65,14 @@ class RuntimeSettings(BaseSettings):
     s3_secure: bool = Field(True, description="Use TLS for the S3 endpoint.")
     s3_region: str | None = None
     store_retries: int = Field(3, ge=0, le=10, description="Bounded retries on store errors.")
+    # A server that accepts connections and never answers holds a request
+    # (1 + store_retries) x s3_read_timeout_s: ~33 s with the defaults (it was 4 x 60 s).
+    s3_connect_timeout_s: float = Field(
+        2.0, gt=0, le=600, description="Seconds to wait for a TCP/TLS connection to S3."
+    )
+    s3_read_timeout_s: float = Field(
+        8.0, gt=0, le=3600, description="Seconds to wait for S3 to send data on an open connection."
+    )
     mlflow_tracking_uri: str | None = Field(
         None,
         # Precedence: SSLMEM_MLFLOW_TRACKING_URI, then MLflow's own variable (what an MLflow

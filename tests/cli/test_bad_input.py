@@ -19,6 +19,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from sslmem.cli import main
 from sslmem.config import SplitConfig
 from sslmem.data import load_dataset, make_split
 from sslmem.models import build_encoder, save_checkpoint
+from tests.servers import silent_server
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 HAS_PROC = Path("/proc/self").is_dir()
@@ -90,6 +92,12 @@ CASES = [
         ["split", "--out", "m.json"],
         r"SSLMEM_STORE_RETRIES: Input should be greater than or equal to 0",
         env={"SSLMEM_STORE_RETRIES": "-1"},
+    ),
+    Case(
+        "env-s3-read-timeout",
+        ["split", "--out", "m.json"],
+        r"SSLMEM_S3_READ_TIMEOUT_S: Input should be greater than 0",
+        env={"SSLMEM_S3_READ_TIMEOUT_S": "0"},
     ),
     Case(
         "env-device",
@@ -543,3 +551,29 @@ def test_mlflows_own_tracking_uri_is_honoured_when_sslmems_is_unset(scratch: Pat
     assert not (scratch / "mlruns").exists()
     with contextlib.closing(sqlite3.connect(database)) as db:
         assert db.execute("SELECT name FROM registered_models").fetchall() == [("mine",)]
+
+
+@pytest.mark.slow
+def test_an_s3_endpoint_that_never_answers_fails_within_the_configured_timeouts(
+    scratch: Path,
+) -> None:
+    # With the old bounds (60 s read timeout, 4 attempts) this held the command 245 s.
+    with silent_server() as port:
+        env = {
+            "SSLMEM_S3_ENDPOINT": f"127.0.0.1:{port}",
+            "SSLMEM_S3_SECURE": "false",
+            "SSLMEM_S3_READ_TIMEOUT_S": "1",
+            "SSLMEM_STORE_RETRIES": "1",
+        }
+        before = _listing(scratch)
+        started = time.monotonic()
+        done = _sslmem(["split", "--out", "s3://bucket/m.json"], scratch, env)
+        elapsed = time.monotonic() - started
+    _assert_exit_2(
+        done,
+        rf"error: S3 endpoint http://127\.0\.0\.1:{port} did not answer within 1 s "
+        r"\(SSLMEM_S3_READ_TIMEOUT_S\) in any of 2 attempts \(SSLMEM_STORE_RETRIES=1\) while "
+        r"trying to write s3://bucket/m\.json\n  fix: .*raise SSLMEM_S3_READ_TIMEOUT_S",
+    )
+    assert elapsed < 60  # two 1 s reads, plus the start of a Python process on a busy machine
+    assert _listing(scratch) == before

@@ -1,10 +1,6 @@
-import contextlib
 import logging
 import os
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +16,7 @@ from sslmem.tracking import (
     load_registered_encoder,
     register_encoder,
 )
-from tests.servers import free_port
+from tests.servers import free_port, silent_server
 from tests.tracking.conftest import tiny_registry_encoder
 
 
@@ -138,33 +134,6 @@ def test_every_entry_point_reports_an_unreachable_server(call: str, tmp_path: Pa
 # ---- a server that accepts connections but never answers; credentials in the URI
 
 
-@contextlib.contextmanager
-def _silent_server() -> Iterator[int]:
-    """A real TCP server on 127.0.0.1 that accepts every connection and never sends a byte."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(OSError):
-                held.append(listener.accept()[0])
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        stop.set()
-        thread.join()
-        for conn in held:
-            conn.close()
-        listener.close()
-
-
 PASSWORD = "hunter2-b9f4e7"
 
 
@@ -177,7 +146,7 @@ def test_a_server_that_never_answers_fails_within_the_configured_timeout(
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
     caplog.set_level(logging.DEBUG)
-    with _silent_server() as port:
+    with silent_server() as port:
         configure_mlflow(f"http://alice:{PASSWORD}@127.0.0.1:{port}")
         assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "1"
         with pytest.raises(TrackingError) as info:

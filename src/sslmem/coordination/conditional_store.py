@@ -101,7 +101,8 @@ class S3ConditionalStore:
         secret_key: Secret key.
         region: Bucket region (``None``: asked from the server once).
         retries: Retries after a failed connection.
-        timeout: Connect and read timeout per request, seconds.
+        timeout: Read timeout per request, seconds (also the connect timeout's upper bound).
+        connect_timeout: Connect timeout per request, seconds.
         clock: Unix seconds the requests are signed with (injectable to test clock skew).
 
     """
@@ -115,12 +116,13 @@ class S3ConditionalStore:
         region: str | None = None,
         retries: int = 3,
         timeout: float = 10.0,
+        connect_timeout: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._clock = clock
         self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=min(timeout, 2.0), read=timeout),
+            timeout=urllib3.Timeout(connect=min(timeout, connect_timeout), read=timeout),
             maxsize=16,
             ssl_context=_tls_context() if store.secure else None,  # the same CAs as S3Store
             retries=urllib3.Retry(
@@ -413,6 +415,8 @@ def open_conditional_store(
             secret_key=_secret(settings.s3_secret_key),
             region=settings.s3_region,
             retries=settings.store_retries,
+            timeout=settings.s3_read_timeout_s,
+            connect_timeout=settings.s3_connect_timeout_s,
         )
     raise StoreError(
         f"the store {uri} has no conditional-write backend for leases",

@@ -320,7 +320,10 @@ class S3Store(ObjectStore):
 
     Connection errors are retried a bounded number of times with exponential backoff, with short
     connect timeouts, so an unreachable endpoint fails within seconds with a :class:`StoreError`
-    naming it. The constructor makes no request unless ``create_bucket`` is set.
+    naming it; a server that accepts connections but never answers fails after
+    ``(retries + 1) * read_timeout`` seconds plus backoff (~33 s with the defaults) with an error
+    naming the endpoint and the setting to raise. The constructor makes no request unless
+    ``create_bucket`` is set.
 
     Args:
         bucket: Bucket name.
@@ -353,7 +356,7 @@ class S3Store(ObjectStore):
         retries: int = 3,
         create_bucket: bool = False,
         connect_timeout: float = 2.0,
-        read_timeout: float = 60.0,
+        read_timeout: float = 8.0,
         http_client: urllib3.PoolManager | None = None,
     ) -> None:
         try:
@@ -379,6 +382,7 @@ class S3Store(ObjectStore):
         self.prefix = f"{clean_prefix}/" if clean_prefix else ""
         self.endpoint = host
         self.secure = use_tls
+        self._bounds = (connect_timeout, read_timeout, retries)  # named in timeout errors
         http = http_client or urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             maxsize=10,
@@ -420,6 +424,9 @@ class S3Store(ObjectStore):
         except S3Error as exc:
             self._raise_s3(exc, what, key)
         except urllib3.exceptions.HTTPError as exc:  # no connection, timeout, reset
+            timeout = self._timeout_error(exc, what)
+            if timeout is not None:
+                raise timeout from exc
             raise StoreUnavailableError(
                 f"S3 endpoint {self._endpoint_url()} failed while trying to {what}: {exc}",
                 _ENDPOINT_FIX,
@@ -430,6 +437,31 @@ class S3Store(ObjectStore):
                 f"{what}: {exc}",
                 _ENDPOINT_FIX + "; make sure the endpoint is an S3 API, not a console/UI port",
             ) from exc
+
+    def _timeout_error(
+        self, exc: urllib3.exceptions.HTTPError, what: str
+    ) -> StoreUnavailableError | None:
+        """The error for a request that timed out, naming the setting that bounds it."""
+        reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+        connect_timeout, read_timeout, retries = self._bounds
+        # NewConnectionError (refused, no route) subclasses ConnectTimeoutError: not a timeout.
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            return None
+        if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+            how = f"did not answer within {read_timeout:g} s (SSLMEM_S3_READ_TIMEOUT_S)"
+            setting = "SSLMEM_S3_READ_TIMEOUT_S"
+        elif isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+            how = f"did not accept a connection within {connect_timeout:g} s"
+            how += " (SSLMEM_S3_CONNECT_TIMEOUT_S)"
+            setting = "SSLMEM_S3_CONNECT_TIMEOUT_S"
+        else:
+            return None
+        return StoreUnavailableError(
+            f"S3 endpoint {self._endpoint_url()} {how} in any of {retries + 1} attempts "
+            f"(SSLMEM_STORE_RETRIES={retries}) while trying to {what}",
+            f"check that {self._endpoint_url()} is an S3 API that is up and answering "
+            f"(SSLMEM_S3_ENDPOINT, SSLMEM_S3_SECURE); for a slow server raise {setting}",
+        )
 
     def _endpoint_url(self) -> str:
         return f"{'https' if self.secure else 'http'}://{self.endpoint}"
@@ -652,6 +684,8 @@ def _open_s3(uri: str, settings: RuntimeSettings | None) -> ObjectStore:
         secure=settings.s3_secure,
         region=settings.s3_region,
         retries=settings.store_retries,
+        connect_timeout=settings.s3_connect_timeout_s,
+        read_timeout=settings.s3_read_timeout_s,
     )
 
 
