@@ -1,5 +1,8 @@
 """``sslmem score``: SSLMem of candidate vs reference checkpoints on a split's sets.
 
+The work is :func:`sslmem.workflow.score.score_to_dir` (``--merge`` included) and
+:func:`~sslmem.workflow.score.score_pair_shard` (``--shard``); this module parses and prints.
+
 Exit status: 0 when a report was written, whatever the verdict, unless ``--fail-on`` asks for 1
 on a ``failed`` (or also an ``inconclusive``) verdict; 2 on an error (nothing written).
 """
@@ -9,9 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
 from sslmem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 #: Exit status of a written report whose verdict ``--fail-on`` rejects (errors exit 2).
 VERDICT_EXIT = 1
@@ -120,30 +127,11 @@ def _parse_sets(text: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the output, load, score, write the report as a whole, print the verdict."""
+    """Check the flags, score (:mod:`sslmem.workflow.score`), print the verdict."""
     # Imported here so that building the parser (every sslmem command) stays light.
     from tqdm import tqdm
 
-    from sslmem.config import RuntimeSettings
-    from sslmem.data.splits import load_manifest, manifest_dataset
-    from sslmem.device import resolve_device
-    from sslmem.memorization.layer_scoring import score_layers, write_layer_report
-    from sslmem.memorization.layers import select_layers
-    from sslmem.memorization.scoring import (
-        check_report_dir,
-        score_split,
-        select_points,
-        write_score_outputs,
-    )
-    from sslmem.memorization.sharding import (
-        merge_shards,
-        parse_range,
-        read_shards,
-        score_shard,
-        write_shard,
-    )
-    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
-    from sslmem.reporting import LAYERMEM_FILE, layermem_figure
+    from sslmem.workflow.score import ReportOptions, Waivers, score_pair_shard, score_to_dir
 
     if args.grid_k < 1:
         raise ConfigError(f"--grid-k must be >= 1, got {args.grid_k}", "pass e.g. --grid-k 16")
@@ -152,116 +140,40 @@ def run(args: argparse.Namespace) -> int:
             "--layers cannot be sharded",
             "score the layers in an unsharded run (no --shard/--merge)",
         )
-    shard = parse_range(args.shard) if args.shard else None  # before the work
+    if args.shard:
+        from sslmem.memorization.sharding import parse_range
+
+        parse_range(args.shard)  # a bad range fails before the config is read
     args.overrides = _overrides(args)
-    config = experiment_config(args)
-    if shard is None:
-        check_report_dir(args.out)  # before the work, not after it
-    elif args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} is a file", "pass a directory for the shard tables")
-    settings = RuntimeSettings()
-    device = resolve_device(args.device or settings.device)
-    manifest = load_manifest(args.split, settings)
-    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
-    candidates = [load_checkpoint(p) for p in args.candidate]
-    references = [load_checkpoint(p) for p in args.reference]
-    augment_spec = config.augmentation
-    if args.augmentation == "checkpoint":
-        augment_spec, _ = recorded_augmentation(candidates[0], config.augmentation)
-    if args.layers is not None:  # resolved before any work, so a bad name fails at once
-        select_layers([c.encoder for c in [*candidates, *references]], args.layers)
-    total = len(
-        select_points(
-            manifest,
-            config.scoring.sets,
-            shared_sample=config.scoring.shared_sample,
-            seed=config.scoring.seed,
-        )[0]
-    )
-    waivers = {
-        "allow_cross_split": args.allow_cross_split,
-        "allow_missing_provenance": args.allow_missing_provenance,
+
+    def progress(what: str, total: int) -> tqdm[Any]:
+        return tqdm(total=total, unit="pt", desc=what, disable=args.no_progress)
+
+    common: dict[str, Any] = {
+        "candidate_checkpoints": args.candidate,
+        "reference_checkpoints": args.reference,
+        "manifest_path": args.split,
+        "config": experiment_config(args),
+        "out_dir": args.out,
+        "data_root": args.data_root,
+        "augmentation": args.augmentation,
+        "waivers": Waivers(args.allow_cross_split, args.allow_missing_provenance),
+        "device": args.device,
+        "progress": progress,
     }
-    if shard is not None:
-        start, stop = shard
-        with tqdm(total=stop - start, unit="pt", desc="shard", disable=args.no_progress) as bar:
-            table = score_shard(
-                candidates,
-                references,
-                dataset,
-                manifest,
-                start=start,
-                stop=stop,
-                scoring=config.scoring,
-                augment_spec=augment_spec,
-                device=device,
-                progress=bar.update,
-                **waivers,
-            )
-        path = write_shard(table, args.out)
-        print(f"wrote {path} ({stop - start} of {table.info.total} points)")
+    if args.shard:
+        shard = score_pair_shard(shard=args.shard, **common)
+        print(f"wrote {shard.path} ({shard.stop - shard.start} of {shard.total} points)")
         return 0
-    if args.merge:
-        report = merge_shards(
-            read_shards(args.merge),
-            candidates,
-            references,
-            manifest,
-            scoring=config.scoring,
-            augment_spec=augment_spec,
-            **waivers,
-        )
-    else:
-        with tqdm(total=total, unit="pt", desc="scoring", disable=args.no_progress) as bar:
-            report = score_split(
-                candidates,
-                references,
-                dataset,
-                manifest,
-                scoring=config.scoring,
-                augment_spec=augment_spec,
-                device=device,
-                progress=bar.update,
-                **waivers,
-            )
-    layer_report = None
-    if args.layers is not None:
-        with tqdm(total=total, unit="pt", desc="layers", disable=args.no_progress) as bar:
-            layer_report = score_layers(
-                candidates,
-                references,
-                dataset,
-                manifest,
-                scoring=config.scoring,
-                augment_spec=augment_spec,
-                layers=args.layers,
-                device=device,
-                progress=bar.update,
-                **waivers,
-            )
-
-    def write_layers(staging: Path) -> list[Path]:
-        if layer_report is None:
-            return []
-        files = write_layer_report(layer_report, staging, fmt=args.format)
-        if not args.no_plots:
-            files.append(layermem_figure(layer_report.table, staging / LAYERMEM_FILE))
-        return files
-
-    written = write_score_outputs(
-        report,
-        args.out,
-        fmt=args.format,
-        images=dataset.images,
-        plots=not args.no_plots,
-        grid_k=args.grid_k,
-        extra=write_layers,
+    options = ReportOptions(
+        fmt=args.format, plots=not args.no_plots, grid_k=args.grid_k, layers=args.layers
     )
-    print(report.summary.format_table())
-    if layer_report is not None:
-        print(layer_report.summary.format_table())
-    print("wrote " + ", ".join(str(path) for path in written))
-    outcome = report.summary.verdict.outcome
+    written = score_to_dir(shards=args.merge, options=options, **common)
+    print(written.report.summary.format_table())
+    if written.layer_report is not None:
+        print(written.layer_report.summary.format_table())
+    print("wrote " + ", ".join(str(path) for path in written.files))
+    outcome = written.report.summary.verdict.outcome
     if args.fail_on == "failed" and outcome == "failed":
         return VERDICT_EXIT
     if args.fail_on == "inconclusive" and outcome != "passed":

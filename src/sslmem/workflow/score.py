@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import ExperimentConfig, RuntimeSettings
@@ -20,12 +24,15 @@ from sslmem.errors import (
     TrackingError,
     is_transient,
 )
+from sslmem.memorization.layer_scoring import LayerScoreReport
 from sslmem.memorization.reference_cache import ReferenceLossCache
 from sslmem.memorization.scoring import (
+    ScoreFormat,
     ScoreReport,
     check_report_dir,
     score_split,
-    write_score_report,
+    select_points,
+    write_score_outputs,
 )
 from sslmem.memorization.sharding import (
     merge_shards,
@@ -53,10 +60,16 @@ __all__ = [
     "PUBLISH_STEPS",
     "SCORE_SUMMARY_ARTIFACT",
     "Fence",
+    "ProgressFactory",
+    "ReportOptions",
+    "Waivers",
+    "WrittenScore",
+    "WrittenShard",
     "finite_score_metrics",
     "plan_score_shards",
     "score_pair",
     "score_pair_shard",
+    "score_to_dir",
 ]
 
 #: The publishing steps of a tracked score, in order; the fence is called before each.
@@ -112,6 +125,8 @@ def _checked_inputs(
     settings: RuntimeSettings,
     candidate: VersionInfo | None,
     reference: VersionInfo | None,
+    *,
+    data_root: Path | None = None,
 ) -> tuple[
     SplitManifest, ImageDataset, list[LoadedCheckpoint], list[LoadedCheckpoint], dict[str, str]
 ]:
@@ -123,7 +138,7 @@ def _checked_inputs(
     returned (empty without a candidate).
     """
     manifest = load_manifest(manifest_path, settings)
-    dataset = manifest_dataset(manifest, config.data.root)
+    dataset = manifest_dataset(manifest, data_root or config.data.root)
     candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
     references = [loaded_checkpoint(item) for item in reference_checkpoints]
     tags: dict[str, str] = {}
@@ -271,34 +286,20 @@ def _score_and_publish(
     reference_cache: ReferenceLossCache | None,
 ) -> ScoreReport:
     """Score (or merge the shards), write the report and, with a version, publish it."""
-    from sslmem.device import describe_device, resolve_device
-
-    computed_on: dict[str, str] | None = None  # merged shards: each shard's own step knows
-    if shards is not None:
-        report = merge_shards(
-            read_shards([Path(s) for s in shards]),
-            candidates,
-            references,
-            manifest,
-            scoring=config.scoring,
-            augment_spec=augment_spec,
-            alpha=alpha,
-        )
-    else:
-        compute = resolve_device(device or settings.device)
-        computed_on = describe_device(compute)
-        report = score_split(
-            candidates,
-            references,
-            dataset,
-            manifest,
-            scoring=config.scoring,
-            augment_spec=augment_spec,
-            device=compute,
-            alpha=alpha,
-            reference_cache=reference_cache,
-        )
-    write_score_report(report, Path(out_dir))
+    written = _compute_and_write(
+        candidates,
+        references,
+        dataset,
+        manifest,
+        config,
+        out_dir,
+        alpha=alpha,
+        augment_spec=augment_spec,
+        device=device or settings.device,
+        shards=shards,
+        reference_cache=reference_cache,
+    )
+    report, computed_on = written.report, written.computed_on
     if candidate is not None and experiment is not None and pipeline_run_id is not None:
         _track_score(
             report,
@@ -314,6 +315,271 @@ def _score_and_publish(
             computed_on,
         )
     return report
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a score report directory holds beyond the table and the summary.
+
+    Attributes:
+        fmt: Table format (``parquet`` or ``csv``).
+        plots: Draw the figures (histogram per set; grid of the most/least memorised).
+        grid_k: Images per block of the grid.
+        layers: Also score these layers (``"stages"`` or comma-separated names; ``None``: not):
+            per-layer SSLMem, LayerMem and ΔLayerMem
+            (:func:`~sslmem.memorization.layer_scoring.score_layers`).
+
+    """
+
+    fmt: ScoreFormat = "parquet"
+    plots: bool = False
+    grid_k: int = 16
+    layers: str | None = None
+
+
+@dataclass(frozen=True)
+class Waivers:
+    """Provenance checks the user waived (recorded in the report; see ``sslmem score``)."""
+
+    allow_cross_split: bool = False
+    allow_missing_provenance: bool = False
+
+    def kwargs(self) -> dict[str, bool]:
+        """As the keyword arguments of the scoring functions."""
+        return {
+            "allow_cross_split": self.allow_cross_split,
+            "allow_missing_provenance": self.allow_missing_provenance,
+        }
+
+
+#: Opens a progress bar: ``(description, total points)`` -> a context manager yielding an object
+#: with ``update(points)`` (``tqdm`` fits).
+ProgressFactory = Callable[[str, int], AbstractContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class WrittenScore:
+    """A score report written to its directory.
+
+    Attributes:
+        report: The report.
+        layer_report: The per-layer report (``None`` without ``ReportOptions.layers``).
+        files: The paths written, in the report directory.
+        computed_on: The device it was computed on (``None``: merged from shards).
+
+    """
+
+    report: ScoreReport
+    layer_report: LayerScoreReport | None
+    files: list[Path]
+    computed_on: dict[str, str] | None
+
+
+@contextlib.contextmanager
+def _bar(progress: ProgressFactory | None, what: str, total: int) -> Iterator[Any]:
+    """``progress``'s bar's ``update``, or ``None`` without one."""
+    if progress is None:
+        yield None
+        return
+    with progress(what, total) as bar:
+        yield bar.update
+
+
+def _scored_points(manifest: SplitManifest, config: ExperimentConfig) -> int:
+    scoring = config.scoring
+    chosen = select_points(
+        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
+    )
+    return len(chosen[0])
+
+
+def _compute_and_write(
+    candidates: list[LoadedCheckpoint],
+    references: list[LoadedCheckpoint],
+    dataset: ImageDataset,
+    manifest: SplitManifest,
+    config: ExperimentConfig,
+    out_dir: Path,
+    *,
+    alpha: float,
+    augment_spec: AugmentationSpec,
+    device: str,
+    shards: Sequence[Path | str] | None = None,
+    reference_cache: ReferenceLossCache | None = None,
+    waivers: Waivers | None = None,
+    options: ReportOptions | None = None,
+    progress: ProgressFactory | None = None,
+) -> WrittenScore:
+    """Score (or merge the shards), with the layers if asked, and replace ``out_dir`` with it."""
+    from sslmem.device import describe_device, resolve_device
+    from sslmem.memorization.layer_scoring import score_layers, write_layer_report
+    from sslmem.reporting import LAYERMEM_FILE, layermem_figure
+
+    waived = (waivers or Waivers()).kwargs()
+    options = options or ReportOptions()
+    computed_on: dict[str, str] | None = None  # merged shards: each shard's own step knows
+    total = _scored_points(manifest, config) if progress is not None else 0
+    if shards is not None:
+        report = merge_shards(
+            read_shards([Path(s) for s in shards]),
+            candidates,
+            references,
+            manifest,
+            scoring=config.scoring,
+            augment_spec=augment_spec,
+            alpha=alpha,
+            **waived,
+        )
+        compute = None
+    else:
+        compute = resolve_device(device)
+        computed_on = describe_device(compute)
+        with _bar(progress, "scoring", total) as update:
+            report = score_split(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                device=compute,
+                alpha=alpha,
+                progress=update,
+                reference_cache=reference_cache,
+                **waived,
+            )
+    layer_report = None
+    if options.layers is not None:
+        with _bar(progress, "layers", total) as update:
+            layer_report = score_layers(
+                candidates,
+                references,
+                dataset,
+                manifest,
+                scoring=config.scoring,
+                augment_spec=augment_spec,
+                layers=options.layers,
+                device=compute or resolve_device(device),
+                progress=update,
+                **waived,
+            )
+
+    def write_layers(staging: Path) -> list[Path]:
+        if layer_report is None:
+            return []
+        files = write_layer_report(layer_report, staging, fmt=options.fmt)
+        if options.plots:
+            files.append(layermem_figure(layer_report.table, staging / LAYERMEM_FILE))
+        return files
+
+    files = write_score_outputs(
+        report,
+        Path(out_dir),
+        fmt=options.fmt,
+        images=dataset.images,
+        plots=options.plots,
+        grid_k=options.grid_k,
+        extra=write_layers,
+    )
+    return WrittenScore(report, layer_report, files, computed_on)
+
+
+def score_to_dir(
+    *,
+    candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    reference_checkpoints: Sequence[Path | str | LoadedCheckpoint],
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    out_dir: Path,
+    data_root: Path | None = None,
+    augmentation: Literal["checkpoint", "config"] = "checkpoint",
+    waivers: Waivers | None = None,
+    options: ReportOptions | None = None,
+    shards: Sequence[Path] | None = None,
+    alpha: float = 0.01,
+    device: str | None = None,
+    settings: RuntimeSettings | None = None,
+    progress: ProgressFactory | None = None,
+) -> WrittenScore:
+    """SSLMem of the candidates vs the references on the split, written to ``out_dir``, untracked.
+
+    ``sslmem score`` is this function (``--merge`` passes ``shards``); :func:`score_pair` is the
+    same computation and report for a registered version, then tracked.
+
+    Args:
+        candidate_checkpoints: Candidate encoders.
+        reference_checkpoints: Reference encoders.
+        manifest_path: The split manifest (path or store URI).
+        config: Experiment config (``scoring``, ``augmentation``, ``data`` apply).
+        out_dir: The report directory (checked before the work; replaced as a whole).
+        data_root: Local dataset directory (default ``config.data.root``).
+        augmentation: Draw views with the candidate's training augmentation (``checkpoint``)
+            or ``config.augmentation``.
+        waivers: Provenance checks waived (recorded in the report).
+        options: Table format, figures, layers.
+        shards: Shard tables covering every scored point once: merged instead of scoring.
+        alpha: Significance level of the verdict.
+        device: Compute device; default ``SSLMEM_DEVICE``.
+        settings: Runtime settings (default: from the environment).
+        progress: Opens a progress bar per phase.
+
+    Raises:
+        ConfigError: An unusable ``out_dir`` or layer name, or layers with shards.
+        ScoringError, CheckpointError, ManifestMismatchError: See :func:`score_pair`.
+
+    """
+    from sslmem.memorization.layers import select_layers
+
+    options = options or ReportOptions()
+    if options.layers is not None and shards is not None:
+        raise ConfigError(
+            "--layers cannot be sharded",
+            "score the layers in an unsharded run (no --shard/--merge)",
+        )
+    from sslmem.device import resolve_device
+
+    settings = process_settings(settings)
+    check_report_dir(Path(out_dir))  # before the work, not after it
+    resolve_device(device or settings.device)  # a bad device fails before anything is loaded
+    manifest, dataset, candidates, references, _ = _checked_inputs(
+        candidate_checkpoints,
+        reference_checkpoints,
+        manifest_path,
+        config,
+        settings,
+        None,
+        None,
+        data_root=data_root,
+    )
+    if not candidates:
+        raise ScoringError("no candidate checkpoint to score", "pass at least one")
+    augment_spec = _augmentation(candidates[0], config, augmentation)
+    if options.layers is not None:  # resolved before any work, so a bad name fails at once
+        select_layers([c.encoder for c in [*candidates, *references]], options.layers)
+    return _compute_and_write(
+        candidates,
+        references,
+        dataset,
+        manifest,
+        config,
+        Path(out_dir),
+        alpha=alpha,
+        augment_spec=augment_spec,
+        device=device or settings.device,
+        shards=shards,
+        waivers=waivers,
+        options=options,
+        progress=progress,
+    )
+
+
+def _augmentation(
+    candidate: LoadedCheckpoint, config: ExperimentConfig, source: Literal["checkpoint", "config"]
+) -> AugmentationSpec:
+    """The views' augmentation: the candidate's training one (``checkpoint``) or the config's."""
+    if source == "config":
+        return config.augmentation
+    return checkpoint_augmentation(candidate, config.augmentation)
 
 
 def _mark_failed(candidate: VersionInfo, reason: str) -> None:
@@ -371,6 +637,24 @@ def plan_score_shards(
     return [f"{start}:{stop}" for start, stop in ranges]
 
 
+@dataclass(frozen=True)
+class WrittenShard:
+    """A shard table written by :func:`score_pair_shard`.
+
+    Attributes:
+        path: The table file.
+        start: First point index scored.
+        stop: One past the last.
+        total: Points of the whole scored sequence.
+
+    """
+
+    path: Path
+    start: int
+    stop: int
+    total: int
+
+
 def score_pair_shard(
     *,
     candidate_checkpoints: Sequence[Path | str | LoadedCheckpoint],
@@ -379,38 +663,52 @@ def score_pair_shard(
     config: ExperimentConfig,
     shard: str,
     out_dir: Path,
+    data_root: Path | None = None,
+    augmentation: Literal["checkpoint", "config"] = "checkpoint",
+    waivers: Waivers | None = None,
     device: str | None = None,
     settings: RuntimeSettings | None = None,
-) -> Path:
+    progress: ProgressFactory | None = None,
+) -> WrittenShard:
     """One shard of sharded scoring: the points ``START:STOP``, table written to ``out_dir``.
 
-    Untracked: the merge step (:func:`score_pair` with ``shards``) logs and tags the report.
+    Untracked: the merge step (:func:`score_pair` with ``shards``, or :func:`score_to_dir`)
+    makes the report. ``sslmem score --shard`` is this function.
 
-    Returns:
-        The shard table written.
+    Raises:
+        ConfigError: A bad range, or ``out_dir`` is a file.
+        ScoringError, CheckpointError, ManifestMismatchError: See :func:`score_pair`.
+
     """
     from sslmem.device import resolve_device
     from sslmem.memorization.sharding import parse_range
 
     start, stop = parse_range(shard)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file", "pass a directory for the shard tables")
     settings = process_settings(settings)
+    compute = resolve_device(device or settings.device)
     manifest = load_manifest(manifest_path, settings)
     candidates = [loaded_checkpoint(item) for item in candidate_checkpoints]
     references = [loaded_checkpoint(item) for item in reference_checkpoints]
     if not candidates:
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
-    table = score_shard(
-        candidates,
-        references,
-        manifest_dataset(manifest, config.data.root),
-        manifest,
-        start=start,
-        stop=stop,
-        scoring=config.scoring,
-        augment_spec=checkpoint_augmentation(candidates[0], config.augmentation),
-        device=resolve_device(device or settings.device),
-    )
-    return write_shard(table, Path(out_dir))
+    with _bar(progress, "shard", stop - start) as update:
+        table = score_shard(
+            candidates,
+            references,
+            manifest_dataset(manifest, data_root or config.data.root),
+            manifest,
+            start=start,
+            stop=stop,
+            scoring=config.scoring,
+            augment_spec=_augmentation(candidates[0], config, augmentation),
+            device=compute,
+            progress=update,
+            **(waivers or Waivers()).kwargs(),
+        )
+    return WrittenShard(write_shard(table, out), start, stop, table.info.total)
 
 
 def finite_score_metrics(report: ScoreReport) -> dict[str, float]:
