@@ -143,7 +143,7 @@ def engine(
         images,
         keys,
         augment_spec=SPEC,
-        estimator=AlignmentEstimator(views=k, mode=mode),
+        estimator=AlignmentEstimator(views=k, mode=mode, estimator="pairs"),
         layer=LAYER,
         chunk_size=chunk,
     )

@@ -30,10 +30,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sslmem.augment import AugmentationSpec
 from sslmem.errors import ConfigError
+from sslmem.estimators import DEFAULTS, check_estimator, default_estimator
+from sslmem.estimators import EstimatorName as PairEstimatorName
 
 DistanceName = Literal["l2", "cosine"]
 AlignmentMode = Literal["pair", "anchor"]
-PairEstimatorName = Literal["pairs", "ustat"]
 
 
 class RuntimeSettings(BaseSettings):
@@ -233,7 +234,7 @@ class ScoringConfig(_Section):
     )
     mode: AlignmentMode = "pair"
     estimator: PairEstimatorName = Field(
-        "ustat",
+        DEFAULTS["pair"],
         description="Pair mode: 'ustat' (default: all K(K-1)/2 pairs of K views, K forwards) or "
         "'pairs' (K independent view pairs, 2K forwards: the paper's); same expectation. "
         "Recorded; scores of different estimators are never compared. Anchor mode: 'pairs'.",
@@ -273,25 +274,21 @@ class ScoringConfig(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _anchor_mode_pairs(cls, data: Any) -> Any:
-        # Anchor mode compares each view with the clean image, not views with each other: the
-        # estimator a user did not choose is then the only one that applies.
-        if isinstance(data, dict) and data.get("mode") == "anchor" and "estimator" not in data:
-            return {**data, "estimator": "pairs"}
+    def _mode_default_estimator(cls, data: Any) -> Any:
+        # An estimator nobody chose is the mode's (anchor mode has no view pairs: pairs).
+        if isinstance(data, dict) and "estimator" not in data:
+            try:
+                return {**data, "estimator": default_estimator(data.get("mode", "pair"))}
+            except ConfigError:
+                return data  # an unknown mode: the field's own validation names it
         return data
 
     @model_validator(mode="after")
     def _estimator_fits_mode(self) -> ScoringConfig:
-        if self.estimator == "ustat" and self.mode != "pair":
-            raise ValueError(
-                "estimator 'ustat' compares views with each other and needs mode 'pair' "
-                f"(got mode {self.mode!r}); use estimator 'pairs' with mode 'anchor'"
-            )
-        if self.estimator == "ustat" and self.views < 2:
-            raise ValueError(
-                f"estimator 'ustat' needs views >= 2 (got {self.views}); for a single view pair "
-                "set scoring.estimator=pairs"
-            )
+        try:
+            check_estimator(self.estimator, self.mode, self.views)
+        except ConfigError as exc:
+            raise ValueError(f"{exc.problem}; {exc.fix}") from None
         return self
 
 

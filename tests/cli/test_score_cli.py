@@ -393,3 +393,34 @@ def test_sharded_cli_run_merges_to_the_unsharded_report(
     _fails(_score(setup, tmp_path / "gap", "--merge", str(shards)), capsys, "missing [0, 7)")
     assert not (tmp_path / "gap").exists()
     _fails(_score(setup, shards, "--shard", "9:3"), capsys, "START:STOP")
+
+
+BUNDLED_RECIPE = Path(__file__).resolve().parents[2] / "src/sslmem/recipes/bundled-cpu.yaml"
+
+
+def test_mode_anchor_overrides_a_recipe_estimator_that_cannot_serve_it(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bundled recipe pins ustat, which has no anchor mode: --mode anchor gets pairs, says so
+    # and records it; an estimator chosen on the same command line is kept (and refused here).
+    assert "estimator: ustat" in BUNDLED_RECIPE.read_text()
+    recipe = ["--config", str(BUNDLED_RECIPE), "--set", "scoring.shared_sample=4"]
+    assert _score(setup, tmp_path / "anchor", *recipe, "--mode", "anchor") == 0
+    assert "estimator 'ustat' does not serve it; scoring with 'pairs'" in capsys.readouterr().err
+    scoring = json.loads((tmp_path / "anchor" / "summary.json").read_text())["scoring"]
+    assert (scoring["mode"], scoring["estimator"]) == ("anchor", "pairs")
+    chosen = ["--mode", "anchor", "--estimator", "ustat"]
+    assert _score(setup, tmp_path / "refused", *recipe, *chosen) == 2
+    assert "estimator 'ustat' compares views with each other" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
+
+
+def test_estimator_flag_picks_the_estimator(setup: dict[str, Path], tmp_path: Path) -> None:
+    for name in ("pairs", "ustat"):
+        assert _score(setup, tmp_path / name, "--estimator", name, "--no-plots") == 0
+        summary = json.loads((tmp_path / name / "summary.json").read_text())
+        assert summary["scoring"]["estimator"] == name
+    # The same points, views and seed: different estimators, different (but close) numbers.
+    a = pq.read_table(tmp_path / "pairs" / "scores.parquet").to_pydict()
+    b = pq.read_table(tmp_path / "ustat" / "scores.parquet").to_pydict()
+    assert a["sample_index"] == b["sample_index"] and a["sslmem_raw"] != b["sslmem_raw"]

@@ -41,7 +41,7 @@ def test_losses_have_expected_shape_and_are_chunk_size_invariant() -> None:
     images, keys = random_images(10), torch.arange(10)
     kwargs = dict(
         augmenter=BatchAugmenter(AugmentationSpec()),
-        estimator=AlignmentEstimator(views=3, seed=5),
+        estimator=AlignmentEstimator(views=3, seed=5, estimator="pairs"),
         layers=["backbone", "head"],
         device=CPU,
     )
@@ -92,7 +92,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
             random_images(0),
             torch.arange(0),
             augmenter=BatchAugmenter(AugmentationSpec()),
-            estimator=AlignmentEstimator(),
+            estimator=AlignmentEstimator(estimator="pairs"),
             layers=["backbone"],
             device=CPU,
         )
@@ -102,7 +102,7 @@ def test_bad_inputs_raise_clear_errors() -> None:
             random_images(2),
             torch.arange(2),
             augmenter=BatchAugmenter(AugmentationSpec()),
-            estimator=AlignmentEstimator(),
+            estimator=AlignmentEstimator(estimator="pairs"),
             layers=["backbone.nope"],
             device=CPU,
         )
@@ -118,7 +118,7 @@ def test_non_finite_representations_are_refused() -> None:
             random_images(2),
             torch.arange(2),
             augmenter=BatchAugmenter(AugmentationSpec()),
-            estimator=AlignmentEstimator(views=2),
+            estimator=AlignmentEstimator(views=2, estimator="pairs"),
             layers=["head"],
             device=CPU,
         )
@@ -131,7 +131,7 @@ def test_encoders_with_different_representation_sizes_are_refused() -> None:
             random_images(2),
             torch.arange(2),
             augmenter=BatchAugmenter(AugmentationSpec()),
-            estimator=AlignmentEstimator(views=2),
+            estimator=AlignmentEstimator(views=2, estimator="pairs"),
             layers=["head"],
             device=CPU,
         )
@@ -146,7 +146,7 @@ def test_pair_mode_equals_a_plain_per_point_loop() -> None:
         images,
         keys,
         augmenter=BatchAugmenter(spec),
-        estimator=AlignmentEstimator(views=k, mode="pair", seed=seed),
+        estimator=AlignmentEstimator(views=k, mode="pair", seed=seed, estimator="pairs"),
         layers=["head"],
         device=CPU,
         chunk_size=2,
@@ -176,7 +176,7 @@ def test_views_per_forward_are_bounded_and_do_not_change_the_losses(mode: str) -
     images, keys = random_images(7), torch.arange(7)
     kwargs = dict(
         augmenter=BatchAugmenter(AugmentationSpec()),
-        estimator=AlignmentEstimator(views=9, mode=mode, seed=2),  # type: ignore[arg-type]
+        estimator=AlignmentEstimator(views=9, mode=mode, seed=2, estimator="pairs"),  # type: ignore[arg-type]
         layers=["head"],
         device=CPU,
         chunk_size=3,

@@ -32,7 +32,7 @@ def _scores(device: torch.device, **kwargs: bool) -> torch.Tensor:
         random_images(48, size=32),
         torch.arange(48),
         augment_spec=AugmentationSpec(output_size=24),
-        estimator=AlignmentEstimator(views=4, seed=3),
+        estimator=AlignmentEstimator(views=4, seed=3, estimator="pairs"),
         layer="head",
         device=device,
         chunk_size=16,

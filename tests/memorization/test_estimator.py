@@ -163,7 +163,7 @@ def test_ustat_equals_a_plain_per_point_loop() -> None:
 def test_two_views_are_exactly_the_one_pair_of_the_pair_estimator(distance: str) -> None:
     # ustat with K = 2 views uses views 0 and 1: the pair estimator's first pair.
     ustat = _losses(AlignmentEstimator(views=2, distance=distance, estimator="ustat"))  # type: ignore[arg-type]
-    pairs = _losses(AlignmentEstimator(views=1, distance=distance))  # type: ignore[arg-type]
+    pairs = _losses(AlignmentEstimator(views=1, distance=distance, estimator="pairs"))  # type: ignore[arg-type]
     assert torch.allclose(ustat, pairs, atol=1e-6)
 
 
@@ -213,9 +213,8 @@ def test_engine_ustat_and_pairs_agree_in_mean_at_equal_forwards() -> None:
     ustat = alignment_losses(
         [enc], images, keys, estimator=AlignmentEstimator(views=16, estimator="ustat"), **common
     )[0, 0].double()
-    pairs = alignment_losses([enc], images, keys, estimator=AlignmentEstimator(views=8), **common)[
-        0, 0
-    ].double()
+    paper = AlignmentEstimator(views=8, estimator="pairs")
+    pairs = alignment_losses([enc], images, keys, estimator=paper, **common)[0, 0].double()
     diff = ustat - pairs
     assert abs(diff.mean()) < 4 * diff.std() / math.sqrt(n)
     assert not torch.equal(ustat, pairs)  # really different estimates
@@ -239,11 +238,16 @@ def test_estimator_settings_are_validated() -> None:
         ScoringConfig(estimator="ustat", views=1)
     with pytest.raises(ValueError, match="estimator"):
         ScoringConfig(estimator="triples")  # type: ignore[arg-type]
-    with pytest.raises(ScoringError, match="mode 'anchor' compares"):
+    # The kernel validates through the same registry, with the same messages.
+    with pytest.raises(ScoringError, match="needs mode 'pair' \\(got mode 'anchor'\\)"):
         AlignmentEstimator(mode="anchor", estimator="ustat")
-    with pytest.raises(ScoringError, match="at least 2 views"):
+    with pytest.raises(ScoringError, match="needs views >= 2"):
         AlignmentEstimator(views=1, estimator="ustat")
-    assert AlignmentEstimator(views=8).forwards_per_point == 16
+    # One default, the config's: ustat in pair mode, pairs in anchor mode.
+    assert AlignmentEstimator(views=8).estimator == ScoringConfig().estimator == "ustat"
+    assert AlignmentEstimator(mode="anchor").estimator == ScoringConfig(mode="anchor").estimator
+    assert AlignmentEstimator(views=8, estimator="pairs").forwards_per_point == 16
+    assert AlignmentEstimator(views=8, mode="anchor").forwards_per_point == 9
     assert AlignmentEstimator(views=16, estimator="ustat").forwards_per_point == 16
     assert AlignmentEstimator(views=16, estimator="ustat").terms == 120
 

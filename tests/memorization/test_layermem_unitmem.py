@@ -76,7 +76,7 @@ def test_compute_layermem_in_one_pass_matches_per_layer_sslmem() -> None:
 
     f, g = tiny_encoder(0), tiny_encoder(1)
     images, keys = random_images(6), torch.arange(6)
-    est = AlignmentEstimator(views=2, seed=3)
+    est = AlignmentEstimator(views=2, seed=3, estimator="pairs")
     layers = ["backbone.2", "backbone", "head"]
     res = compute_layermem(
         [f], [g], images, keys, layers=layers, augment_spec=AugmentationSpec(), estimator=est

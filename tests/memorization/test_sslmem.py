@@ -19,7 +19,7 @@ def _score(cands, refs, images, keys, seed=0, **kw):  # type: ignore[no-untyped-
         images,
         keys,
         augment_spec=SPEC,
-        estimator=AlignmentEstimator(views=3, seed=seed),
+        estimator=AlignmentEstimator(views=3, seed=seed, estimator="pairs"),
         layer=kw.pop("layer", "head"),
         **kw,
     )
@@ -111,7 +111,7 @@ def test_memorised_points_rank_highest() -> None:
         images,
         keys,
         augment_spec=SPEC,
-        estimator=AlignmentEstimator(views=4),
+        estimator=AlignmentEstimator(views=4, estimator="pairs"),
         layer="head",
     ).raw
     assert set(torch.topk(raw, 6).indices.tolist()) == set(chosen.tolist())

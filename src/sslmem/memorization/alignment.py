@@ -17,20 +17,24 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
 from sslmem.augment import BatchAugmenter
 from sslmem.device import to_device_layout
-from sslmem.errors import ScoringError
+from sslmem.errors import ConfigError, ScoringError
+from sslmem.estimators import EstimatorName, EstimatorSpec, check_estimator, default_estimator
 from sslmem.memorization.representation import extract_layers
 from sslmem.memorization.ustat import AllPairsAccumulator
 
+if TYPE_CHECKING:
+    from sslmem.config import ScoringConfig
+
 Distance = Literal["l2", "cosine"]
 Mode = Literal["pair", "anchor"]
-PairEstimator = Literal["pairs", "ustat"]
+PairEstimator = EstimatorName
 
 
 def l2_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -61,54 +65,59 @@ class AlignmentEstimator:
             script).
         distance: "l2" (of l2-normalised vectors) or "cosine".
         seed: Seed of the views; the same seed gives the same views for the same point keys.
-        estimator: Pair mode only: "pairs" (K independent pairs, views ``2i, 2i+1``: the
-            paper's) or "ustat" (the mean over all K(K-1)/2 pairs of views ``0..K-1``).
+        estimator: "pairs" (K independent pairs, views ``2i, 2i+1``: the paper's; anchor
+            mode's only one) or "ustat" (pair mode: the mean over all K(K-1)/2 pairs of views
+            ``0..K-1``); ``None``: the mode's default (:mod:`sslmem.estimators`: ustat in pair
+            mode, pairs in anchor mode), as in ``scoring.estimator``.
     """
 
     views: int = 8
     mode: Mode = "pair"
     distance: Distance = "l2"
     seed: int = 0
-    estimator: PairEstimator = "pairs"
+    estimator: PairEstimator | None = None
 
     def __post_init__(self) -> None:
         if self.views < 1:
             raise ScoringError(f"views must be >= 1, got {self.views}", "use e.g. --views 8")
-        if self.mode not in ("pair", "anchor"):
-            raise ScoringError(f"unknown mode {self.mode!r}", "use 'pair' or 'anchor'")
         if self.distance not in DISTANCES:
             raise ScoringError(
                 f"unknown distance {self.distance!r}", f"use one of {sorted(DISTANCES)}"
             )
-        if self.estimator not in ("pairs", "ustat"):
-            raise ScoringError(
-                f"unknown estimator {self.estimator!r}", "use 'pairs' (default) or 'ustat'"
-            )
-        if self.estimator == "ustat" and self.mode != "pair":
-            raise ScoringError(
-                "the 'ustat' estimator compares views with each other; mode 'anchor' compares "
-                "each view with the clean image",
-                "use mode 'pair' with estimator 'ustat', or estimator 'pairs' with 'anchor'",
-            )
-        if self.estimator == "ustat" and self.views < 2:
-            raise ScoringError(
-                f"the 'ustat' estimator needs at least 2 views, got {self.views}",
-                "use e.g. --set scoring.views=16",
-            )
+        try:
+            if self.estimator is None:  # the one default (sslmem.estimators)
+                object.__setattr__(self, "estimator", default_estimator(self.mode))
+            spec = check_estimator(str(self.estimator), self.mode, self.views)
+        except ConfigError as exc:
+            raise ScoringError(exc.problem, exc.fix) from None
+        object.__setattr__(self, "_spec", spec)
+
+    @classmethod
+    def from_config(cls, scoring: ScoringConfig) -> AlignmentEstimator:
+        """The estimator of a ``scoring`` config section (K, mode, distance, seed, estimator)."""
+        return cls(
+            views=scoring.views,
+            mode=scoring.mode,
+            distance=scoring.distance,
+            seed=scoring.seed,
+            estimator=scoring.estimator,
+        )
+
+    @property
+    def spec(self) -> EstimatorSpec:
+        """The registered estimator (:data:`sslmem.estimators.ESTIMATORS`)."""
+        spec: EstimatorSpec = self.__dict__["_spec"]
+        return spec
 
     @property
     def terms(self) -> int:
         """Distances averaged per point: K (pairs, anchor) or K(K-1)/2 (ustat)."""
-        if self.estimator == "ustat":
-            return self.views * (self.views - 1) // 2
-        return self.views
+        return self.spec.terms(self.views)
 
     @property
     def forwards_per_point(self) -> int:
         """Encoder forwards per point and encoder: 2K (pairs), K + 1 (anchor), K (ustat)."""
-        if self.mode == "anchor":
-            return self.views + 1
-        return self.views if self.estimator == "ustat" else 2 * self.views
+        return self.spec.forwards(self.views, self.mode)
 
 
 @contextlib.contextmanager

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats as scipy_stats
 
 from sslmem.errors import ConfigError, ScoringError
+from sslmem.estimators import LEGACY_ESTIMATOR
 from sslmem.memorization.scoring import ScoreSummary
 
 __all__ = [
@@ -212,7 +213,7 @@ class ScoringProtocol(BaseModel):
     views: int
     mode: str
     distance: str
-    estimator: str = "pairs"
+    estimator: str = LEGACY_ESTIMATOR  # judgements written before it was recorded
     seed: int = 0
     reference_sha256: tuple[str, ...] = ()
     precision: str = "fp32"

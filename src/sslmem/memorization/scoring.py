@@ -21,11 +21,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from sslmem import __version__
+from sslmem.atomic import naming_failed_writes
 from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.config import ScoringConfig
 from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import SplitManifest
 from sslmem.errors import ScoringError
+from sslmem.estimators import LEGACY_ESTIMATOR
 from sslmem.memorization.alignment import AlignmentEstimator, alignment_losses
 from sslmem.memorization.normalize import minmax_normalize, range_normalize
 from sslmem.memorization.reference_cache import ReferenceLossCache, ReferenceLossKey
@@ -87,10 +89,8 @@ class PairProvenance(BaseModel):
     @field_validator("scoring", mode="before")
     @classmethod
     def _legacy_estimator(cls, value: Any) -> Any:
-        # Reports written before the estimator was recorded used the paper's pairs estimator
-        # (the default then); reading them with today's default would mislabel their scores.
         if isinstance(value, dict) and "estimator" not in value:
-            return {**value, "estimator": "pairs"}
+            return {**value, "estimator": LEGACY_ESTIMATOR}
         return value
 
 
@@ -644,13 +644,7 @@ def score_points(
         dataset.images[torch.from_numpy(indices)],
         torch.from_numpy(indices),
         augment_spec=augment_spec,
-        estimator=AlignmentEstimator(
-            views=scoring.views,
-            mode=scoring.mode,
-            distance=scoring.distance,
-            seed=scoring.seed,
-            estimator=scoring.estimator,
-        ),
+        estimator=AlignmentEstimator.from_config(scoring),
         layer=scoring.layer,
         device=device,
         chunk_size=scoring.chunk_size,
@@ -699,13 +693,7 @@ def _cached_alignment(
             images,
             keys,
             augmenter=BatchAugmenter(augment_spec),
-            estimator=AlignmentEstimator(
-                views=scoring.views,
-                mode=scoring.mode,
-                distance=scoring.distance,
-                seed=scoring.seed,
-                estimator=scoring.estimator,
-            ),
+            estimator=AlignmentEstimator.from_config(scoring),
             layers=[scoring.layer],
             device=device,
             chunk_size=scoring.chunk_size,
@@ -883,6 +871,8 @@ def write_score_outputs(
 
     Raises:
         ConfigError: See :func:`check_report_dir`.
+        OutputWriteError: A file could not be written (disk full, quota, read-only volume,
+            file-size limit); the message names it, and ``out_dir`` is left as it was.
     """
     from sslmem.reporting.outdir import replaced_dir
 
@@ -890,8 +880,10 @@ def write_score_outputs(
     json.loads(summary_json)  # fail here, not in a reader, if it is not valid JSON
     with replaced_dir(out_dir, owned=report_file_names()) as staging:
         table_name = f"scores.{fmt}"
-        _write_table(report.columns, staging / table_name, fmt)
-        (staging / SUMMARY_FILE).write_text(summary_json + "\n")
+        with naming_failed_writes(staging / table_name):
+            _write_table(report.columns, staging / table_name, fmt)
+        with naming_failed_writes(staging / SUMMARY_FILE):
+            (staging / SUMMARY_FILE).write_text(summary_json + "\n")
         names = [table_name, SUMMARY_FILE]
         if plots:
             from sslmem.reporting.plots import write_score_figures
