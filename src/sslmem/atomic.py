@@ -64,8 +64,29 @@ def atomic_path(path: str | os.PathLike[str], *, suffix: str = ".tmp") -> Iterat
         with open(tmp_name, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        _name_the_file(exc, target)
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _name_the_file(exc: OSError, path: Path) -> None:
+    # A writer's failed write() names no file (PIL, pyarrow, write_text): name it, so the
+    # error can say which file could not be written (disk full, file-size limit, ...).
+    if exc.filename is None:
+        exc.filename = str(path)
+
+
+@contextlib.contextmanager
+def naming_failed_writes(path: str | os.PathLike[str]) -> Iterator[None]:
+    """An ``OSError`` raised in the block that names no file is made to name ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        _name_the_file(exc, Path(path))
         raise
 
 

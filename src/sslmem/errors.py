@@ -114,6 +114,14 @@ class OutputError(ConfigError):
     """An output path cannot be written (checked before the work that produces it)."""
 
 
+class OutputWriteError(TransientError):
+    """Writing an output failed part-way (disk full, quota, read-only volume, file-size limit).
+
+    Transient: it says nothing about the input (a version is never failed for it). The writer
+    leaves the previous output as it was (see :mod:`sslmem.reporting.outdir`).
+    """
+
+
 class ResourceError(SSLMemError):
     """The machine ran out of a resource (memory) the computation needs."""
 

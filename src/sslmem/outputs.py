@@ -26,13 +26,18 @@ from sslmem.errors import OutputError
 _LOCAL_SCHEMES = ("", "file")
 
 
-def _describe_os_error(exc: OSError) -> str:
+def describe_os_error(exc: OSError) -> str:
+    """What an ``OSError`` of a write means, in words (no errno numbers)."""
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied"
     if exc.errno == errno.EROFS:
         return "read-only file system"
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    if exc.errno == errno.EFBIG:
+        return "file too large: the file-size limit (ulimit -f) was reached"
     if exc.errno == errno.ENOENT:  # e.g. /proc: the directory exists but takes no new files
         return "it takes no new files"
     return exc.strerror or str(exc)
@@ -63,7 +68,7 @@ def _probe(directory: Path, path: Path, what: str) -> None:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise OutputError(
-            f"cannot write {what} {path}: {directory} is not writable ({_describe_os_error(exc)})",
+            f"cannot write {what} {path}: {directory} is not writable ({describe_os_error(exc)})",
             "choose a writable location (a directory you own, on a writable volume)",
         ) from exc
     os.close(fd)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -577,3 +578,46 @@ def test_an_s3_endpoint_that_never_answers_fails_within_the_configured_timeouts(
     )
     assert elapsed < 60  # two 1 s reads, plus the start of a Python process on a busy machine
     assert _listing(scratch) == before
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_report_that_cannot_be_written_leaves_the_previous_one(scratch: Path) -> None:
+    # A disk that fills, without root or a small file system: RLIMIT_FSIZE (as `prlimit
+    # --fsize`) fails every write past the limit, as ENOSPC would, with EFBIG. CPython ignores
+    # SIGXFSZ, so the process gets the error instead of being killed by the signal.
+    _encoder_file(scratch / "a.st", seed=1)
+    _encoder_file(scratch / "b.st", seed=2)
+    previous = {"summary.json": b'{"previous": true}\n', "scores.parquet": b"previous table"}
+    (scratch / "out").mkdir()
+    for name, data in previous.items():
+        (scratch / "out" / name).write_bytes(data)
+    before = _listing(scratch)
+    argv = ["score", "--candidate", "a.st", "--reference", "b.st", "--split", "split.json",
+            "--views", "2", "--no-progress", "--allow-missing-provenance", "--out", "out"]  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSLMEM_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sslmem"), *argv],
+        env=clean,
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=_file_size_limit(12_000),  # the table and summary fit, a figure does not
+    )
+    _assert_exit_2(
+        done,
+        r"error: cannot write output directory out: writing (sslmem_histogram|memorised_grid)"
+        r"\.png failed \(file too large: the file-size limit \(ulimit -f\) was reached\); the "
+        r"previous report in out is left as it was\n  fix: free space",
+    )
+    left = _listing(scratch) ^ before
+    assert not left, f"left behind or removed: {sorted(left)}\n{done.stderr}"  # no staging dir
+    assert {p.name: p.read_bytes() for p in (scratch / "out").iterdir()} == previous

@@ -19,8 +19,9 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from sslmem.errors import ConfigError
-from sslmem.outputs import check_output_dir
+from sslmem.atomic import TMP_MARKER
+from sslmem.errors import ConfigError, OutputWriteError
+from sslmem.outputs import check_output_dir, describe_os_error
 
 
 def check_replaceable_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Path:
@@ -75,6 +76,8 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
 
     Raises:
         ConfigError: See :func:`check_replaceable_dir`, or the staging directory cannot be made.
+        OutputWriteError: A write into the staging directory (or the swap) failed with an
+            ``OSError`` (disk full, quota, read-only, file-size limit); ``out`` is unchanged.
     """
     target = check_replaceable_dir(out, owned=owned)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -87,16 +90,41 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
             f"cannot write output directory {out}: {exc.strerror or exc}", "choose another --out"
         ) from exc
     try:
-        yield staging
-        old = target.parent / f".{target.name}.old-{token}"
-        if target.exists():
-            os.rename(target, old)
         try:
-            os.rename(staging, target)
-        except BaseException:
-            if old.exists():
-                os.rename(old, target)
-            raise
+            yield staging
+            old = target.parent / f".{target.name}.old-{token}"
+            if target.exists():
+                os.rename(target, old)
+            try:
+                os.rename(staging, target)
+            except BaseException:
+                if old.exists():
+                    os.rename(old, target)
+                raise
+        except OSError as exc:
+            # A disk that fills (or a quota, a read-only remount, a file-size limit) while the
+            # run is written: the staging directory goes, the previous run stays.
+            raise _write_failed(out, target, staging, exc) from exc
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_failed(
+    out: str | os.PathLike[str], target: Path, staging: Path, exc: OSError
+) -> OutputWriteError:
+    """The error for a write into ``staging`` (or the swap) that failed with ``exc``."""
+    name = Path(exc.filename).name if isinstance(exc.filename, str) else None
+    if name is not None and TMP_MARKER in name:  # a temporary file next to its target
+        name = name[1:].split(TMP_MARKER)[0]
+    failed = f"writing {name} failed" if name and name != staging.name else "the write failed"
+    kept = (
+        f"the previous report in {out} is left as it was"
+        if target.exists()
+        else "nothing was written"
+    )
+    return OutputWriteError(
+        f"cannot write output directory {out}: {failed} ({describe_os_error(exc)}); {kept}",
+        f"free space (or raise the quota or file-size limit) where {out} lives, or choose "
+        "another --out, and run again",
+    )
