@@ -43,6 +43,7 @@ above ``threshold`` is tested with McNemar's exact test (paired) or a two-propor
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -486,24 +487,23 @@ def compare_means(candidate: ScoredVersion, champion: ScoredVersion) -> MeanComp
     """Δ mean SSLMem(S_C), paired t-test on the same points, else Welch's t-test (two-sided)."""
     x, y = candidate.sslmem, champion.sslmem
     delta = float(x.mean() - y.mean())
-    if _same_points(candidate, champion):
-        diff = x - y  # both sorted by sample index: row i is the same point
-        n = diff.size
-        se = float(diff.std(ddof=1)) / math.sqrt(n)
-        df: float | None = float(n - 1)
-        test: Literal["paired_t", "welch_t"] = "paired_t"
-    else:
-        vx, vy = float(x.var(ddof=1)) / x.size, float(y.var(ddof=1)) / y.size
-        se = math.sqrt(vx + vy)
-        df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1)) if se > 0 else None
-        test = "welch_t"
-    if se > 0 and df is not None:
-        t = delta / se
-        p = float(2 * scipy_stats.t.sf(abs(t), df))
-        half = float(scipy_stats.t.ppf(0.975, df)) * se
+    paired = _same_points(candidate, champion)  # both sorted by sample index: row i, one point
+    test: Literal["paired_t", "welch_t"] = "paired_t" if paired else "welch_t"
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero spread: handled below
+        result = (
+            scipy_stats.ttest_rel(x, y) if paired else scipy_stats.ttest_ind(x, y, equal_var=False)
+        )
+        t = float(result.statistic)
+        finite = math.isfinite(t)
+        ci = result.confidence_interval(0.95) if finite else None
+    if finite and ci is not None:
+        p, low, high = float(result.pvalue), float(ci.low), float(ci.high)
+        df: float | None = float(result.df)
         t_stat: float | None = t
     else:  # every difference equal: a certain shift (or none)
-        p, half, t_stat = (1.0 if delta == 0 else 0.0), 0.0, None
+        p, low, high, t_stat = (1.0 if delta == 0 else 0.0), delta, delta, None
+        df = float(x.size - 1) if paired else None
     return MeanComparison(
         test=test,
         n_candidate=int(x.size),
@@ -511,8 +511,8 @@ def compare_means(candidate: ScoredVersion, champion: ScoredVersion) -> MeanComp
         candidate_mean=float(x.mean()),
         champion_mean=float(y.mean()),
         delta=delta,
-        ci95_low=delta - half,
-        ci95_high=delta + half,
+        ci95_low=low,
+        ci95_high=high,
         t_statistic=t_stat,
         df=df,
         p_value=min(max(p, 0.0), 1.0),
