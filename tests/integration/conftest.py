@@ -42,7 +42,6 @@ from pydantic import SecretStr
 from sslmem.config import RuntimeSettings
 from sslmem.data.store import open_store
 from sslmem.evaluation import EvaluationResult
-from sslmem.memorization.judgement import POLICY_TAG_PREFIX
 from sslmem.tracking import RetryPolicy, configure_mlflow, get_version_tags
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
@@ -375,7 +374,7 @@ def _run_scenario(
     reference_uri = f"models:/{MODEL}-ref/{reference.version}"
     # The policy exists before any version of the model does, so every judgement applies it.
     client().create_registered_model(
-        MODEL, tags={f"{POLICY_TAG_PREFIX}accuracy_gain": str(ACCURACY_GAIN)}
+        MODEL, tags={f"{T.POLICY_PREFIX}accuracy_gain": str(ACCURACY_GAIN)}
     )
 
     def register(checkpoint: Path, evaluation: EvaluationResult) -> str:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 
-from sslmem.memorization.judgement import POLICY_TAG_PREFIX
 from sslmem.tracking import get_version_tags
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
@@ -65,7 +64,7 @@ def test_regression_is_judged_on_measured_accuracies_below_the_policy_gain(
 ) -> None:
     model, version = alert_chain.model, alert_chain.regressing_version
     champion = alert_chain.champion_version
-    gamma = float(client().get_registered_model(model).tags[f"{POLICY_TAG_PREFIX}accuracy_gain"])
+    gamma = float(client().get_registered_model(model).tags[f"{T.POLICY_PREFIX}accuracy_gain"])
     tags = get_version_tags(model, version)
     judgement = json.loads(tags[T.JUDGEMENT_JSON])
     assert judgement["outcome"] == "regression", judgement["reasons"]

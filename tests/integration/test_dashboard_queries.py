@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from sslmem.memorization.judgement import POLICY_TAG_PREFIX
+from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 
 pytestmark = pytest.mark.slow
@@ -260,7 +260,7 @@ def test_accuracy_delta_panel_shows_the_regressing_versions_gain_below_gamma(
     gamma_series = by(panels.range(title, "B"), model=alert_chain.model)
     assert len(gamma_series) == 1, gamma_series
     gamma = float(
-        client().get_registered_model(alert_chain.model).tags[f"{POLICY_TAG_PREFIX}accuracy_gain"]
+        client().get_registered_model(alert_chain.model).tags[f"{T.POLICY_PREFIX}accuracy_gain"]
     )
     assert peak(gamma_series[0]) == pytest.approx(gamma)  # the model's own γ line
     regressing = by(deltas, version=alert_chain.regressing_version)

@@ -19,8 +19,8 @@ from sslmem.memorization.judgement import (
     compare_fractions,
     compare_means,
     judge,
-    policy_from_tags,
 )
+from sslmem.tracking.policy import policy_from_tags
 from tests.memorization.scored import make_summary as _summary
 from tests.memorization.scored import make_version as _version
 

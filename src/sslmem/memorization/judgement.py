@@ -51,16 +51,14 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as scipy_stats
 
-from sslmem.errors import ConfigError, ScoringError
+from sslmem.errors import ScoringError
 from sslmem.estimators import LEGACY_ESTIMATOR
 from sslmem.memorization.scoring import ScoreSummary
 
 __all__ = [
-    "POLICY_TAGS",
-    "POLICY_TAG_PREFIX",
     "AccuracyComparison",
     "FractionComparison",
     "Judgement",
@@ -73,7 +71,6 @@ __all__ = [
     "compare_fractions",
     "compare_means",
     "judge",
-    "policy_from_tags",
     "protocol_differences",
     "verdict_state",
 ]
@@ -115,72 +112,6 @@ class JudgementPolicy(BaseModel):
     threshold: float = 0.1
     budget_mean: float | None = None
     budget_fraction: float | None = Field(None, ge=0, le=1)
-
-
-POLICY_TAG_PREFIX = "sslmem.policy."
-#: Registered-model tag -> policy field (e.g. ``sslmem.policy.alpha`` -> ``alpha``).
-POLICY_TAGS: dict[str, str] = {
-    f"{POLICY_TAG_PREFIX}{name}": name for name in JudgementPolicy.model_fields
-}
-_NONE_VALUES = ("", "none", "off")
-
-
-def policy_from_tags(tags: Mapping[str, str], defaults: JudgementPolicy) -> JudgementPolicy:
-    """The policy of one registered model: ``defaults`` overridden by its ``sslmem.policy.*`` tags.
-
-    Other tags are ignored. A budget tag set to ``none`` (or ``off``, or empty) removes a
-    service-wide budget for this model.
-
-    Args:
-        tags: The registered model's tags.
-        defaults: The service-wide policy.
-
-    Returns:
-        The validated policy.
-
-    Raises:
-        ConfigError: An unknown ``sslmem.policy.*`` tag, or a value that is not a number or out
-            of range (the message names the tag and its value).
-    """
-    overrides: dict[str, Any] = {}
-    for tag, raw in tags.items():
-        if not tag.startswith(POLICY_TAG_PREFIX):
-            continue
-        field = POLICY_TAGS.get(tag)
-        if field is None:
-            raise ConfigError(
-                f"unknown judgement policy tag {tag!r} (value {raw!r})",
-                f"use one of: {', '.join(POLICY_TAGS)}",
-            )
-        text = str(raw).strip()
-        if field.startswith("budget_") and text.lower() in _NONE_VALUES:
-            overrides[field] = None
-            continue
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise ConfigError(
-                f"policy tag {tag} must be a finite number, got {raw!r}",
-                f"set the registered-model tag {tag} to e.g. {_example(field)}",
-            )
-        overrides[field] = value
-    try:
-        return JudgementPolicy.model_validate({**defaults.model_dump(), **overrides})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        tag = f"{POLICY_TAG_PREFIX}{field}"
-        raise ConfigError(
-            f"policy tag {tag} = {tags.get(tag)!r} is invalid: {first['msg']}",
-            f"set the registered-model tag {tag} to e.g. {_example(field)}",
-        ) from None
-
-
-def _example(field: str) -> str:
-    value = JudgementPolicy.model_fields[field].default
-    return "0.1, or none for no budget" if value is None else repr(value)
 
 
 class ScoringProtocol(BaseModel):
@@ -596,7 +527,7 @@ def judge(
     Args:
         candidate: The newly scored version.
         champion: The version holding the champion alias (``None``: there is none).
-        policy: The thresholds (:func:`policy_from_tags` for a model's own).
+        policy: The thresholds (:func:`sslmem.tracking.policy.policy_from_tags` for a model's own).
 
     Returns:
         The judgement, with every number, the tests used and the reasons.

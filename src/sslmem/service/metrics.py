@@ -49,10 +49,10 @@ from sslmem.memorization.judgement import (
     Judgement,
     JudgementOutcome,
     JudgementPolicy,
-    policy_from_tags,
     verdict_state,
 )
 from sslmem.memorization.scoring import ScoreSummary
+from sslmem.tracking.policy import policy_from_tags
 from sslmem.workflow.failures import RETRY_REASONS, FailureReason, failure_reason
 
 __all__ = [
@@ -180,7 +180,7 @@ def model_policy(
         defaults: The service-wide policy.
 
     Returns:
-        :func:`~sslmem.memorization.judgement.policy_from_tags` of the tags, or ``None`` (no
+        :func:`~sslmem.tracking.policy.policy_from_tags` of the tags, or ``None`` (no
         series) when they are invalid. Its versions are then not judged (each attempt logs the
         tag), and a model with scored versions but no policy series is what the
         ``SSLMemModelPolicyInvalid`` alert detects; exporting the defaults instead would show a

@@ -22,7 +22,7 @@ from sslmem.errors import TrackingError
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client, tracking_errors
 from sslmem.tracking.registry import set_version_tags
-from sslmem.tracking.runs import CODE_VERSION_TAG, STEP_TAG, get_or_create_experiment
+from sslmem.tracking.runs import get_or_create_experiment
 
 
 @contextlib.contextmanager
@@ -41,7 +41,7 @@ def step_run(
     from sslmem import __version__
 
     experiment_id = get_or_create_experiment(experiment)
-    run_tags = {STEP_TAG: step, CODE_VERSION_TAG: __version__, **(tags or {})}
+    run_tags = {T.STEP: step, T.CODE_VERSION: __version__, **(tags or {})}
     with tracking_errors(f"create a run for step {step!r}"):
         run = client().create_run(experiment_id, tags=run_tags, run_name=run_name)
     run_id = str(run.info.run_id)

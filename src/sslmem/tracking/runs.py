@@ -63,21 +63,13 @@ from sslmem.tracking.connection import client, current_target, tracking_errors
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "sslmem"
-PIPELINE_RUN_TAG = T.PIPELINE_RUN
-STEP_TAG = T.STEP
-CODE_VERSION_TAG = T.CODE_VERSION
 SCORING_ARTIFACT_DIR = "scoring"
 #: The step name of a pipeline run's parent run.
 PARENT_STEP = "pipeline"
-#: MLflow's run tag that nests a run under another in the UI.
-PARENT_RUN_TAG = "mlflow.parentRunId"
-#: MLflow's experiment tag that selects the UI's view of an experiment.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 #: The kind of sslmem experiments: model training (not GenAI).
 EXPERIMENT_KIND = "custom_model_development"
 #: Name prefix of the (deleted) experiments that claim a run (:func:`find_or_create_run`).
 CLAIM_PREFIX = ".sslmem-claim/"
-CLAIMED_RUN_TAG = T.CLAIMED_RUN
 #: Characters of the manifest hash used as the MLflow dataset digest (MLflow allows 36).
 DATASET_DIGEST_CHARS = 16
 _BATCH = 100  # MLflow's limit of params/tags per log_batch call
@@ -121,7 +113,7 @@ def get_or_create_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
                     mlflow_client.create_experiment(
                         name,
                         artifact_location=location,
-                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                        tags={T.MLFLOW_EXPERIMENT_KIND: EXPERIMENT_KIND},
                     )
                 )
                 return experiment_id
@@ -130,9 +122,9 @@ def get_or_create_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
                 experiment = mlflow_client.get_experiment_by_name(name)
                 if experiment is None:
                     raise
-        if not experiment.tags.get(EXPERIMENT_KIND_TAG):
+        if not experiment.tags.get(T.MLFLOW_EXPERIMENT_KIND):
             mlflow_client.set_experiment_tag(
-                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+                experiment.experiment_id, T.MLFLOW_EXPERIMENT_KIND, EXPERIMENT_KIND
             )
         return str(experiment.experiment_id)
 
@@ -154,7 +146,7 @@ def _claimed_run(mlflow_client: Any, claim: str) -> str | None:
     found = mlflow_client.get_experiment_by_name(claim)
     if found is None:
         return None
-    run_id = found.tags.get(CLAIMED_RUN_TAG)
+    run_id = found.tags.get(T.CLAIMED_RUN)
     if not run_id:
         raise TrackingError(f"the claim experiment {claim!r} records no run id")
     return str(run_id)
@@ -164,7 +156,7 @@ def _claim(mlflow_client: Any, claim: str, run_id: str, location: str | None) ->
     """Claim ``claim`` for ``run_id``; the winner's run id (``run_id`` if this call won)."""
     try:
         created = mlflow_client.create_experiment(
-            claim, artifact_location=location, tags={CLAIMED_RUN_TAG: run_id}
+            claim, artifact_location=location, tags={T.CLAIMED_RUN: run_id}
         )
     except Exception as exc:
         if _error_code(exc) != "RESOURCE_ALREADY_EXISTS":
@@ -213,7 +205,7 @@ def find_or_create_run(
         parent = find_or_create_run(pipeline_run_id, step=PARENT_STEP, experiment=experiment)
     mlflow_client = client()
     claim = _claim_name(experiment_id, pipeline_run_id, step)
-    query = f"tags.`{PIPELINE_RUN_TAG}` = '{pipeline_run_id}' AND tags.`{STEP_TAG}` = '{step}'"
+    query = f"tags.`{T.PIPELINE_RUN}` = '{pipeline_run_id}' AND tags.`{T.STEP}` = '{step}'"
     with tracking_errors(f"find the run of pipeline run {pipeline_run_id!r} step {step!r}"):
         claimed = _claimed_run(mlflow_client, claim)
         if claimed is not None:
@@ -231,10 +223,10 @@ def find_or_create_run(
             candidate = str(found[0].info.run_id)
         else:
             run_tags = {
-                PIPELINE_RUN_TAG: pipeline_run_id,
-                STEP_TAG: step,
-                CODE_VERSION_TAG: __version__,
-                **({PARENT_RUN_TAG: parent} if parent else {}),
+                T.PIPELINE_RUN: pipeline_run_id,
+                T.STEP: step,
+                T.CODE_VERSION: __version__,
+                **({T.MLFLOW_PARENT_RUN: parent} if parent else {}),
                 **(tags or {}),
             }
             run_name = pipeline_run_id if step == PARENT_STEP else step
@@ -275,9 +267,9 @@ def nest_run(run_id: str, parent: str) -> bool:
     """
     with tracking_errors(f"nest run {run_id} under {parent}"):
         mlflow_client = client()
-        if mlflow_client.get_run(run_id).data.tags.get(PARENT_RUN_TAG):
+        if mlflow_client.get_run(run_id).data.tags.get(T.MLFLOW_PARENT_RUN):
             return False
-        mlflow_client.set_tag(run_id, PARENT_RUN_TAG, parent)
+        mlflow_client.set_tag(run_id, T.MLFLOW_PARENT_RUN, parent)
     return True
 
 

@@ -80,6 +80,9 @@ PROVENANCE_SCHEMA = 1
 
 #: Registered-model tag: ``"true"`` opts the model in to the scoring service (its scope).
 MANAGED = "sslmem.managed"
+#: Registered-model tags overriding the service-wide judgement policy, one per field
+#: (``sslmem.policy.alpha``...; :mod:`sslmem.tracking.policy`).
+POLICY_PREFIX = "sslmem.policy."
 MANAGED_VALUE = "true"
 #: Version tags holding downstream accuracies: finite numbers in [0, 1] (:func:`parse_accuracy`).
 ACCURACY_TAGS = (KNN_ACCURACY, LINEAR_PROBE_ACCURACY)
@@ -95,6 +98,10 @@ SEED = "sslmem.seed"
 #: On a score run left incomplete (its lease lost between publishing steps): why. No version
 #: points to such a run; it ends ``KILLED`` (``sslmem.tracking.runs.abandon_run``).
 ABANDONED = "sslmem.abandoned"
+#: MLflow's own tags that sslmem sets: the run tag that nests a run under another in the UI, and
+#: the experiment tag that selects the UI's view of an experiment.
+MLFLOW_PARENT_RUN = "mlflow.parentRunId"
+MLFLOW_EXPERIMENT_KIND = "mlflow.experimentKind"
 #: Run tags of the device a step computed on: ``sslmem.compute.device``, ``.device_name``,
 #: ``.compute_capability`` (CUDA), ``.torch``, ``.torch_cuda`` (``sslmem.device.describe_device``).
 COMPUTE_PREFIX = "sslmem.compute."

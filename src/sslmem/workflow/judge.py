@@ -68,8 +68,8 @@ def _scored_version(
 
 
 def _model_policy(name: str, defaults: JudgementPolicy) -> JudgementPolicy:
-    from sslmem.memorization.judgement import policy_from_tags
     from sslmem.tracking.connection import client, tracking_errors
+    from sslmem.tracking.policy import policy_from_tags
 
     with tracking_errors(f"read the tags of registered model {name!r}"):
         model_tags = dict(client().get_registered_model(name).tags)
