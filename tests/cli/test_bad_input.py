@@ -621,3 +621,25 @@ def test_a_report_that_cannot_be_written_leaves_the_previous_one(scratch: Path) 
     left = _listing(scratch) ^ before
     assert not left, f"left behind or removed: {sorted(left)}\n{done.stderr}"  # no staging dir
     assert {p.name: p.read_bytes() for p in (scratch / "out").iterdir()} == previous
+
+
+def test_an_evaluation_that_cannot_be_written_leaves_the_previous_file(scratch: Path) -> None:
+    # As above: the file-size limit fails the write of the JSON record past its first bytes.
+    _encoder_file(scratch / "a.st", seed=1)
+    previous = b'{"previous": true}\n'
+    (scratch / "r.json").write_bytes(previous)
+    before = _listing(scratch)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSLMEM_")}
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sslmem"), "evaluate", "--encoder", "a.st",
+         "--out", "r.json"],
+        env=clean, cwd=scratch, capture_output=True, text=True, timeout=300, check=False,
+        preexec_fn=_file_size_limit(64),
+    )  # fmt: skip
+    _assert_exit_2(
+        done,
+        r"error: cannot write result file r\.json: file too large: the file-size limit "
+        r"\(ulimit -f\) was reached; any previous file there is left as it was\n  fix: free space",
+    )
+    assert _listing(scratch) == before  # no temporary file left
+    assert (scratch / "r.json").read_bytes() == previous

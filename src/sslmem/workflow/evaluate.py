@@ -92,6 +92,7 @@ def evaluate_role(
 
     Raises:
         ConfigError: An unknown ``dataset``, or an unwritable ``out``.
+        OutputWriteError: Writing ``out`` failed part-way (disk full); the old file stays.
         CheckpointError: The checkpoint cannot be loaded.
         DataError: The dataset is missing, or its channels differ from the encoder's.
         TrackingError: MLflow is unreachable (only with ``run_id``).
@@ -100,10 +101,10 @@ def evaluate_role(
     from sslmem.atomic import atomic_write_bytes
     from sslmem.data.datasets import available_datasets, load_dataset
     from sslmem.device import resolve_device
-    from sslmem.errors import ConfigError, DataError
+    from sslmem.errors import ConfigError, DataError, OutputWriteError
     from sslmem.evaluation.evaluate import evaluate_encoder
     from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
-    from sslmem.outputs import check_output_file
+    from sslmem.outputs import check_output_file, describe_os_error
 
     if dataset is not None and dataset not in available_datasets():
         raise ConfigError(
@@ -143,7 +144,15 @@ def evaluate_role(
     )
     if out is not None:
         text = json.dumps(evaluation.to_record(), indent=2, sort_keys=True) + "\n"
-        atomic_write_bytes(out, text.encode())
+        try:
+            atomic_write_bytes(out, text.encode())
+        except OSError as exc:  # disk full, quota, file-size limit: the old file stays
+            raise OutputWriteError(
+                f"cannot write result file {out}: {describe_os_error(exc)}; any previous file "
+                "there is left as it was",
+                f"free space (or raise the quota or file-size limit) where {out} lives, or "
+                "choose another --out, and run again",
+            ) from exc
     if run_id is not None:
         from sslmem.tracking import log_evaluation
 
