@@ -1,8 +1,9 @@
 """Judge a scored model version against the champion: memorisation *and* accuracy.
 
 Pure statistics on two score tables (the per-point ``scores.parquet`` columns ``sample_index``,
-``set``, ``sslmem_raw``) and their summaries; no I/O. The scoring service and the pipeline's
-judge step both call :func:`judge`.
+``set``, ``sslmem_raw``) and their summaries; no I/O. The scoring service
+(:func:`sslmem.workflow.judge.judge_registered_version`) and the local pipeline run
+(:func:`sslmem.workflow.champion.judge_run_version`) both call :func:`judge`.
 
 Why both memorisation and accuracy. Wang et al. (ICLR 2024, Sec. 5) show that memorisation in
 SSL *drives* downstream generalisation: removing the most memorised points hurts the linear

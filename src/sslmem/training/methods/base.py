@@ -224,11 +224,6 @@ def build_method(encoder: Encoder, training: TrainingConfig) -> SSLMethod:
     return spec.cls(encoder, training, options)
 
 
-def split_views(views: torch.Tensor) -> list[torch.Tensor]:
-    """``[B, V, C, S, S] -> V`` tensors ``[B, C, S, S]`` (views of the same images, in order)."""
-    return list(views.unbind(dim=1))
-
-
 def encode_views(encoder: Encoder, views: torch.Tensor) -> list[torch.Tensor]:
     """Project every view with one forward pass of the concatenated batch.
 
