@@ -16,7 +16,6 @@ pipeline-only ones (seeds, alpha, names) as ``pipeline.<name>``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_once(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> tuple[int, LocalRun]:
     """One ``sslmem run`` (with ``extra_overrides`` after the user's): exit code and result."""
-    from sslmem.config import RECIPES_DIR
+    from sslmem.config import RECIPES_DIR, RuntimeSettings
     from sslmem.outputs import check_output_dir
     from sslmem.pipeline_params import load_run_config
     from sslmem.pipelines.local import run_locally
@@ -81,7 +80,9 @@ def run_once(args: argparse.Namespace, extra_overrides: Sequence[str] = ()) -> t
         config = default if default.is_file() else None
     params = load_run_config(config, [*args.overrides, *extra_overrides])
     check_output_dir(args.out)  # before the pipeline starts
-    device = args.device or os.environ.get("SSLMEM_DEVICE") or "cpu"
+    settings = RuntimeSettings()
+    # The embedded default runs on the CPU unless --device or SSLMEM_DEVICE says otherwise.
+    device = args.device or (settings.device if "device" in settings.model_fields_set else "cpu")
     print(f"running the memorisation pipeline locally into {args.out.resolve()} ...", flush=True)
     result = run_locally(
         params, args.out, device=device, cache=not args.no_cache, progress=_progress
