@@ -53,7 +53,8 @@ class Encoder(nn.Module):
     ``encoder.get_submodule(name)`` and read its output with a forward hook.
 
     Build encoders with :func:`sslmem.models.build_encoder`; it fills ``arch_config`` with
-    everything needed to rebuild the same architecture (:meth:`from_config`).
+    everything needed to rebuild the same architecture
+    (:func:`sslmem.models.registry.build_encoder_from_config`).
 
     Args:
         backbone: Maps images ``[B, C, H, W]`` (float, normalised) to features ``[B, D]``.
@@ -89,18 +90,6 @@ class Encoder(nn.Module):
         self.head_dim = head_dim
         self._stages = [f"backbone.{name}" for name in stages]
         self._layer_cache: tuple[tuple[str, ...], list[str]] | None = None
-
-    @classmethod
-    def from_config(cls, arch_config: dict[str, Any]) -> Encoder:
-        """Rebuild a freshly initialised encoder from its ``arch_config`` (weights not loaded).
-
-        Raises:
-            ConfigError: Unknown architecture or invalid arguments.
-
-        """
-        from sslmem.models.registry import build_encoder_from_config
-
-        return build_encoder_from_config(arch_config)
 
     @property
     def in_channels(self) -> int:
