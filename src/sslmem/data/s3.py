@@ -36,14 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from sslmem.atomic import atomic_write_bytes
-from sslmem.data.datasets import (
-    IMAGE_SUFFIXES,
-    ImageDataset,
-    ImageSize,
-    Split,
-    _read_image,
-)
 from sslmem.data.decoded import load_decoded
+from sslmem.data.images import IMAGE_SUFFIXES, ImageDataset, ImageSize, Split, read_image
 from sslmem.data.store import ObjectInfo, S3Store, open_store
 from sslmem.errors import DataError, StoreError
 
@@ -216,7 +210,7 @@ def _folder_samples(
     label_of = {name: k for k, name in enumerate(_folder_classes(listing))}
     for info in listing.objects:
         # Every image after the first is resized to the first one's size unless given.
-        array = _read_image(cache.fetch(info), image_size, name=f"{listing.uri}{info.key}")
+        array = read_image(cache.fetch(info), image_size, name=f"{listing.uri}{info.key}")
         image_size = image_size or (array.shape[0], array.shape[1])
         yield array, label_of[info.key.rsplit("/", 2)[-2]]
 
@@ -341,7 +335,7 @@ class WebDatasetShards:
             handle.seek(entry.offset)
             data = handle.read(entry.size)
         name = f"{self.listing.uri}{info.key}:{entry.member}"
-        return _read_image(io.BytesIO(data), size, name=name)
+        return read_image(io.BytesIO(data), size, name=name)
 
     def stream(self, size: ImageSize | None = None) -> Iterator[tuple[npt.NDArray[np.uint8], int]]:
         """Yield ``(image, label)`` in dataset order, one shard at a time, with ``webdataset``.
@@ -365,7 +359,7 @@ class WebDatasetShards:
                 image = next((sample[k] for k in _IMAGE_KEYS if k in sample), None)
                 if image is None or "cls" not in sample:
                     raise _incomplete(key, name)
-                array = _read_image(io.BytesIO(image), size, name=f"{name}:{key}")
+                array = read_image(io.BytesIO(image), size, name=f"{name}:{key}")
                 size = size or (array.shape[0], array.shape[1])
                 yield array, _label(sample["cls"], key, name)
 

@@ -31,6 +31,11 @@ from sslmem.data.splits import SplitManifest
 from sslmem.memorization.alignment import AlignmentEstimator
 from sslmem.memorization.layermem import compute_layermem, layermem_from_scores
 from sslmem.memorization.layers import select_layers
+from sslmem.memorization.report_files import (
+    LAYER_POINTS_FILE,
+    LAYER_SUMMARY_FILE,
+    LAYER_TABLE_FILE,
+)
 from sslmem.memorization.scoring import PairProvenance, _ref, check_compatible, select_points
 from sslmem.models.checkpoint import LoadedCheckpoint
 
@@ -47,21 +52,6 @@ LAYER_POINT_COLUMNS = (
     "candidate_alignment",
     "reference_alignment",
 )
-LAYER_TABLE_FILE = "layers"  # + .parquet / .csv
-LAYER_POINTS_FILE = "layer_scores"  # + .parquet / .csv
-LAYER_SUMMARY_FILE = "layers.json"
-
-
-def layer_report_file_names() -> tuple[str, ...]:
-    """Every file a per-layer report adds to a score report directory (tables, JSON, figure)."""
-    from sslmem.reporting.plots import LAYERMEM_FILE
-
-    tables = [
-        f"{name}.{fmt}"
-        for name in (LAYER_TABLE_FILE, LAYER_POINTS_FILE)
-        for fmt in ("parquet", "csv")
-    ]
-    return (*tables, LAYER_SUMMARY_FILE, LAYERMEM_FILE)
 
 
 _NORMALIZATION = (

@@ -14,7 +14,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,11 @@ from sslmem.estimators import LEGACY_ESTIMATOR
 from sslmem.memorization.alignment import AlignmentEstimator, alignment_losses
 from sslmem.memorization.normalize import minmax_normalize, range_normalize
 from sslmem.memorization.reference_cache import ReferenceLossCache, ReferenceLossKey
+from sslmem.memorization.report_files import (
+    SUMMARY_FILE,
+    ScoreFormat,
+    report_file_names,
+)
 from sslmem.memorization.sslmem import compute_sslmem, sslmem_from_alignment
 from sslmem.memorization.stats import SetSummary, Verdict, WelchTest, summarize_scores
 from sslmem.models.checkpoint import LoadedCheckpoint
@@ -796,19 +801,6 @@ def build_report(
         shard_size=shard_size,
     )
     return ScoreReport(columns=columns, summary=summary)
-
-
-ScoreFormat = Literal["parquet", "csv"]
-TABLE_FILES = ("scores.parquet", "scores.csv")
-SUMMARY_FILE = "summary.json"
-
-
-def report_file_names() -> tuple[str, ...]:
-    """Every file a score report directory may hold (tables, summary, figures)."""
-    from sslmem.memorization.layer_scoring import layer_report_file_names
-    from sslmem.reporting.plots import GRID_FILE, HISTOGRAM_FILE
-
-    return (*TABLE_FILES, SUMMARY_FILE, HISTOGRAM_FILE, GRID_FILE, *layer_report_file_names())
 
 
 def check_report_dir(out_dir: Path) -> None:

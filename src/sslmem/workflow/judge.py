@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sslmem.memorization.judgement import Judgement, JudgementPolicy, ScoredVersion
     from sslmem.memorization.reference_cache import ReferenceLossCache
     from sslmem.memorization.scoring import ScoreSummary
-    from sslmem.workflow.score_version import VersionClaim
+    from sslmem.workflow.claim import VersionClaim
     from sslmem.workflow.scoring_settings import VersionScoringSettings
 
 __all__ = ["champion_version", "judge_registered_version"]
@@ -146,7 +146,7 @@ def judge_registered_version(
     configure_tracking(runtime)
     if claim is not None:
         return _judge_claimed(name, number, settings, runtime, claim, rescore, reference_cache)
-    from sslmem.workflow.score_version import version_claim
+    from sslmem.workflow.claim import version_claim
 
     with version_claim(name, number, settings=settings, runtime=runtime) as own:
         if own is None:

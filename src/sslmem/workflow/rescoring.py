@@ -150,8 +150,8 @@ def rescore_champion(
     from sslmem.memorization.judgement import ScoredVersion
     from sslmem.tracking import load_registered_encoder
     from sslmem.workflow.score import score_pair
-    from sslmem.workflow.score_version import service_config
     from sslmem.workflow.scoring_inputs import scoring_inputs_from_tags
+    from sslmem.workflow.scoring_settings import service_config
 
     cache_dir = settings.model_cache_dir
     weights = load_registered_encoder(f"models:/{name}/{champion}", cache_dir=cache_dir)

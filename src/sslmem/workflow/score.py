@@ -26,8 +26,8 @@ from sslmem.errors import (
 )
 from sslmem.memorization.layer_scoring import LayerScoreReport
 from sslmem.memorization.reference_cache import ReferenceLossCache
+from sslmem.memorization.report_files import ScoreFormat
 from sslmem.memorization.scoring import (
-    ScoreFormat,
     ScoreReport,
     check_report_dir,
     score_split,

@@ -40,17 +40,16 @@ version: it propagates and the version is tried again later.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from sslmem.config import ExperimentConfig, RuntimeSettings, load_experiment_config
+from sslmem.config import ExperimentConfig, RuntimeSettings
 from sslmem.errors import (
     CheckpointError,
     LeaseLostError,
@@ -64,6 +63,7 @@ from sslmem.tracking import tags as T
 from sslmem.tracking.connection import is_not_found
 from sslmem.tracking.reports import read_score_report
 from sslmem.workflow._common import configure_tracking, process_settings
+from sslmem.workflow.claim import VersionClaim, open_lease_manager, version_claim
 from sslmem.workflow.failures import FailureReason, failure_reason
 from sslmem.workflow.judge import judge_registered_version
 from sslmem.workflow.scope import ModelScope
@@ -73,16 +73,20 @@ from sslmem.workflow.scoring_inputs import (
     read_policy,
     scoring_inputs_from_tags,
 )
-from sslmem.workflow.scoring_settings import VersionScoringSettings, lease_settings_from_env
+from sslmem.workflow.scoring_settings import (
+    VersionScoringSettings,
+    lease_settings_from_env,
+    service_config,
+)
 from sslmem.workflow.versions import VersionInfo
 
 if TYPE_CHECKING:
-    from sslmem.coordination.lease import Lease, LeaseManager, LeaseRenewer
+    from sslmem.coordination.lease import LeaseManager, LeaseRenewer
     from sslmem.coordination.settings import LeaseSettings
     from sslmem.memorization.judgement import Judgement
     from sslmem.memorization.scoring import ScoreReport, ScoreSummary
 
-__all__ = [
+__all__ = [  # the claim's names are re-exported: callers imported them from here
     "SCORABLE_STATUSES",
     "VersionClaim",
     "VersionResult",
@@ -91,6 +95,7 @@ __all__ = [
     "read_score_report",
     "score_pair_claimed",
     "score_registered_version",
+    "service_config",
     "version_claim",
 ]
 
@@ -140,110 +145,6 @@ def needs_scoring(tags: dict[str, str]) -> bool:
     if tags.get(T.ROLE) == "reference":
         return False
     return tags.get(T.STATUS, "") in SCORABLE_STATUSES
-
-
-def _lease_settings(settings: LeaseSettings | VersionScoringSettings) -> LeaseSettings:
-    from sslmem.coordination.settings import LeaseSettings
-
-    return settings if isinstance(settings, LeaseSettings) else settings.lease_settings()
-
-
-def open_lease_manager(
-    settings: LeaseSettings | VersionScoringSettings, runtime: RuntimeSettings
-) -> LeaseManager:
-    """The lease manager on the object store of ``runtime`` (``SSLMEM_STORE_URI``)."""
-    from sslmem.coordination.lease import open_lease_manager as open_manager
-
-    return open_manager(_lease_settings(settings), runtime)
-
-
-def service_config(settings: VersionScoringSettings) -> ExperimentConfig:
-    """The experiment config the service scores with (recipe + overrides)."""
-    return load_experiment_config(settings.recipe, list(settings.config_overrides) or None)
-
-
-class VersionClaim:
-    """A held claim on a model version (see :func:`version_claim`).
-
-    Attributes:
-        renewer: Renews the lease while the claim is held.
-        lease: The lease as acquired (its ``generation`` names this claim for good).
-        still_ours: Set when the claim ends: whether the lease was still ours when released.
-
-    """
-
-    def __init__(self, renewer: LeaseRenewer, lease: Lease) -> None:
-        self.renewer = renewer
-        self.lease = lease
-        self.still_ours: bool | None = None
-
-    @property
-    def generation(self) -> int:
-        """The lease generation (fencing token) of this claim."""
-        return self.lease.generation
-
-    def fence(self, *, publishing: bool = False) -> Lease:
-        """Renew the lease now and return it: call right before each publishing step.
-
-        Args:
-            publishing: The step is part of a result set of several writes, which shutdown
-                lets finish (:meth:`~sslmem.coordination.lease.LeaseRenewer.fence`); end it with
-                :meth:`published`.
-
-        Raises:
-            LeaseLostError: The lease is no longer ours (or no longer provably so): drop the
-                results, publish nothing more.
-
-        """
-        return self.renewer.fence(publishing=publishing)
-
-    def published(self) -> None:
-        """The result set begun by a publishing :meth:`fence` is complete."""
-        self.renewer.end_publishing()
-
-
-@contextlib.contextmanager
-def version_claim(
-    name: str,
-    version: str | int,
-    *,
-    settings: LeaseSettings | VersionScoringSettings,
-    lease_manager: LeaseManager | None = None,
-    runtime: RuntimeSettings | None = None,
-    on_claim: Callable[[LeaseRenewer | None], None] | None = None,
-) -> Iterator[VersionClaim | None]:
-    """Hold the exactly-once claim on a version for the block; ``None`` if another holds it.
-
-    The same claim for every scorer of registered versions (the service, the pipeline's
-    scoring step): the lease :func:`~sslmem.coordination.lease.version_lease_key` in the object
-    store, renewed every ``renew_s`` and released when the block ends.
-
-    Example:
-        >>> with version_claim("enc", "3", settings=lease_settings) as claim:  # doctest: +SKIP
-        ...     if claim is not None:
-        ...         score_pair(..., fence=lambda step: claim.fence())
-
-    Raises:
-        StoreError: The object store is unreachable.
-
-    """
-    from sslmem.coordination.lease import LeaseRenewer, version_lease_key
-
-    lease_settings = _lease_settings(settings)
-    manager = lease_manager or open_lease_manager(lease_settings, process_settings(runtime))
-    lease = manager.acquire(version_lease_key(name, version, lease_settings.prefix))
-    if lease is None:
-        yield None
-        return
-    claim = VersionClaim(LeaseRenewer(manager, lease, lease_settings.renew_s).start(), lease)
-    if on_claim is not None:
-        on_claim(claim.renewer)
-    try:
-        yield claim
-    finally:
-        claim.still_ours = claim.renewer.stop(release=True)
-        if on_claim is not None:
-            on_claim(None)
 
 
 def score_run_key(name: str, version: str, generation: int) -> str:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from sslmem.config import ExperimentConfig
     from sslmem.coordination.settings import LeaseSettings
     from sslmem.memorization.judgement import JudgementPolicy
 
-__all__ = ["LEASE_ENV", "VersionScoringSettings", "lease_settings_from_env"]
+__all__ = ["LEASE_ENV", "VersionScoringSettings", "lease_settings_from_env", "service_config"]
 
 #: The environment variables of the lease settings shared by the service and the pipeline.
 LEASE_ENV = {
@@ -77,3 +78,10 @@ def lease_settings_from_env() -> LeaseSettings:
 
     values = {field: os.environ[env] for field, env in LEASE_ENV.items() if env in os.environ}
     return LeaseSettings.model_validate(values)
+
+
+def service_config(settings: VersionScoringSettings) -> ExperimentConfig:
+    """The experiment config the service scores with (recipe + overrides)."""
+    from sslmem.config import load_experiment_config
+
+    return load_experiment_config(settings.recipe, list(settings.config_overrides) or None)
