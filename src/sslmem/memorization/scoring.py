@@ -4,12 +4,13 @@ The one library function behind ``sslmem score``, the KFP scoring component and 
 service: load nothing, decide nothing about I/O -- take loaded checkpoints, the dataset and its
 split manifest, check that they may be scored together (:func:`check_compatible`: roles, split,
 recipe, augmentation, layer), return per-point scores, per-set statistics, the verdict and full
-provenance. :func:`write_score_outputs` replaces a report directory as a whole.
+provenance. The report's schema is :mod:`~sslmem.memorization.report_schema`; its writer
+(:func:`write_score_outputs`, replacing a report directory as a whole) is
+:mod:`~sslmem.memorization.report_writer`.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -18,146 +19,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 
 from sslmem import __version__
-from sslmem.atomic import naming_failed_writes
 from sslmem.augment import AugmentationSpec, BatchAugmenter
 from sslmem.config import ScoringConfig
 from sslmem.data.datasets import ImageDataset
 from sslmem.data.splits import SplitManifest
 from sslmem.errors import ScoringError
-from sslmem.estimators import LEGACY_ESTIMATOR
 from sslmem.memorization.alignment import AlignmentEstimator, alignment_losses
 from sslmem.memorization.normalize import minmax_normalize, range_normalize
 from sslmem.memorization.reference_cache import ReferenceLossCache, ReferenceLossKey
-from sslmem.memorization.report_files import (
-    SUMMARY_FILE,
-    ScoreFormat,
-    report_file_names,
-)
+
+# The report's schema and writer live in their own modules; re-exported here, where every caller
+# has imported them from.
+from sslmem.memorization.report_schema import SCORE_COLUMNS as SCORE_COLUMNS
+from sslmem.memorization.report_schema import CheckpointRef as CheckpointRef
+from sslmem.memorization.report_schema import PairProvenance as PairProvenance
+from sslmem.memorization.report_schema import ScoreReport as ScoreReport
+from sslmem.memorization.report_schema import ScoreSummary as ScoreSummary
+from sslmem.memorization.report_writer import check_report_dir as check_report_dir
+from sslmem.memorization.report_writer import write_score_outputs as write_score_outputs
+from sslmem.memorization.report_writer import write_score_report as write_score_report
 from sslmem.memorization.sslmem import compute_sslmem, sslmem_from_alignment
-from sslmem.memorization.stats import SetSummary, Verdict, WelchTest, summarize_scores
+from sslmem.memorization.stats import summarize_scores
 from sslmem.models.checkpoint import LoadedCheckpoint
-
-SCORE_COLUMNS = (
-    "sample_index",
-    "set",
-    "sslmem_raw",
-    "sslmem_range",
-    "sslmem_minmax",
-    "candidate_alignment",
-    "reference_alignment",
-)
-
-
-class CheckpointRef(BaseModel):
-    """Provenance of one encoder (as its checkpoint records it; ``None``: not recorded)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    path: str
-    sha256: str
-    arch: str
-    representation: dict[str, Any]
-    role: str | None = None
-    split_manifest_sha256: str | None = None
-    method: str | None = None
-    seed: int | None = None
-    missing_provenance: list[str] = []
-
-
-class PairProvenance(BaseModel):
-    """What a run over a candidate/reference pair was computed from, and how.
-
-    Shared by every report of such a run (``summary.json``, ``layers.json``), so a score can
-    always be traced to its encoders, split, augmentation, protocol and code.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    candidates: list[CheckpointRef]
-    references: list[CheckpointRef]
-    manifest_sha256: str
-    dataset: dict[str, Any]
-    augmentation: AugmentationSpec
-    scoring: ScoringConfig
-    sslmem_version: str
-    torch_version: str
-    device: str
-    seconds: float
-    points_per_second: float
-    precision: str = "fp32"
-    allow_cross_split: bool = False
-    allow_missing_provenance: bool = False
-
-    @field_validator("scoring", mode="before")
-    @classmethod
-    def _legacy_estimator(cls, value: Any) -> Any:
-        if isinstance(value, dict) and "estimator" not in value:
-            return {**value, "estimator": LEGACY_ESTIMATOR}
-        return value
-
-
-class ScoreSummary(PairProvenance):
-    """Statistics, verdict and provenance of a scoring run (the JSON summary)."""
-
-    sets: dict[str, SetSummary]
-    welch_tests: dict[str, WelchTest]
-    verdict: Verdict
-    normalization: str
-    #: Points per shard of a sharded run (``None``: scored in one pass).
-    shard_size: int | None = None
-
-    def format_table(self) -> str:
-        """A compact text table of the per-set statistics, the verdict and what was waived."""
-        s = self.scoring
-        # The estimator is named only when it is not the paper's (the default's line is unchanged).
-        how = s.mode if s.estimator == "pairs" else f"{s.mode}, {s.estimator} estimator"
-        lines = [
-            f"layer {s.layer}, K = {s.views} ({how}), {s.distance}, {self.precision} "
-            f"on {self.device}",
-            f"{'set':<12} {'n':>6} {'mean':>9} {'95% CI':>21} {'p(S_C > set)':>13}",
-        ]
-        for name, stats in self.sets.items():
-            test = self.welch_tests.get(name)
-            p = f"{test.p_value:.2e}" if test else "-"
-            ci = f"[{stats.ci95_low:+.4f}, {stats.ci95_high:+.4f}]"
-            lines.append(f"{name:<12} {stats.n:>6} {stats.mean:>+9.4f} {ci:>21} {p:>13}")
-        verdict = self.verdict
-        lines.append(f"verdict: {verdict.outcome.upper()} (alpha {verdict.alpha})")
-        if verdict.reason:
-            lines.append(f"  {verdict.reason}")
-        lines += [f"  [{'x' if c.passed else ' '}] {c.name}: {c.detail}" for c in verdict.checks]
-        if self.allow_cross_split:
-            trained = sorted(
-                {c.split_manifest_sha256 or "?" for c in [*self.candidates, *self.references]}
-            )
-            lines.append(
-                f"CROSS-SPLIT (allowed): encoders trained on split {', '.join(trained)}; "
-                f"scored split {self.manifest_sha256}"
-            )
-        unchecked = [c for c in [*self.candidates, *self.references] if c.missing_provenance]
-        for ref in unchecked:
-            lines.append(
-                f"UNCHECKED PROVENANCE (allowed): {ref.path} records no "
-                f"{', '.join(ref.missing_provenance)}"
-            )
-        return "\n".join(lines)
-
-
-class ScoreReport(BaseModel):
-    """Per-point scores (column arrays) and the summary."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    columns: dict[str, Any]
-    summary: ScoreSummary
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Per-point rows (for small reports and tests)."""
-        n = len(self.columns["sample_index"])
-        return [{k: self.columns[k][i] for k in SCORE_COLUMNS} for i in range(n)]
 
 
 def _ref(checkpoint: LoadedCheckpoint) -> CheckpointRef:
@@ -801,99 +687,3 @@ def build_report(
         shard_size=shard_size,
     )
     return ScoreReport(columns=columns, summary=summary)
-
-
-def check_report_dir(out_dir: Path) -> None:
-    """Refuse an output directory that cannot take a report, before any work is done.
-
-    Raises:
-        ConfigError: ``out_dir`` is a file, holds files that are not a score report, or
-            neither it nor its parent is writable.
-    """
-    from sslmem.reporting.outdir import check_replaceable_dir
-
-    check_replaceable_dir(out_dir, owned=report_file_names())
-
-
-def _write_table(columns: dict[str, Any], path: Path, fmt: ScoreFormat) -> None:
-    import pyarrow as pa
-
-    table = pa.table({name: columns[name] for name in SCORE_COLUMNS})
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)
-    else:
-        import pyarrow.csv as pacsv
-
-        pacsv.write_csv(table, path)
-
-
-def write_score_outputs(
-    report: ScoreReport,
-    out_dir: Path,
-    *,
-    fmt: ScoreFormat = "parquet",
-    images: torch.Tensor | None = None,
-    plots: bool = False,
-    grid_k: int = 16,
-    extra: Callable[[Path], Sequence[Path]] | None = None,
-) -> list[Path]:
-    """Replace ``out_dir`` with this run's report as a whole: table, summary and figures.
-
-    Everything is written into a sibling staging directory, then swapped in (see
-    :func:`sslmem.reporting.outdir.replaced_dir`): a reader never sees new figures beside an
-    old summary, and no file of an older run survives. A directory holding anything but a
-    score report is refused, never overwritten.
-
-    Args:
-        report: The report.
-        out_dir: The report directory (created; an older report in it is replaced).
-        fmt: Table format.
-        images: The dataset's uint8 images ``[M, C, H, W]`` for the grid of most/least memorised
-            candidates (``None``: no grid).
-        plots: Draw the figures (:func:`sslmem.reporting.write_score_figures`).
-        grid_k: Images per block of the grid.
-        extra: Writes further outputs of the same run into the staging directory it is given
-            and returns their paths (e.g. the per-layer report of ``sslmem score --layers``), so
-            they are swapped in together with the rest.
-
-    Returns:
-        The paths written, in ``out_dir``: table, summary, figures, extra outputs.
-
-    Raises:
-        ConfigError: See :func:`check_report_dir`.
-        OutputWriteError: A file could not be written (disk full, quota, read-only volume,
-            file-size limit); the message names it, and ``out_dir`` is left as it was.
-    """
-    from sslmem.reporting.outdir import replaced_dir
-
-    summary_json = report.summary.model_dump_json(indent=2)
-    json.loads(summary_json)  # fail here, not in a reader, if it is not valid JSON
-    with replaced_dir(out_dir, owned=report_file_names()) as staging:
-        table_name = f"scores.{fmt}"
-        with naming_failed_writes(staging / table_name):
-            _write_table(report.columns, staging / table_name, fmt)
-        with naming_failed_writes(staging / SUMMARY_FILE):
-            (staging / SUMMARY_FILE).write_text(summary_json + "\n")
-        names = [table_name, SUMMARY_FILE]
-        if plots:
-            from sslmem.reporting.plots import write_score_figures
-
-            figures = write_score_figures(report.columns, staging, images, grid_k=grid_k)
-            names += [path.name for path in figures.values()]
-        if extra is not None:
-            names += [path.name for path in extra(staging)]
-    return [out_dir / name for name in names]
-
-
-def write_score_report(report: ScoreReport, out_dir: Path, *, fmt: ScoreFormat = "parquet") -> Path:
-    """Replace ``out_dir`` with ``scores.<fmt>`` and ``summary.json`` (no figures).
-
-    See :func:`write_score_outputs`.
-
-    Returns:
-        The summary's path.
-    """
-    write_score_outputs(report, out_dir, fmt=fmt)
-    return out_dir / SUMMARY_FILE
