@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def test_a_directory_that_takes_no_files_is_refused_even_for_root() -> None:
     assert info.value.fix
     with pytest.raises(OutputError, match=r"/proc is not writable"):
         check_output_uri("file:///proc/x.json")
+
+
+def test_a_name_longer_than_name_max_or_not_utf8_is_refused_and_nothing_made(
+    tmp_path: Path,
+) -> None:
+    from sslmem.atomic import name_max
+    from sslmem.outputs import check_path_names
+
+    limit = name_max(tmp_path)
+    check_output_file(tmp_path / "new" / ("f" * limit))  # exactly NAME_MAX bytes: fine
+    with pytest.raises(OutputError, match=rf"is {limit + 1} bytes long.*at most {limit} bytes"):
+        check_output_dir(tmp_path / "new" / ("d" * (limit + 1)) / "run")
+    with pytest.raises(OutputError, match=r"path .*o\\xff is not valid UTF-8"):
+        check_path_names(tmp_path / os.fsdecode(b"o\xff"))
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ results unless the umask says otherwise. (``tempfile.mkstemp`` would make every 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -23,6 +24,49 @@ from typing import BinaryIO
 #: Part of every temporary file's name, so listings can skip writes in progress.
 TMP_MARKER = ".sslmem-tmp-"
 
+#: The longest file name where the file system cannot be asked (Linux and macOS: 255 bytes).
+DEFAULT_NAME_MAX = 255
+
+
+def name_max(directory: str | os.PathLike[str]) -> int:
+    """The longest file name, in bytes, that ``directory`` (or its nearest existing ancestor) takes.
+
+    ``pathconf(PC_NAME_MAX)``; :data:`DEFAULT_NAME_MAX` where it cannot be asked.
+    """
+    for place in (Path(directory), *Path(directory).parents):
+        try:
+            limit = os.pathconf(place, "PC_NAME_MAX")
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+                continue  # not made yet (or cannot be): its parent's file system decides
+            break
+        except ValueError:  # pragma: no cover - a platform without PC_NAME_MAX
+            break
+        return limit if limit > 0 else DEFAULT_NAME_MAX  # -1: no limit reported
+    return DEFAULT_NAME_MAX
+
+
+def sibling_name(target: Path, tag: str) -> Path:
+    """A hidden sibling of ``target`` named ``.<name><tag>``, cut to fit ``NAME_MAX``.
+
+    A temporary file or staging directory must never be what makes a legal output name too
+    long: ``<name>`` is shortened (at a character boundary) as much as the tag needs, so any name
+    up to ``NAME_MAX`` bytes can be written. ``tag`` carries the random part, so a cut name is
+    still unique.
+    """
+    budget = name_max(target.parent) - len(os.fsencode("." + tag))
+    encoded = os.fsencode(target.name)
+    if len(encoded) <= budget:
+        return target.parent / f".{target.name}{tag}"
+    head = encoded[: max(budget, 0)]
+    try:
+        encoded.decode("utf-8")
+    except UnicodeDecodeError:  # not UTF-8: cut anywhere
+        stem = os.fsdecode(head)
+    else:  # cut at a character boundary (a partial last character is dropped)
+        stem = head.decode("utf-8", "ignore")
+    return target.parent / f".{stem}{tag}"
+
 
 def _create_temporary(target: Path, suffix: str) -> str:
     """Create a new, empty, uniquely named file next to ``target``; return its name.
@@ -31,7 +75,7 @@ def _create_temporary(target: Path, suffix: str) -> str:
     exactly as for a file created by ``open``; the exclusive flag makes the name ours alone.
     """
     for _ in range(100):
-        name = str(target.parent / f".{target.name}{TMP_MARKER}{secrets.token_hex(6)}{suffix}")
+        name = str(sibling_name(target, f"{TMP_MARKER}{secrets.token_hex(6)}{suffix}"))
         try:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # pragma: no cover - 48 random bits collide ~never

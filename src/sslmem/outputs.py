@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sslmem.atomic import TMP_MARKER
+from sslmem.atomic import TMP_MARKER, name_max
 from sslmem.errors import OutputError
 
 # URI schemes of remote stores: their writability is the store's to report (credentials,
@@ -75,10 +75,50 @@ def _probe(directory: Path, path: Path, what: str) -> None:
     probe.unlink(missing_ok=True)
 
 
+def _shown(text: str) -> str:
+    r"""``text`` for a message: undecodable bytes as ``\xNN``, long names shortened."""
+    shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return "/".join(
+        part if len(part) <= 40 else f"{part[:16]}...{part[-8:]}" for part in shown.split("/")
+    )
+
+
+def check_path_names(path: str | os.PathLike[str], *, what: str = "output") -> None:
+    """Refuse, before any work, a path whose names the file system or the reports cannot take.
+
+    A name longer than ``NAME_MAX`` (``pathconf``, else 255 bytes) fails only at the write,
+    after the work; so does a path that is not UTF-8 (reports, logs and JSON hold paths as
+    UTF-8 text). Temporary and staging siblings are cut to fit (:func:`sslmem.atomic.sibling_name`),
+    so every name up to ``NAME_MAX`` bytes is accepted.
+
+    Raises:
+        OutputError: ``path`` is not valid UTF-8, or one of its names is longer than ``NAME_MAX``.
+
+    """
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise OutputError(
+            f"the {what} path {_shown(text)} is not valid UTF-8",
+            "pass a UTF-8 path (rename the file or directory)",
+        ) from exc
+    limit = name_max(Path(text).expanduser().parent)
+    for part in Path(text).parts:
+        size = len(part.encode())
+        if size > limit:
+            raise OutputError(
+                f"cannot write {what} {_shown(text)}: the name {_shown(part)} is {size} bytes "
+                f"long; this file system takes at most {limit} bytes per name (NAME_MAX)",
+                f"choose a shorter name (at most {limit} bytes)",
+            )
+
+
 def _empty(path: str | os.PathLike[str], what: str) -> Path:
     text = os.fspath(path)
     if not text.strip():
         raise OutputError(f"the {what} path is empty", f"pass a {what} path")
+    check_path_names(text, what=what)
     return Path(text).expanduser()
 
 

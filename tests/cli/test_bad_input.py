@@ -643,3 +643,83 @@ def test_an_evaluation_that_cannot_be_written_leaves_the_previous_file(scratch: 
     )
     assert _listing(scratch) == before  # no temporary file left
     assert (scratch / "r.json").read_bytes() == previous
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return max(os.pathconf(directory, "PC_NAME_MAX"), 1)
+    except (OSError, ValueError):
+        return 255
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["score", "--candidate", "a.st", "--reference", "b.st", "--split", "split.json", "--out"], "output directory"),
+        (["unitmem", "--encoder", "a.st", "--split", "split.json", "--out"], "output directory"),
+        (["evaluate", "--encoder", "a.st", "--out"], "result file"),
+        (["split", "--out"], "manifest"),
+        ([*TRAIN, "--epochs", "1", "--out"], "run directory"),
+    ],
+    ids=["score", "unitmem", "evaluate", "split", "train"],
+)  # fmt: skip
+def test_an_output_name_longer_than_name_max_is_refused_before_any_work(
+    argv: list[str], what: str, scratch: Path
+) -> None:
+    # One byte over NAME_MAX: the write would fail with ENAMETOOLONG, after the work, having
+    # made the parent directory. Refused first, and "new" is never made.
+    _encoder_file(scratch / "a.st", seed=1)
+    _encoder_file(scratch / "b.st", seed=2)
+    limit = _name_max(scratch)
+    before = _listing(scratch)
+    done = _sslmem([*argv, "new/" + "y" * (limit + 1)], scratch)
+    _assert_exit_2(
+        done,
+        rf"error: cannot write {what} new/y{{16}}\.\.\.y{{8}}: the name y{{16}}\.\.\.y{{8}} is "
+        rf"{limit + 1} bytes long; this file system takes at most {limit} bytes per name "
+        rf"\(NAME_MAX\)\n  fix: choose a shorter name \(at most {limit} bytes\)",
+    )
+    assert _listing(scratch) == before
+
+
+@pytest.mark.slow
+def test_a_report_named_with_name_max_bytes_is_written(scratch: Path) -> None:
+    # The staging and old-run siblings (.<name>.staging-<token>) are cut to fit, so a name of
+    # exactly NAME_MAX bytes, multi-byte characters included, is usable.
+    _encoder_file(scratch / "a.st", seed=1)
+    _encoder_file(scratch / "b.st", seed=2)
+    limit = _name_max(scratch)
+    name = "é" * ((limit - 1) // 2) + "x" * (limit - 2 * ((limit - 1) // 2))
+    assert len(name.encode()) == limit
+    (scratch / "new").mkdir()
+    (scratch / "new" / name).mkdir()
+    (scratch / "new" / name / "summary.json").write_text('{"previous": true}\n')  # replaced
+    argv = ["score", "--candidate", "a.st", "--reference", "b.st", "--split", "split.json",
+            "--views", "2", "--no-progress", "--allow-missing-provenance", "--out", f"new/{name}"]  # fmt: skip
+    done = _sslmem(argv, scratch, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(scratch / "new")) == [name]  # no staging or old-run sibling left
+    files = {p.name for p in (scratch / "new" / name).iterdir()}
+    assert {"scores.parquet", "summary.json", "sslmem_histogram.png"} <= files
+    assert "previous" not in (scratch / "new" / name / "summary.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["score", "--candidate", "a.st", "--reference", "b.st", "--split", "split.json", "--out", b"o\xff"], r"sslmem score: error: --out is not valid UTF-8: o\\xff"),
+        (["evaluate", "--encoder", "a.st", b"--out=r\xfe.json"], r"sslmem evaluate: error: --out is not valid UTF-8: r\\xfe\.json"),
+        (["split", "--out", b"m\xff.json"], r"sslmem split: error: --out is not valid UTF-8: m\\xff\.json"),
+        (["score", "--candidate", "a.st", b"c\xff.st", "--out", "o"], r"sslmem score: error: --candidate is not valid UTF-8: c\\xff\.st"),
+    ],
+    ids=["score-out", "evaluate-out-equals", "split-out", "score-candidate"],
+)  # fmt: skip
+def test_a_path_that_is_not_utf8_is_refused_before_any_work(
+    argv: list[str | bytes], says: str, scratch: Path
+) -> None:
+    # Linux passes any bytes; such a path used to fail after the work, in pyarrow or json.
+    before = _listing(scratch)
+    done = _sslmem([os.fsdecode(word) for word in argv], scratch)  # encoded back to the bytes
+    _assert_exit_2(done, says + r"\n  fix: pass a UTF-8 path or value")
+    assert _listing(scratch) == before

@@ -9,6 +9,8 @@ once: only the module of the subcommand named on the command line is imported, a
 subcommand module imports torch, MLflow or kfp only inside ``run`` (``add_arguments`` builds the
 parser from the standard library alone). Expected errors (:class:`SSLMemError`) print the
 problem and the fix, and exit non-zero without a traceback.
+
+Every word of the command line must be valid UTF-8 (checked before parsing, for every command).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 
 from sslmem import __version__
+from sslmem.cli.common import check_utf8_arguments
 from sslmem.errors import SSLMemError, out_of_memory_error
 from sslmem.redaction import redact_logging
 
@@ -89,8 +92,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _report(command: str, exc: SSLMemError) -> int:
-    print(f"sslmem {command}: error: {exc.problem}", file=sys.stderr)
+def _report(command: str | None, exc: SSLMemError) -> int:
+    prefix = "sslmem" if command is None else f"sslmem {command}"
+    print(f"{prefix}: error: {exc.problem}", file=sys.stderr)
     if exc.fix:
         print(f"  fix: {exc.fix}", file=sys.stderr)
     return exc.exit_code
@@ -99,6 +103,11 @@ def _report(command: str, exc: SSLMemError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sslmem`` console script."""
     words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        check_utf8_arguments(words)  # Linux passes any bytes; reports and logs hold UTF-8
+    except SSLMemError as exc:
+        command = command_of(words)
+        return _report(command if command in COMMANDS else None, exc)
     args = build_parser(command_of(words)).parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -8,6 +8,8 @@ every subcommand that writes calls them on its destinations *before* its work.
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,33 @@ from sslmem.errors import ConfigError
 
 if TYPE_CHECKING:
     from sslmem.config import ExperimentConfig, RuntimeSettings
+
+
+def check_utf8_arguments(words: Sequence[str]) -> None:
+    r"""Refuse a command-line word that is not valid UTF-8, before any work.
+
+    Linux passes a program any bytes; Python keeps the undecodable ones as lone surrogates,
+    which fail only where the text is encoded (a path handed to pyarrow, a JSON report, a log
+    line): after the work, with a traceback. The entry point checks every word, so every
+    command and argument (``path_arg``, ``uri_arg``, plain ``Path``) behaves the same.
+
+    Raises:
+        ConfigError: Naming the option the word belongs to and the word, bytes as ``\xNN``.
+
+    """
+    option = "a command-line argument"
+    for word in words:
+        flag = word.split("=", 1)[0] if word.startswith("-") else None
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            value = word.split("=", 1)[1] if flag and "=" in word else word
+            shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+            raise ConfigError(
+                f"{flag or option} is not valid UTF-8: {shown}",
+                "pass a UTF-8 path or value (rename a file or directory whose name is not UTF-8)",
+            ) from exc
+        option = flag or option
 
 
 def path_arg(text: str) -> Path:

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from sslmem.memorization.scoring import select_points
     from sslmem.memorization.unit_scoring import score_units, write_unit_report
     from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
+    from sslmem.outputs import check_output_dir
     from sslmem.reporting import UNITMEM_FILE, unitmem_figure
 
     sets = parse_names(args.sets, "--sets", "candidate")
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         layers = args.layers if args.layers is not None else "stages"
     if args.out.exists() and not args.out.is_dir():
         raise ConfigError(f"--out {args.out} exists and is not a directory", "pass a directory")
+    check_output_dir(args.out)  # writable, names UTF-8 and within NAME_MAX: before the work
     settings = RuntimeSettings()
     device = resolve_device(args.device or settings.device)
     manifest = load_manifest(args.split, settings)

@@ -5,7 +5,8 @@ beside a new summary, or new figures beside an old summary after an interruption
 as one report. So a run writes all its files into a hidden sibling staging directory and then
 swaps it in with two renames (old -> hidden, staging -> target). Whatever moment the process
 dies, the target holds one complete run or is absent (the previous run then sits in a hidden
-``.<name>.old-*`` sibling); it never holds a mixture.
+``.<name>.old-*`` sibling); it never holds a mixture. Both siblings cut ``<name>`` short as far
+as ``NAME_MAX`` needs (:func:`sslmem.atomic.sibling_name`): any name that fits is usable.
 
 Directories are created with :func:`os.mkdir`, so their mode follows the umask.
 """
@@ -19,9 +20,9 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from sslmem.atomic import TMP_MARKER
+from sslmem.atomic import TMP_MARKER, sibling_name
 from sslmem.errors import ConfigError, OutputWriteError
-from sslmem.outputs import check_output_dir, describe_os_error
+from sslmem.outputs import check_output_dir, check_path_names, describe_os_error
 
 
 def check_replaceable_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Path:
@@ -36,9 +37,11 @@ def check_replaceable_dir(out: str | os.PathLike[str], *, owned: Collection[str]
         ``out`` with symlinks resolved (the directory that will be replaced).
 
     Raises:
-        ConfigError: ``out`` is a file, holds other files, contains the working directory, or
-            the place it would be written is not writable.
+        ConfigError: ``out`` is a file, holds other files, contains the working directory, its
+            name is longer than ``NAME_MAX`` or not UTF-8, or the place it would be written is
+            not writable.
     """
+    check_path_names(out, what="output directory")  # the staging names are cut to fit
     target = Path(out).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise ConfigError(
@@ -82,7 +85,7 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
     target = check_replaceable_dir(out, owned=owned)
     target.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
-    staging = target.parent / f".{target.name}.staging-{token}"
+    staging = sibling_name(target, f".staging-{token}")
     try:
         os.mkdir(staging)
     except OSError as exc:
@@ -92,7 +95,7 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
     try:
         try:
             yield staging
-            old = target.parent / f".{target.name}.old-{token}"
+            old = sibling_name(target, f".old-{token}")
             if target.exists():
                 os.rename(target, old)
             try:
