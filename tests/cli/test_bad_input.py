@@ -14,6 +14,7 @@ with the score command.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -723,3 +724,89 @@ def test_a_path_that_is_not_utf8_is_refused_before_any_work(
     done = _sslmem([os.fsdecode(word) for word in argv], scratch)  # encoded back to the bytes
     _assert_exit_2(done, says + r"\n  fix: pass a UTF-8 path or value")
     assert _listing(scratch) == before
+
+
+# Runs `sslmem ARGV` in-process and sends itself SIGINT right after the named point: a real
+# signal at an exact moment, no sleep racing it. swap: the rename of the staging directory into
+# place; cleanup: the removal of the previous report (after the swap); staging: a figure's
+# rename into the staging directory (before the swap).
+_INTERRUPTED_AT = """
+import os, shutil, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if inherited ignored
+from sslmem.cli import main
+point, argv = sys.argv[1], sys.argv[2:]
+module, name, marker = {
+    "swap": (os, "rename", ".staging-"),
+    "cleanup": (shutil, "rmtree", ".old-"),
+    "staging": (os, "replace", ".staging-"),
+}[point]
+real = getattr(module, name)
+def then_interrupt(path, *args, **kwargs):
+    result = real(path, *args, **kwargs)
+    if marker in os.fspath(path):
+        signal.raise_signal(signal.SIGINT)
+    return result
+setattr(module, name, then_interrupt)
+sys.exit(main(argv))
+"""
+
+
+def _interrupted_score(scratch: Path, point: str) -> subprocess.CompletedProcess[str]:
+    _encoder_file(scratch / "a.st", seed=1)
+    _encoder_file(scratch / "b.st", seed=2)
+    argv = ["score", "--candidate", "a.st", "--reference", "b.st", "--split", "split.json",
+            "--views", "2", "--no-progress", "--allow-missing-provenance", "--out", "out"]  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SSLMEM_")}
+    return subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AT, point, *argv],
+        env=clean, cwd=scratch, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+_PREVIOUS = {"summary.json": b'{"previous": true}\n', "scores.parquet": b"previous table"}
+
+
+def _previous_report(scratch: Path) -> None:
+    (scratch / "out").mkdir()
+    for name, data in _PREVIOUS.items():
+        (scratch / "out" / name).write_bytes(data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["swap", "cleanup"])
+def test_an_interrupt_once_the_report_is_swapped_in_does_not_fail_the_run(
+    point: str, scratch: Path
+) -> None:
+    _previous_report(scratch)
+    done = _interrupted_score(scratch, point)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "wrote out/scores.parquet" in done.stdout
+    assert (
+        "sslmem score: interrupt received after the output was complete; the command finished "
+        "(exit status 0)" in done.stderr
+    )
+    report = {p.name for p in (scratch / "out").iterdir()}
+    assert report == {
+        "scores.parquet",
+        "summary.json",
+        "sslmem_histogram.png",
+        "memorised_grid.png",
+    }
+    assert json.loads((scratch / "out" / "summary.json").read_text())["verdict"]
+    hidden = [p.name for p in scratch.iterdir() if p.name.startswith(".out.")]
+    assert not hidden, hidden  # neither the staging directory nor the previous report
+
+
+@pytest.mark.slow
+def test_an_interrupt_before_the_swap_exits_130_and_keeps_the_previous_report(
+    scratch: Path,
+) -> None:
+    _previous_report(scratch)
+    before = _listing(scratch)
+    done = _interrupted_score(scratch, "staging")
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.rstrip().endswith("sslmem score: interrupted")
+    assert _listing(scratch) - {"a.st", "b.st"} == before  # no staging directory left
+    assert {p.name: p.read_bytes() for p in (scratch / "out").iterdir()} == _PREVIOUS

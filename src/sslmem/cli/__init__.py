@@ -11,6 +11,8 @@ parser from the standard library alone). Expected errors (:class:`SSLMemError`) 
 problem and the fix, and exit non-zero without a traceback.
 
 Every word of the command line must be valid UTF-8 (checked before parsing, for every command).
+Ctrl-C stops a command with exit status 130, except once its output is complete: from the swap
+of a report directory on, the command finishes with its own status (:mod:`sslmem.interrupts`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from sslmem import __version__
 from sslmem.cli.common import check_utf8_arguments
 from sslmem.errors import SSLMemError, out_of_memory_error
+from sslmem.interrupts import guard
 from sslmem.redaction import redact_logging
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -114,22 +117,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     redact_logging()  # whatever a library logs, no URI credentials reach the terminal
-    try:
-        # Deferred: it imports torch (via the config's augmentation spec), needed only now.
-        from sslmem.runtime import apply_process_settings
+    with guard() as interrupts:
+        try:
+            # Deferred: it imports torch (via the config's augmentation spec), needed only now.
+            from sslmem.runtime import apply_process_settings
 
-        apply_process_settings()  # process-wide, so here in the adapter, not the library
-        code: int = args._run(args)
-    except SSLMemError as exc:
-        return _report(args.command, exc)
-    except (MemoryError, RuntimeError) as exc:
-        memory = out_of_memory_error(exc, args.command)
-        if memory is None:
-            raise
-        return _report(args.command, memory)
-    except KeyboardInterrupt:
-        print(f"sslmem {args.command}: interrupted", file=sys.stderr)
-        return 130
+            apply_process_settings()  # process-wide, so here in the adapter, not the library
+            code: int = args._run(args)
+        except SSLMemError as exc:
+            return _report(args.command, exc)
+        except (MemoryError, RuntimeError) as exc:
+            memory = out_of_memory_error(exc, args.command)
+            if memory is None:
+                raise
+            return _report(args.command, memory)
+        except KeyboardInterrupt:
+            done = " (its output was already complete)" if interrupts.committed else ""
+            print(f"sslmem {args.command}: interrupted{done}", file=sys.stderr)
+            return 130
+    if interrupts.ignored_after_output:
+        print(
+            f"sslmem {args.command}: interrupt received after the output was complete; "
+            f"the command finished (exit status {code})",
+            file=sys.stderr,
+        )
     return code
 
 

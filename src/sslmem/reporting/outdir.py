@@ -8,7 +8,8 @@ dies, the target holds one complete run or is absent (the previous run then sits
 ``.<name>.old-*`` sibling); it never holds a mixture. Both siblings cut ``<name>`` short as far
 as ``NAME_MAX`` needs (:func:`sslmem.atomic.sibling_name`): any name that fits is usable.
 
-Directories are created with :func:`os.mkdir`, so their mode follows the umask.
+Directories are created with :func:`os.mkdir`, so their mode follows the umask. Under the CLI, a
+Ctrl-C during or after the swap does not stop it (:mod:`sslmem.interrupts`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from sslmem.atomic import TMP_MARKER, sibling_name
 from sslmem.errors import ConfigError, OutputWriteError
+from sslmem.interrupts import swapping_output
 from sslmem.outputs import check_output_dir, check_path_names, describe_os_error
 
 
@@ -87,23 +89,27 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
     token = secrets.token_hex(4)
     staging = sibling_name(target, f".staging-{token}")
     try:
-        os.mkdir(staging)
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write output directory {out}: {exc.strerror or exc}", "choose another --out"
-        ) from exc
-    try:
+        try:
+            os.mkdir(staging)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot write output directory {out}: {exc.strerror or exc}",
+                "choose another --out",
+            ) from exc
         try:
             yield staging
             old = sibling_name(target, f".old-{token}")
-            if target.exists():
-                os.rename(target, old)
-            try:
-                os.rename(staging, target)
-            except BaseException:
-                if old.exists():
-                    os.rename(old, target)
-                raise
+            # Under the CLI, Ctrl-C from here on is recorded, not raised: the swap completes
+            # (or is undone on an error) and a complete report is not reported as interrupted.
+            with swapping_output():
+                if target.exists():
+                    os.rename(target, old)
+                try:
+                    os.rename(staging, target)
+                except BaseException:
+                    if old.exists() and not target.exists():  # the new run is not in place
+                        os.rename(old, target)
+                    raise
         except OSError as exc:
             # A disk that fills (or a quota, a read-only remount, a file-size limit) while the
             # run is written: the staging directory goes, the previous run stays.
