@@ -1,9 +1,8 @@
 """The CLI's subcommands parse, call one workflow function and print: no copy of the work.
 
 Read from the source (``ast``), so the check fails the moment a subcommand imports the library's
-compute, loading or writing functions again instead of its workflow function. ``sslmem train``
-and ``sslmem unitmem`` still do their own loading (docs/architecture.md says so) and are not
-listed yet.
+compute, loading or writing functions again instead of its workflow function. ``sslmem unitmem``
+still does its own loading (docs/architecture.md says so) and is not listed yet.
 """
 
 from __future__ import annotations
@@ -21,11 +20,14 @@ WORKFLOW_CALLS = {
     "evaluate": {"evaluate_role"},
     "score": {"score_to_dir", "score_pair_shard"},
     "register": {"register_external_encoder"},
+    "train": {"train_to_dir"},
 }
 
 #: What the workflow does: a subcommand importing one of these re-does a step by hand.
 WORK = {
     "evaluate_encoder",
+    "train_encoder",
+    "JsonlMetricsLogger",
     "load_checkpoint",
     "load_dataset",
     "load_manifest",

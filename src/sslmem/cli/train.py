@@ -24,9 +24,6 @@ from sslmem.cli.common import (
     path_arg,
     uri_arg,
 )
-from sslmem.outputs import check_output_dir
-
-METRICS_FILE = "metrics.jsonl"
 
 # Flag -> config field; flags override --config and --set.
 _FLAG_FIELDS = {
@@ -68,50 +65,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train and print a JSON summary (rank 0)."""
+    """Train (:func:`sslmem.workflow.train.train_to_dir`) and print a JSON summary (rank 0)."""
     # Imported here so that building the parser (every sslmem command) stays light.
-    import torch
-
     from sslmem.config import RuntimeSettings
-    from sslmem.data.splits import load_manifest, manifest_dataset
-    from sslmem.models.registry import get_backbone_spec
-    from sslmem.training import JsonlMetricsLogger, train_encoder
-    from sslmem.training.distributed import context_from_env
-    from sslmem.training.methods import check_compatible
+    from sslmem.workflow.train import train_to_dir
 
     flags = {field: getattr(args, name) for name, field in _FLAG_FIELDS.items()}
     args.overrides = [
         *args.overrides,
         *(f"{field}={value}" for field, value in flags.items() if value is not None),
     ]
-    config = experiment_config(args)
-    # Fail on a bad name before loading any data.
-    get_backbone_spec(config.model.arch)
-    check_compatible(config.training.method, config.model.arch)
     settings = RuntimeSettings()
-    check_output_dir(args.out, what="run directory")  # before an hour of training, not after
-    device = device_name(args, settings)
-    if settings.num_threads is not None:
-        torch.set_num_threads(settings.num_threads)
-    manifest = load_manifest(args.split, settings)
-    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
-    is_main = context_from_env().is_main
-    result = train_encoder(
-        dataset,
-        manifest,
+    trained = train_to_dir(
+        manifest_path=args.split,
+        config=experiment_config(args),
         role=args.role,
-        config=config,
         out_dir=args.out,
-        device=device,
-        callbacks=[JsonlMetricsLogger(args.out / METRICS_FILE)] if is_main else [],
+        data_root=args.data_root,
+        device=device_name(args, settings),
         resume=args.resume,
         progress=not args.no_progress,
+        settings=settings,
     )
-    if is_main:
+    if trained.is_main:
+        result = trained.result
         summary = {
             "checkpoint": str(result.checkpoint),
             "resume_checkpoint": str(result.resume_checkpoint),
-            "metrics": str(args.out / METRICS_FILE),
+            "metrics": str(trained.metrics),
             "role": result.role,
             "method": result.method,
             "arch": result.arch,
@@ -121,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             "num_train": result.num_train,
             "final_loss": result.final_loss,
             "resumed_from_epoch": result.resumed_from_epoch,
-            "split_manifest_sha256": manifest.manifest_sha256,
+            "split_manifest_sha256": trained.manifest_sha256,
         }
         print(json.dumps(summary, indent=2))
     return 0

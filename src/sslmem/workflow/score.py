@@ -682,11 +682,13 @@ def score_pair_shard(
     """
     from sslmem.device import resolve_device
     from sslmem.memorization.sharding import parse_range
+    from sslmem.outputs import check_output_dir
 
     start, stop = parse_range(shard)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file", "pass a directory for the shard tables")
+    check_output_dir(out, what="shard directory")  # names, permissions: before the work
     settings = process_settings(settings)
     compute = resolve_device(device or settings.device)
     manifest = load_manifest(manifest_path, settings)

@@ -21,6 +21,11 @@ logger = logging.getLogger(__name__)
 SPLIT_STORE_PREFIX = "splits"
 
 
+def split_store_key(manifest_sha256: str) -> str:
+    """The object-store key of a split manifest: content-addressed by its hash."""
+    return f"{SPLIT_STORE_PREFIX}/{manifest_sha256}.json"
+
+
 @dataclass(frozen=True)
 class PreparedSplit:
     """The split of a run and the resolved config.
@@ -86,7 +91,7 @@ def prepare_split(
     settings = process_settings(settings)
     manifest = write_split(config, manifest_path, settings=settings)
     store = open_store(settings.store_uri, settings)
-    key = f"{SPLIT_STORE_PREFIX}/{manifest.manifest_sha256}.json"
+    key = split_store_key(manifest.manifest_sha256)
     if not store.exists(key):
         store.put_bytes(key, manifest.to_json())
     logger.info("split %s of %s stored at %s", manifest.manifest_sha256, config.data.dataset, key)

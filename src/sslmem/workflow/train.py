@@ -185,7 +185,7 @@ def train_role(
                 log_split_input,
             )
             from sslmem.tracking.pipeline_support import step_run
-            from sslmem.workflow.split import SPLIT_STORE_PREFIX
+            from sslmem.workflow.split import split_store_key
 
             configure_tracking(settings)
             tags = {
@@ -198,7 +198,7 @@ def train_role(
             ) as run_id:
                 log_config(config, run_id=run_id)
                 # The split's content-addressed URI, as the register and score runs record it.
-                store_key = f"{SPLIT_STORE_PREFIX}/{manifest.manifest_sha256}.json"
+                store_key = split_store_key(manifest.manifest_sha256)
                 split_uri = open_store(settings.store_uri, settings).uri(store_key)
                 log_split_input(manifest, split_uri, run_id=run_id)
                 result = train([MlflowEpochLogger(role, run_id=run_id, strict=False)])
@@ -237,3 +237,77 @@ def train_role(
         mlflow_run_id=run_id,
         resumed_from_epoch=result.resumed_from_epoch,
     )
+
+
+#: The per-epoch metrics of ``sslmem train`` (JSON lines), in its run directory.
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A run directory written by :func:`train_to_dir`.
+
+    Attributes:
+        result: What training returned (checkpoint, resume file, losses, counts).
+        metrics: The per-epoch metrics file (``None`` on ranks other than 0).
+        manifest_sha256: The split trained on.
+        is_main: Whether this process is rank 0 (the one that reports).
+
+    """
+
+    result: TrainResult
+    metrics: Path | None
+    manifest_sha256: str
+    is_main: bool
+
+
+def train_to_dir(
+    *,
+    manifest_path: Path | str,
+    config: ExperimentConfig,
+    role: Role,
+    out_dir: Path,
+    data_root: Path | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    settings: RuntimeSettings | None = None,
+) -> TrainedRun:
+    """Train ``role``'s encoder of the split into the run directory ``out_dir``, untracked.
+
+    ``sslmem train`` is this function (also under ``torchrun``: every process calls it, rank 0
+    writes). The run directory holds the checkpoint, the resume file (``resume=True`` continues
+    from it) and, from rank 0, :data:`METRICS_FILE`. The pipeline's step is :func:`train_role`.
+
+    Raises:
+        ConfigError: Unknown backbone or method, or one that does not fit the backbone (before
+            any data is read); an unusable ``out_dir`` (before the training).
+        DataError, StoreError, TrainingError: See :func:`sslmem.training.train_encoder`.
+
+    """
+    from sslmem.models.registry import get_backbone_spec
+    from sslmem.outputs import check_output_dir
+    from sslmem.training import JsonlMetricsLogger, train_encoder
+    from sslmem.training.distributed import context_from_env
+    from sslmem.training.methods import check_compatible
+
+    get_backbone_spec(config.model.arch)  # a bad name fails before any data is loaded
+    check_compatible(config.training.method, config.model.arch)
+    settings = process_settings(settings)
+    check_output_dir(out_dir, what="run directory")  # before an hour of training, not after
+    manifest = load_manifest(manifest_path, settings)
+    dataset = manifest_dataset(manifest, data_root or config.data.root)
+    is_main = context_from_env().is_main
+    metrics = Path(out_dir) / METRICS_FILE
+    result = train_encoder(
+        dataset,
+        manifest,
+        role=role,
+        config=config,
+        out_dir=Path(out_dir),
+        device=device or settings.device,
+        callbacks=[JsonlMetricsLogger(metrics)] if is_main else [],
+        resume=resume,
+        progress=progress,
+    )
+    return TrainedRun(result, metrics if is_main else None, manifest.manifest_sha256, is_main)
