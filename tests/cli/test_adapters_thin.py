@@ -1,8 +1,7 @@
 """The CLI's subcommands parse, call one workflow function and print: no copy of the work.
 
 Read from the source (``ast``), so the check fails the moment a subcommand imports the library's
-compute, loading or writing functions again instead of its workflow function. ``sslmem unitmem``
-still does its own loading (docs/architecture.md says so) and is not listed yet.
+compute, loading or writing functions again instead of its workflow function.
 """
 
 from __future__ import annotations
@@ -21,12 +20,15 @@ WORKFLOW_CALLS = {
     "score": {"score_to_dir", "score_pair_shard"},
     "register": {"register_external_encoder"},
     "train": {"train_to_dir"},
+    "unitmem": {"units_to_dir"},
 }
 
 #: What the workflow does: a subcommand importing one of these re-does a step by hand.
 WORK = {
     "evaluate_encoder",
     "train_encoder",
+    "score_units",
+    "write_unit_report",
     "JsonlMetricsLogger",
     "load_checkpoint",
     "load_dataset",

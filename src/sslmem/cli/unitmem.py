@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,19 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load, measure, write, print the per-layer summary."""
+    """Measure (:func:`sslmem.workflow.unitmem.units_to_dir`), print the per-layer summary."""
     from tqdm import tqdm
 
-    from sslmem.config import RuntimeSettings
-    from sslmem.data.splits import load_manifest, manifest_dataset
-    from sslmem.device import resolve_device
     from sslmem.errors import ConfigError
     from sslmem.memorization.layers import parse_names
-    from sslmem.memorization.scoring import select_points
-    from sslmem.memorization.unit_scoring import score_units, write_unit_report
-    from sslmem.models.checkpoint import load_checkpoint, recorded_augmentation
-    from sslmem.outputs import check_output_dir
-    from sslmem.reporting import UNITMEM_FILE, unitmem_figure
+    from sslmem.workflow.unitmem import units_to_dir
 
     sets = parse_names(args.sets, "--sets", "candidate")
     flags = {"views": args.views, "seed": args.seed, "chunk_size": args.chunk_size}
@@ -80,37 +77,24 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--layer takes one name, got {args.layer!r}", "use --layers A,B")
     else:
         layers = args.layers if args.layers is not None else "stages"
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} exists and is not a directory", "pass a directory")
-    check_output_dir(args.out)  # writable, names UTF-8 and within NAME_MAX: before the work
-    settings = RuntimeSettings()
-    device = resolve_device(args.device or settings.device)
-    manifest = load_manifest(args.split, settings)
-    dataset = manifest_dataset(manifest, args.data_root or config.data.root)
-    checkpoint = load_checkpoint(args.encoder)
-    augment_spec = config.augmentation
-    if args.augmentation == "checkpoint":
-        augment_spec, _ = recorded_augmentation(checkpoint, config.augmentation)
-    scoring = config.scoring
-    total = len(
-        select_points(
-            manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
-        )[0]
+
+    def progress(what: str, total: int) -> tqdm[Any]:
+        return tqdm(total=total, unit="pt", desc=what, disable=args.no_progress)
+
+    written = units_to_dir(
+        encoder=args.encoder,
+        manifest_path=args.split,
+        config=config,
+        out_dir=args.out,
+        layers=layers,
+        reduction=args.reduction,
+        data_root=args.data_root,
+        augmentation=args.augmentation,
+        fmt=args.format,
+        plots=not args.no_plots,
+        device=args.device,
+        progress=progress,
     )
-    with tqdm(total=total, unit="pt", desc="unitmem", disable=args.no_progress) as bar:
-        report = score_units(
-            checkpoint,
-            dataset,
-            manifest,
-            scoring=scoring,
-            augment_spec=augment_spec,
-            layers=layers,
-            reduction=args.reduction,
-            device=device,
-            progress=bar.update,
-        )
-    figures = [] if args.no_plots else [unitmem_figure(report.table, args.out / UNITMEM_FILE)]
-    written = write_unit_report(report, args.out, fmt=args.format)  # summary last
-    print(report.summary.format_table())
-    print("wrote " + ", ".join(str(path) for path in [*written, *figures]))
+    print(written.report.summary.format_table())
+    print("wrote " + ", ".join(str(path) for path in written.files))
     return 0

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from sslmem.atomic import atomic_path
 from sslmem.augment import AugmentationSpec
-from sslmem.config import RuntimeSettings
+from sslmem.config import ExperimentConfig, RuntimeSettings, ScoringConfig
 from sslmem.models.checkpoint import (
     LoadedCheckpoint,
     load_checkpoint,
     recorded_augmentation,
 )
+
+if TYPE_CHECKING:
+    from sslmem.data.splits import SplitManifest
 
 logger = logging.getLogger(__name__)
 
@@ -68,3 +75,39 @@ def copy_atomic(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` so that ``target`` is either absent or complete."""
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
+
+
+#: Opens a progress bar: ``(description, total points)`` -> a context manager yielding an object
+#: with ``update(points)`` (``tqdm`` fits). The CLI passes one; other adapters none.
+ProgressFactory = Callable[[str, int], AbstractContextManager[Any]]
+
+
+@contextlib.contextmanager
+def progress_bar(progress: ProgressFactory | None, what: str, total: int) -> Iterator[Any]:
+    """``progress``'s bar's ``update`` for one phase, or ``None`` without one."""
+    if progress is None:
+        yield None
+        return
+    with progress(what, total) as bar:
+        yield bar.update
+
+
+def scored_point_count(manifest: SplitManifest, scoring: ScoringConfig) -> int:
+    """How many points the scoring config scores on the split (a progress bar's total)."""
+    from sslmem.memorization.scoring import select_points
+
+    chosen = select_points(
+        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
+    )
+    return len(chosen[0])
+
+
+def views_augmentation(
+    encoder: LoadedCheckpoint,
+    config: ExperimentConfig,
+    source: Literal["checkpoint", "config"],
+) -> AugmentationSpec:
+    """The views' augmentation: the encoder's training one (``checkpoint``) or the config's."""
+    if source == "config":
+        return config.augmentation
+    return checkpoint_augmentation(encoder, config.augmentation)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import ExperimentConfig, RuntimeSettings
@@ -31,7 +29,6 @@ from sslmem.memorization.scoring import (
     ScoreReport,
     check_report_dir,
     score_split,
-    select_points,
     write_score_outputs,
 )
 from sslmem.memorization.sharding import (
@@ -47,10 +44,14 @@ from sslmem.models.checkpoint import (
 from sslmem.tracking import tags as T
 from sslmem.tracking.reports import SCORE_SUMMARY_ARTIFACT
 from sslmem.workflow._common import (
+    ProgressFactory,
     checkpoint_augmentation,
     configure_tracking,
     loaded_checkpoint,
     process_settings,
+    progress_bar,
+    scored_point_count,
+    views_augmentation,
 )
 from sslmem.workflow.versions import VersionInfo
 
@@ -352,11 +353,6 @@ class Waivers:
         }
 
 
-#: Opens a progress bar: ``(description, total points)`` -> a context manager yielding an object
-#: with ``update(points)`` (``tqdm`` fits).
-ProgressFactory = Callable[[str, int], AbstractContextManager[Any]]
-
-
 @dataclass(frozen=True)
 class WrittenScore:
     """A score report written to its directory.
@@ -373,24 +369,6 @@ class WrittenScore:
     layer_report: LayerScoreReport | None
     files: list[Path]
     computed_on: dict[str, str] | None
-
-
-@contextlib.contextmanager
-def _bar(progress: ProgressFactory | None, what: str, total: int) -> Iterator[Any]:
-    """``progress``'s bar's ``update``, or ``None`` without one."""
-    if progress is None:
-        yield None
-        return
-    with progress(what, total) as bar:
-        yield bar.update
-
-
-def _scored_points(manifest: SplitManifest, config: ExperimentConfig) -> int:
-    scoring = config.scoring
-    chosen = select_points(
-        manifest, scoring.sets, shared_sample=scoring.shared_sample, seed=scoring.seed
-    )
-    return len(chosen[0])
 
 
 def _compute_and_write(
@@ -418,7 +396,7 @@ def _compute_and_write(
     waived = (waivers or Waivers()).kwargs()
     options = options or ReportOptions()
     computed_on: dict[str, str] | None = None  # merged shards: each shard's own step knows
-    total = _scored_points(manifest, config) if progress is not None else 0
+    total = scored_point_count(manifest, config.scoring) if progress is not None else 0
     if shards is not None:
         report = merge_shards(
             read_shards([Path(s) for s in shards]),
@@ -434,7 +412,7 @@ def _compute_and_write(
     else:
         compute = resolve_device(device)
         computed_on = describe_device(compute)
-        with _bar(progress, "scoring", total) as update:
+        with progress_bar(progress, "scoring", total) as update:
             report = score_split(
                 candidates,
                 references,
@@ -450,7 +428,7 @@ def _compute_and_write(
             )
     layer_report = None
     if options.layers is not None:
-        with _bar(progress, "layers", total) as update:
+        with progress_bar(progress, "layers", total) as update:
             layer_report = score_layers(
                 candidates,
                 references,
@@ -553,7 +531,7 @@ def score_to_dir(
     )
     if not candidates:
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
-    augment_spec = _augmentation(candidates[0], config, augmentation)
+    augment_spec = views_augmentation(candidates[0], config, augmentation)
     if options.layers is not None:  # resolved before any work, so a bad name fails at once
         select_layers([c.encoder for c in [*candidates, *references]], options.layers)
     return _compute_and_write(
@@ -571,15 +549,6 @@ def score_to_dir(
         options=options,
         progress=progress,
     )
-
-
-def _augmentation(
-    candidate: LoadedCheckpoint, config: ExperimentConfig, source: Literal["checkpoint", "config"]
-) -> AugmentationSpec:
-    """The views' augmentation: the candidate's training one (``checkpoint``) or the config's."""
-    if source == "config":
-        return config.augmentation
-    return checkpoint_augmentation(candidate, config.augmentation)
 
 
 def _mark_failed(candidate: VersionInfo, reason: str) -> None:
@@ -696,7 +665,7 @@ def score_pair_shard(
     references = [loaded_checkpoint(item) for item in reference_checkpoints]
     if not candidates:
         raise ScoringError("no candidate checkpoint to score", "pass at least one")
-    with _bar(progress, "shard", stop - start) as update:
+    with progress_bar(progress, "shard", stop - start) as update:
         table = score_shard(
             candidates,
             references,
@@ -705,7 +674,7 @@ def score_pair_shard(
             start=start,
             stop=stop,
             scoring=config.scoring,
-            augment_spec=_augmentation(candidates[0], config, augmentation),
+            augment_spec=views_augmentation(candidates[0], config, augmentation),
             device=compute,
             progress=update,
             **(waivers or Waivers()).kwargs(),
