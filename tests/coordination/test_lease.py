@@ -24,7 +24,7 @@ from sslmem.coordination.lease import (
     LeaseRenewer,
     version_lease_key,
 )
-from sslmem.errors import StoreError, StoreUnavailableError
+from sslmem.errors import LeaseLostError, StoreError, StoreUnavailableError
 from tests.coordination.helpers import FakeClock, race
 
 
@@ -249,3 +249,42 @@ def test_unreachable_s3_is_a_store_error_without_credentials() -> None:
     assert "127.0.0.1" in text
     for leak in ("AKEXAMPLEACCESSKEY", "example-secret-key", "X-Amz-Signature"):
         assert leak not in text
+
+
+def test_a_closed_fence_refuses_later_fences_and_the_lease_stays_ours_to_release(
+    store: ConditionalStore,
+) -> None:
+    manager = LeaseManager(store, "a", ttl_s=60)
+    lease = manager.acquire("leases/k")
+    assert lease is not None
+    renewer = LeaseRenewer(manager, lease, interval_s=10)
+    assert renewer.publishing is False
+    renewer.fence()  # not part of a result set
+    assert renewer.publishing is False
+    renewer.fence(publishing=True)
+    assert renewer.publishing is True
+    assert renewer.close_unless_publishing("shutting down") is False  # a result set is open
+    renewer.fence()  # still passes: the result set goes on
+    assert renewer.publishing is True  # a plain fence does not end it
+    renewer.end_publishing()
+    assert renewer.publishing is False
+    assert renewer.close_unless_publishing("shutting down") is True
+    with pytest.raises(LeaseLostError, match=r"is no longer ours: shutting down\n"):
+        renewer.fence(publishing=True)
+    assert renewer.publishing is False  # a refused fence opens nothing
+    assert renewer.held() is not None  # closed, not lost
+    assert not renewer.stopped.is_set()
+    assert renewer.stop(release=True) is True
+    assert renewer.stopped.is_set()
+    assert manager.current("leases/k") is None
+
+
+def test_a_fence_closed_without_a_reason_says_closed(store: ConditionalStore) -> None:
+    manager = LeaseManager(store, "a", ttl_s=60)
+    lease = manager.acquire("leases/k")
+    assert lease is not None
+    renewer = LeaseRenewer(manager, lease, interval_s=10)
+    assert renewer.close_unless_publishing("") is True
+    with pytest.raises(LeaseLostError, match=r"is no longer ours: closed\n"):
+        renewer.fence()
+    renewer.stop(release=True)
