@@ -12,6 +12,7 @@ Two kinds of configuration, each validated at one boundary:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +31,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sslmem.augment import AugmentationSpec
 from sslmem.errors import ConfigError
-from sslmem.estimators import DEFAULTS, check_estimator, default_estimator
+from sslmem.estimators import DEFAULTS, check_estimator, default_estimator, estimator_for_mode
 from sslmem.estimators import EstimatorName as PairEstimatorName
+
+logger = logging.getLogger(__name__)
 
 DistanceName = Literal["l2", "cosine"]
 AlignmentMode = Literal["pair", "anchor"]
@@ -462,9 +465,38 @@ def load_raw_config(
             raise ConfigError(f"config file {file} must hold a mapping of sections")
         raw, source = loaded, str(file)
     if overrides:
-        raw = _deep_merge(raw, parse_overrides(overrides))
+        tree = parse_overrides(overrides)
+        raw = _mode_wins(_deep_merge(raw, tree), tree)
         source += " + --set overrides"
     return raw, source
+
+
+def _mode_wins(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """An overridden ``scoring.mode`` wins over the file's estimator that cannot serve it.
+
+    The override (``sslmem score --mode``, ``--set scoring.mode=...``, a pipeline's or the
+    service's overrides) gets :func:`~sslmem.estimators.estimator_for_mode`'s estimator, logged
+    here and recorded in every report's ``scoring``; an estimator overridden too is kept (and
+    refused by validation if it does not fit the mode).
+    """
+    chosen = overrides.get("scoring")
+    scoring = raw.get("scoring")
+    if not isinstance(chosen, dict) or "mode" not in chosen or "estimator" in chosen:
+        return raw
+    if not isinstance(scoring, dict) or "estimator" not in scoring:
+        return raw  # no estimator configured: validation defaults it by mode
+    mode, configured = str(scoring["mode"]), str(scoring["estimator"])
+    estimator = estimator_for_mode(mode, configured)
+    if estimator is None:
+        return raw
+    logger.warning(
+        "mode %r: the config's estimator %r does not serve it; scoring with %r (recorded in "
+        "the report; choose with --estimator or --set scoring.estimator=...)",
+        mode,
+        configured,
+        estimator,
+    )
+    return {**raw, "scoring": {**scoring, "estimator": estimator}}
 
 
 def load_experiment_config(

@@ -13,7 +13,9 @@ a reference encoder. The expectation is estimated from K views per point:
 
 The config (``scoring.estimator``), the kernel (``AlignmentEstimator``) and the command line
 (``sslmem score --estimator``) all validate through :func:`check_estimator` and default through
-:func:`default_estimator`. Light: no torch.
+:func:`default_estimator`; a mode asked for over a config's estimator that cannot serve it gets
+the mode's default through :func:`estimator_for_mode` (applied by
+:func:`sslmem.config.load_raw_config` for every adapter). Light: no torch.
 """
 
 from __future__ import annotations
@@ -105,3 +107,17 @@ def check_estimator(name: str, mode: str, views: int) -> EstimatorSpec:
             "set scoring.estimator=pairs for a single view pair, or more views",
         )
     return spec
+
+
+def estimator_for_mode(mode: str, configured: str) -> EstimatorName | None:
+    """The estimator that replaces ``configured`` when ``mode`` is asked for over it, if any.
+
+    A mode chosen where no estimator was (``sslmem score --mode``, a ``--set scoring.mode=...``
+    override, the service's ``CONFIG_OVERRIDES``) wins over a recipe's estimator that cannot
+    serve it: the mode's default replaces it. ``None`` keeps ``configured``: it serves the mode,
+    or a name is unknown (the config's validation names it).
+    """
+    spec = ESTIMATORS.get(configured)
+    if spec is None or mode in spec.modes:
+        return None
+    return next((default for name, default in DEFAULTS.items() if name == mode), None)

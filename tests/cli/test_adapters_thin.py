@@ -24,7 +24,14 @@ WORKFLOW_CALLS = {
 }
 
 #: What the workflow does: a subcommand importing one of these re-does a step by hand.
+#: (Choosing the estimator is the config's: ``sslmem.config.load_raw_config`` applies
+#: ``estimators.estimator_for_mode`` for every adapter; the CLI only turns flags into overrides.)
 WORK = {
+    "check_estimator",
+    "default_estimator",
+    "estimator_for_mode",
+    "load_experiment_config",
+    "load_raw_config",
     "evaluate_encoder",
     "train_encoder",
     "score_units",
@@ -90,3 +97,17 @@ def test_the_check_sees_a_copied_step() -> None:
     tree = ast.parse(source)
     assert _imported_names(tree) & WORK == {"score_split"}
     assert "score_to_dir" not in _called_in_run(tree)
+
+
+def test_the_check_sees_an_estimator_decided_in_the_cli() -> None:
+    """Choosing the estimator for ``--mode`` in the CLI (as ``sslmem score`` once did) is caught."""
+    source = (
+        "def _estimator_for_mode(args):\n"
+        "    from sslmem.config import load_experiment_config\n"
+        "    from sslmem.estimators import default_estimator\n"
+        "    return default_estimator(args.mode)\n"
+    )
+    assert _imported_names(ast.parse(source)) & WORK == {
+        "default_estimator",
+        "load_experiment_config",
+    }

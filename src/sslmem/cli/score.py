@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sslmem.cli.common import add_config_arguments, add_device_argument, experiment_config
 from sslmem.errors import ConfigError
-from sslmem.estimators import ESTIMATORS, default_estimator
+from sslmem.estimators import ESTIMATORS
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -117,7 +116,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     flags = {
         "views": args.views,
         "mode": args.mode,
-        "estimator": args.estimator or _estimator_for_mode(args),
+        "estimator": args.estimator,
         "distance": args.distance,
         "layer": args.layer,
         "seed": args.seed,
@@ -128,29 +127,6 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     if args.sets is not None:
         overrides.append(f"scoring.sets={json.dumps(_parse_sets(args.sets))}")
     return [*args.overrides, *overrides]
-
-
-def _estimator_for_mode(args: argparse.Namespace) -> str | None:
-    """The estimator ``--mode`` needs: the mode's default if the recipe's does not serve it.
-
-    ``None`` (keep the recipe's) without ``--mode``, with an estimator chosen on the command line
-    (``--set scoring.estimator=...``), or when the recipe's serves the mode.
-    """
-    from sslmem.config import load_experiment_config
-
-    chosen = any(o.split("=", 1)[0].strip() == "scoring.estimator" for o in args.overrides)
-    if args.mode is None or chosen:
-        return None
-    recipe = load_experiment_config(args.config, list(args.overrides)).scoring.estimator
-    if args.mode in ESTIMATORS[recipe].modes:
-        return None
-    estimator = default_estimator(args.mode)
-    print(
-        f"note: --mode {args.mode}: the recipe's estimator {recipe!r} does not serve it; scoring "
-        f"with {estimator!r} (recorded in summary.json; --estimator chooses)",
-        file=sys.stderr,
-    )
-    return estimator
 
 
 def _parse_sets(text: str) -> list[str]:
