@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 import sslmem
 from sslmem import __version__
+from sslmem.config import RuntimeSettings
 from sslmem.errors import ConfigError
 from sslmem.provenance import (
     IMAGE_DIGEST_ENV,
@@ -66,17 +69,36 @@ def test_the_installed_sources_cover_components_and_pipelines() -> None:
     assert "sslmem/pipelines/memorization.py" in names
 
 
-def test_code_version_names_version_sources_and_image() -> None:
-    plain = code_version({})
+def test_code_version_names_version_sources_and_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(IMAGE_DIGEST_ENV, raising=False)
+    plain = code_version()
     assert plain == f"{__version__}+src.{source_digest()[:16]}"
     digest = "sha256:" + "0f" * 32
-    assert code_version({IMAGE_DIGEST_ENV: digest}) == f"{plain}+image.{digest}"
+    monkeypatch.setenv(IMAGE_DIGEST_ENV, f" {digest}\n")  # read through RuntimeSettings
+    assert RuntimeSettings().image_digest == digest
+    assert code_version() == f"{plain}+image.{digest}"
+    monkeypatch.setenv(IMAGE_DIGEST_ENV, "  ")  # blank is unset
+    assert code_version() == plain
+    # Explicit settings win over the environment.
+    assert code_version(RuntimeSettings(image_digest=None)) == plain
+    assert code_version(RuntimeSettings(image_digest=digest)) == f"{plain}+image.{digest}"
 
 
 @pytest.mark.parametrize("bad", ["latest", "sha256:xyz", "sha256:" + "AB" * 32])
-def test_a_malformed_image_digest_is_a_clear_error(bad: str) -> None:
-    with pytest.raises(ConfigError, match=IMAGE_DIGEST_ENV):
-        code_version({IMAGE_DIGEST_ENV: bad})
+def test_a_malformed_image_digest_is_a_clear_error(
+    bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(IMAGE_DIGEST_ENV, bad)
+    with pytest.raises(ConfigError, match=f"{IMAGE_DIGEST_ENV}: .*not an image digest") as info:
+        code_version()
+    assert "sha256:<64 lower-case hex digits>" in info.value.problem
+
+
+def test_importing_provenance_stays_light() -> None:
+    # The pipeline compiler imports it for IMAGE_DIGEST_ENV and image_digest: no torch.
+    probe = "import sys, sslmem.provenance; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_image_digest_of_a_reference() -> None:

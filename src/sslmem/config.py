@@ -13,6 +13,7 @@ Two kinds of configuration, each validated at one boundary:
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,9 @@ from sslmem.estimators import DEFAULTS, check_estimator, default_estimator, esti
 from sslmem.estimators import EstimatorName as PairEstimatorName
 
 logger = logging.getLogger(__name__)
+
+#: A runtime image's digest, as ``SSLMEM_IMAGE_DIGEST`` holds it.
+IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 DistanceName = Literal["l2", "cosine"]
 AlignmentMode = Literal["pair", "anchor"]
@@ -94,6 +98,27 @@ class RuntimeSettings(BaseSettings):
         None, description="Bearer token for the Kubeflow Pipelines API (pipeline submit)."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    image_digest: str | None = Field(
+        None,
+        description="Digest of the runtime image (sha256:<64 hex>): part of the code version "
+        "that keys the pipeline cache (sslmem.provenance.code_version).",
+    )
+
+    @field_validator("image_digest", mode="before")
+    @classmethod
+    def _image_digest(cls, value: Any) -> Any:
+        # Blank is unset; anything else must be exactly what `docker inspect` prints.
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if not IMAGE_DIGEST.fullmatch(value):
+            raise ValueError(
+                "not an image digest; set it to sha256:<64 lower-case hex digits> (docker "
+                "inspect --format '{{index .RepoDigests 0}}' IMAGE), or unset it"
+            )
+        return value
 
     def __init__(self, **values: Any) -> None:
         """Read the environment (``values`` win over it).

@@ -4,9 +4,12 @@ A cached pipeline step (split, training, evaluation) may only be reused when the
 would run now is the code that produced it. :func:`code_version` names that code: the package
 version, a digest of the installed package sources (``sslmem`` with its ``components`` and
 ``pipelines``), and -- on a cluster, when known -- the digest of the runtime image, which also
-pins every dependency (torch, kfp, ...). The image digest comes from ``SSLMEM_IMAGE_DIGEST``;
-``sslmem pipeline compile/submit --image repo@sha256:...`` sets it on the step that computes
-the code version, and a platform config may set it too (``env:``).
+pins every dependency (torch, kfp, ...). The image digest comes from ``SSLMEM_IMAGE_DIGEST``
+(read and validated as :attr:`sslmem.config.RuntimeSettings.image_digest`, like every other
+variable); ``sslmem pipeline compile/submit --image repo@sha256:...`` sets it on the step that
+computes the code version, and a platform config may set it too (``env:``). Importing this module
+stays light (no torch): the pipeline's compiler reads :data:`IMAGE_DIGEST_ENV` and
+:func:`image_digest`; only :func:`code_version` reads the settings.
 
 The pipeline computes the code version once per run, in its first (never cached) step, and
 hands it to every cached step as an input, so the cache key of a step changes whenever the code
@@ -17,18 +20,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslmem import __version__
-from sslmem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sslmem.config import RuntimeSettings
 
 #: Packages whose sources make up the code version (the last two are mapped into sslmem).
 CODE_PACKAGES = ("sslmem", "sslmem.components", "sslmem.pipelines")
 #: The environment variable holding the runtime image's digest (``sha256:<64 hex>``).
 IMAGE_DIGEST_ENV = "SSLMEM_IMAGE_DIGEST"
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _IMAGE_REF_DIGEST = re.compile(r"@(sha256:[0-9a-f]{64})$")
 
 
@@ -101,29 +105,27 @@ def image_digest(image: str) -> str | None:
     return match.group(1) if match else None
 
 
-def code_version(environ: dict[str, str] | None = None) -> str:
+def code_version(settings: RuntimeSettings | None = None) -> str:
     """The identity of the code this process runs, for cache keys and provenance.
 
     Args:
-        environ: Environment to read ``SSLMEM_IMAGE_DIGEST`` from (default ``os.environ``).
+        settings: Where the image digest is read (``image_digest``, from
+            ``SSLMEM_IMAGE_DIGEST``); default: read from the environment.
 
     Returns:
         ``"<version>+src.<16 hex>"``, plus ``"+image.sha256:<64 hex>"`` when the image digest
         is known, e.g. ``"0.1.0+src.3f2a9c0d1b7e4a55"``.
 
     Raises:
-        ConfigError: ``SSLMEM_IMAGE_DIGEST`` is set but is not ``sha256:<64 hex digits>``.
+        ConfigError: ``SSLMEM_IMAGE_DIGEST`` is set but is not ``sha256:<64 hex digits>`` (or
+            another runtime setting is invalid; the message names the variable).
 
     """
-    env = os.environ if environ is None else environ
+    if settings is None:
+        from sslmem.config import RuntimeSettings  # deferred: the config imports torch
+
+        settings = RuntimeSettings()
     version = f"{__version__}+src.{source_digest()[:16]}"
-    image = env.get(IMAGE_DIGEST_ENV, "").strip()
-    if not image:
+    if settings.image_digest is None:
         return version
-    if not _DIGEST.match(image):
-        raise ConfigError(
-            f"{IMAGE_DIGEST_ENV}={image!r} is not an image digest",
-            "set it to sha256:<64 lower-case hex digits> (docker inspect --format "
-            "'{{index .RepoDigests 0}}' IMAGE), or unset it",
-        )
-    return f"{version}+image.{image}"
+    return f"{version}+image.{settings.image_digest}"
