@@ -1,8 +1,12 @@
-"""Check that an output can be written *before* the work that produces it.
+"""Check that an output can be written *before* the work that produces it: the one home.
 
 A command that trains for an hour and then finds its ``--out`` is a regular file, or lies on a
-read-only volume, has wasted the hour. Every adapter (CLI subcommands, pipeline steps) calls
-:func:`check_output_file` or :func:`check_output_dir` on its destinations first.
+read-only volume, has wasted the hour. Every adapter (CLI subcommands, pipeline steps) and
+workflow function calls :func:`check_output_file`, :func:`check_output_dir` or
+:func:`check_output_uri` on its destinations first; a directory replaced as a whole (a score
+report) is checked by :func:`check_replaceable_dir`, which the report writers
+(:func:`sslmem.memorization.report_writer.check_report_dir`,
+:func:`sslmem.reporting.outdir.replaced_dir`) call instead of checking anything themselves.
 
 The check is a probe, not a permission computation: it creates and removes a temporary file in
 the deepest directory that already exists on the way to the output. That answers correctly for
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Collection
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -156,14 +161,66 @@ def check_output_dir(path: str | os.PathLike[str], *, what: str = "output direct
 
     """
     directory = _empty(path, what)
-    if directory.exists() and not directory.is_dir():
-        raise OutputError(
-            f"cannot write {what} {directory}: it is a regular file, not a directory",
-            "pass a directory path (it is created if missing)",
-        )
+    _not_a_file(
+        directory,
+        f"cannot write {what} {directory}: it is a regular file, not a directory",
+        "pass a directory path (it is created if missing)",
+    )
     target = directory if directory.is_dir() else _existing_ancestor(directory, what)
     _probe(target, directory, what)
     return directory
+
+
+def _not_a_file(directory: Path, problem: str, fix: str) -> None:
+    """Refuse a directory path that names something else (a regular file, a device...)."""
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(problem, fix)
+
+
+def check_replaceable_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Path:
+    """Check, before any work, that ``out`` can be replaced by a new run's files as a whole.
+
+    What :func:`sslmem.reporting.outdir.replaced_dir` needs: a directory (or nothing) at
+    ``out`` holding only a run's own files, not containing the working directory, and a parent
+    that takes the staging sibling. Names are checked like every output's
+    (:func:`check_path_names`; the staging names are cut to fit).
+
+    Args:
+        out: The output directory (it need not exist).
+        owned: The file names a run writes; an existing ``out`` may hold only these (so a
+            directory of other files is never replaced).
+
+    Returns:
+        ``out`` with symlinks resolved (the directory that will be replaced).
+
+    Raises:
+        OutputError: ``out`` is a file, holds other files, contains the working directory, its
+            name is longer than ``NAME_MAX`` or not UTF-8, or the place it would be written is
+            not writable.
+    """
+    check_path_names(out, what="output directory")
+    target = Path(out).expanduser().resolve()
+    _not_a_file(
+        target, f"output directory {out} is a file, not a directory", "choose another --out"
+    )
+    if target == Path(target.anchor) or Path.cwd().resolve().is_relative_to(target):
+        raise OutputError(
+            f"output directory {out} contains the working directory; it would be replaced",
+            "choose a new or report-only directory below it, e.g. --out scores",
+        )
+    if target.is_dir():
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in owned)
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+            raise OutputError(
+                f"output directory {out} holds files that are not part of a report ({shown}); "
+                "it would be replaced as a whole",
+                "choose a new or empty --out directory",
+            )
+    # The run is staged beside the target and renamed into place: the parent must take new
+    # entries. A real probe file, not os.access, which says yes to root on a read-only volume.
+    check_output_dir(target.parent, what="parent directory of the output")
+    return target
 
 
 def check_output_uri(uri: str | os.PathLike[str], *, what: str = "output file") -> None:

@@ -1,7 +1,8 @@
 """Writing a score report directory as a whole: table, summary, figures, extra outputs.
 
 A report is swapped in atomically (:mod:`sslmem.reporting.outdir`); a directory holding
-anything but a score report is refused before the work (:func:`check_report_dir`).
+anything but a score report is refused before the work (:func:`check_report_dir`: the output
+check of :func:`sslmem.outputs.check_replaceable_dir` with a score report's file names).
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ from sslmem.memorization.report_files import (
     report_file_names,
 )
 from sslmem.memorization.report_schema import SCORE_COLUMNS, ScoreReport
+from sslmem.outputs import check_replaceable_dir
 
 
 def check_report_dir(out_dir: Path) -> None:
     """Refuse an output directory that cannot take a report, before any work is done.
 
     Raises:
-        ConfigError: ``out_dir`` is a file, holds files that are not a score report, or
-            neither it nor its parent is writable.
+        OutputError: ``out_dir`` is a file, holds files that are not a score report, or
+            neither it nor its parent is writable (:func:`sslmem.outputs.check_replaceable_dir`).
     """
-    from sslmem.reporting.outdir import check_replaceable_dir
-
     check_replaceable_dir(out_dir, owned=report_file_names())
 
 
@@ -81,7 +81,7 @@ def write_score_outputs(
         The paths written, in ``out_dir``: table, summary, figures, extra outputs.
 
     Raises:
-        ConfigError: See :func:`check_report_dir`.
+        OutputError: See :func:`check_report_dir`.
         OutputWriteError: A file could not be written (disk full, quota, read-only volume,
             file-size limit); the message names it, and ``out_dir`` is left as it was.
     """

@@ -8,6 +8,8 @@ dies, the target holds one complete run or is absent (the previous run then sits
 ``.<name>.old-*`` sibling); it never holds a mixture. Both siblings cut ``<name>`` short as far
 as ``NAME_MAX`` needs (:func:`sslmem.atomic.sibling_name`): any name that fits is usable.
 
+What is checked before the work (names, a file in the way, files of something else, a parent that
+takes no new entries) is :func:`sslmem.outputs.check_replaceable_dir`; this module only writes.
 Directories are created with :func:`os.mkdir`, so their mode follows the umask. Under the CLI, a
 Ctrl-C during or after the swap does not stop it (:mod:`sslmem.interrupts`).
 """
@@ -24,49 +26,7 @@ from pathlib import Path
 from sslmem.atomic import TMP_MARKER, sibling_name
 from sslmem.errors import ConfigError, OutputWriteError
 from sslmem.interrupts import swapping_output
-from sslmem.outputs import check_output_dir, check_path_names, describe_os_error
-
-
-def check_replaceable_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Path:
-    """Check, before any work, that ``out`` can be replaced by a new run's files.
-
-    Args:
-        out: The output directory (it need not exist).
-        owned: The file names a run writes; an existing ``out`` may hold only these (so a
-            directory of other files is never replaced).
-
-    Returns:
-        ``out`` with symlinks resolved (the directory that will be replaced).
-
-    Raises:
-        ConfigError: ``out`` is a file, holds other files, contains the working directory, its
-            name is longer than ``NAME_MAX`` or not UTF-8, or the place it would be written is
-            not writable.
-    """
-    check_path_names(out, what="output directory")  # the staging names are cut to fit
-    target = Path(out).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise ConfigError(
-            f"output directory {out} is a file, not a directory", "choose another --out"
-        )
-    if target == Path(target.anchor) or Path.cwd().resolve().is_relative_to(target):
-        raise ConfigError(
-            f"output directory {out} contains the working directory; it would be replaced",
-            "choose a new or report-only directory below it, e.g. --out scores",
-        )
-    if target.is_dir():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in owned)
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
-            raise ConfigError(
-                f"output directory {out} holds files that are not part of a report ({shown}); "
-                "it would be replaced as a whole",
-                "choose a new or empty --out directory",
-            )
-    # The run is staged beside the target and renamed into place: the parent must take new
-    # entries. A real probe file, not os.access, which says yes to root on a read-only volume.
-    check_output_dir(target.parent, what="parent directory of the output")
-    return target
+from sslmem.outputs import check_replaceable_dir, describe_os_error
 
 
 @contextlib.contextmanager
@@ -77,10 +37,11 @@ def replaced_dir(out: str | os.PathLike[str], *, owned: Collection[str]) -> Iter
 
     Args:
         out: The output directory (created if missing; an older run in it is replaced).
-        owned: File names a run may write (see :func:`check_replaceable_dir`).
+        owned: File names a run may write (see :func:`sslmem.outputs.check_replaceable_dir`).
 
     Raises:
-        ConfigError: See :func:`check_replaceable_dir`, or the staging directory cannot be made.
+        OutputError: See :func:`sslmem.outputs.check_replaceable_dir`.
+        ConfigError: The staging directory cannot be made.
         OutputWriteError: A write into the staging directory (or the swap) failed with an
             ``OSError`` (disk full, quota, read-only, file-size limit); ``out`` is unchanged.
     """

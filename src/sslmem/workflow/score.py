@@ -645,7 +645,8 @@ def score_pair_shard(
     makes the report. ``sslmem score --shard`` is this function.
 
     Raises:
-        ConfigError: A bad range, or ``out_dir`` is a file.
+        ConfigError: A bad range.
+        OutputError: ``out_dir`` is a file or cannot be written (:func:`check_output_dir`).
         ScoringError, CheckpointError, ManifestMismatchError: See :func:`score_pair`.
 
     """
@@ -655,9 +656,7 @@ def score_pair_shard(
 
     start, stop = parse_range(shard)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file", "pass a directory for the shard tables")
-    check_output_dir(out, what="shard directory")  # names, permissions: before the work
+    check_output_dir(out, what="shard directory")  # a file, names, permissions: before the work
     settings = process_settings(settings)
     compute = resolve_device(device or settings.device)
     manifest = load_manifest(manifest_path, settings)

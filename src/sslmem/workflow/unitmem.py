@@ -78,16 +78,13 @@ def units_to_dir(
     """
     from sslmem.data.splits import load_manifest, manifest_dataset
     from sslmem.device import resolve_device
-    from sslmem.errors import ConfigError
     from sslmem.memorization.unit_scoring import score_units, write_unit_report
     from sslmem.models.checkpoint import load_checkpoint
     from sslmem.outputs import check_output_dir
     from sslmem.reporting import UNITMEM_FILE, unitmem_figure
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a directory", "pass a directory")
-    check_output_dir(out)  # writable, names UTF-8 and within NAME_MAX: before the work
+    check_output_dir(out)  # a directory, writable, names UTF-8 within NAME_MAX: before the work
     settings = process_settings(settings)
     compute = resolve_device(device or settings.device)
     manifest = load_manifest(manifest_path, settings)
