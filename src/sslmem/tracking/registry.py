@@ -8,7 +8,10 @@ SHA-256 against the version's tag and rebuilds the encoder with
 :func:`sslmem.models.load_checkpoint`.
 
 Aliases are moved only explicitly (:func:`set_alias`), and anything stored (tags, provenance)
-refers to resolved version numbers (:func:`resolve_alias`), never to a bare alias.
+refers to resolved version numbers (:func:`resolve_alias`), never to a bare alias. Version tags
+are set validated (:func:`set_version_tags`), with ``sslmem.status`` last where a status comes
+with other tags (:func:`set_tags_status_last`), and searched (:func:`find_versions_by_tag`: the
+versions one pipeline run registered).
 """
 
 from __future__ import annotations
@@ -421,6 +424,47 @@ def set_version_tags(name: str, version: str | int, tags: Mapping[str, Any]) -> 
         for key, value in values.items():
             mlflow_client.set_model_version_tag(name, number, key, value)
     return values
+
+
+def set_tags_status_last(name: str, version: str | int, tags: Mapping[str, Any]) -> dict[str, str]:
+    """Set version tags, writing ``sslmem.status`` after every other tag.
+
+    A reader that sees the new status therefore sees all the tags that come with it; a failure
+    midway leaves the previous status.
+
+    Returns:
+        The tags as set.
+
+    Raises:
+        TrackingError: Invalid tags, no such version, or MLflow is unreachable.
+
+    """
+    others = {k: v for k, v in tags.items() if k != T.STATUS}
+    written = set_version_tags(name, version, others) if others else {}
+    if T.STATUS in tags:
+        written.update(set_version_tags(name, version, {T.STATUS: tags[T.STATUS]}))
+    return written
+
+
+def find_versions_by_tag(name: str, key: str, value: str) -> list[tuple[str, dict[str, str]]]:
+    """Versions of registered model ``name`` whose tag ``key`` equals ``value``.
+
+    Returns:
+        ``[(version number, tags)]`` sorted by version number; empty if the model does not
+        exist.
+
+    Raises:
+        TrackingError: A quote in the arguments, or MLflow is unreachable.
+
+    """
+    for what, text in (("model name", name), ("tag key", key), ("tag value", value)):
+        if any(c in text for c in "'\"`\\"):
+            raise TrackingError(f"{what} must not contain quotes or backslashes, got {text!r}")
+    query = f"name = '{name}' and tags.`{key}` = '{value}'"
+    with tracking_errors(f"search versions of model {name!r} by tag {key}"):
+        found = client().search_model_versions(query)
+    versions = [(str(v.version), dict(v.tags)) for v in found]
+    return sorted(versions, key=lambda item: int(item[0]))
 
 
 def set_alias(name: str, alias: str, version: str | int) -> None:

@@ -10,6 +10,8 @@ name (experiment names are unique in the tracking store, so exactly one creation
 records the winner's run id; losers delete the run they created and use the winner's. The claim
 experiment is deleted right away (hidden from the UI; MLflow keeps deleted experiments' names
 and tags until ``mlflow gc``; after a gc the oldest run with the step's tags is claimed).
+A cached step that may execute again (training) takes a *new* run per execution instead
+(:func:`step_run`), so a re-executed step never appends to an earlier execution's metrics.
 
 The split is logged as each run's dataset input (:func:`log_split_input`): an MLflow dataset
 named after the split's dataset with the manifest hash as digest and the manifest URI as source.
@@ -329,6 +331,33 @@ def pipeline_run(
     finally:
         with tracking_errors(f"end run {run_id}"):
             mlflow.end_run(status)
+
+
+@contextlib.contextmanager
+def step_run(
+    experiment: str, *, step: str, run_name: str, tags: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Create a new run in ``experiment`` and yield its id; end it FINISHED or FAILED.
+
+    Unlike :func:`~sslmem.tracking.pipeline_run` the run is not looked up: every execution gets
+    its own run. The run is not made the active run (log with explicit ``run_id``).
+
+    Raises:
+        TrackingError: MLflow is unreachable or refused.
+
+    """
+    experiment_id = get_or_create_experiment(experiment)
+    run_tags = {T.STEP: step, T.CODE_VERSION: __version__, **(tags or {})}
+    with tracking_errors(f"create a run for step {step!r}"):
+        run = client().create_run(experiment_id, tags=run_tags, run_name=run_name)
+    run_id = str(run.info.run_id)
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    finally:
+        with tracking_errors(f"end run {run_id}"):
+            client().set_terminated(run_id, status)
 
 
 def split_dataset(manifest: SplitManifest, manifest_uri: str) -> Any:

@@ -42,7 +42,7 @@ def finalize_pipeline_run(
 
     """
     from sslmem.tracking import mark_version_failed, set_run_status
-    from sslmem.tracking.pipeline_support import find_versions_by_tag
+    from sslmem.tracking.registry import find_versions_by_tag
 
     settings = process_settings(settings)
     configure_tracking(settings)

@@ -68,7 +68,7 @@ def read_run_result(model_name: str, *, pipeline_run_id: str) -> RunResult:
     """
     from sslmem.errors import TrackingError
     from sslmem.tracking import get_version_tags
-    from sslmem.tracking.pipeline_support import find_versions_by_tag
+    from sslmem.tracking.registry import find_versions_by_tag
     from sslmem.tracking.reports import read_score_summary
 
     found = [

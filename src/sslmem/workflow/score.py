@@ -781,8 +781,7 @@ def _publish_to_version(
         summarize_for_tags,
         version_metrics,
     )
-    from sslmem.tracking.pipeline_support import set_tags_status_last
-    from sslmem.tracking.registry import delete_version_tags
+    from sslmem.tracking.registry import delete_version_tags, set_tags_status_last
 
     fence("model_metrics")
     version = get_model_version(candidate.uri)

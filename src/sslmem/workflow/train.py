@@ -184,7 +184,7 @@ def train_role(
                 log_metrics,
                 log_split_input,
             )
-            from sslmem.tracking.pipeline_support import step_run
+            from sslmem.tracking.runs import step_run
             from sslmem.workflow.split import split_store_key
 
             configure_tracking(settings)
