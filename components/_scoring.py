@@ -28,7 +28,8 @@ def score_version_outputs(
     are the shard tables' directories (``None``: score in one pass).
     """
     from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json, reference_model_for
+    from sslmem.config_text import config_from_json
+    from sslmem.pipeline_params import reference_model_for
     from sslmem.runtime import apply_process_settings
 
     apply_process_settings()  # process-wide: the adapter's job

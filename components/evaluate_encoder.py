@@ -16,7 +16,7 @@ def evaluate_encoder(
 
     """
     from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json
+    from sslmem.config_text import config_from_json
     from sslmem.runtime import apply_process_settings
 
     run_id = str(model.metadata.get("mlflow_run_id") or "") or None

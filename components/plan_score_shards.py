@@ -29,7 +29,8 @@ def plan_score_shards(
 
     """
     from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json, reference_model_for
+    from sslmem.config_text import config_from_json
+    from sslmem.pipeline_params import reference_model_for
     from sslmem.runtime import apply_process_settings
 
     apply_process_settings()

@@ -22,7 +22,7 @@ def prepare_split(split_json: str, split: Output[Dataset], code_version: str = "
     from pathlib import Path
 
     from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json
+    from sslmem.config_text import config_from_json
     from sslmem.runtime import apply_process_settings
 
     apply_process_settings()  # process-wide: the adapter's job

@@ -25,7 +25,7 @@ def score_shard(
     from pathlib import Path
 
     from sslmem import workflow
-    from sslmem.pipeline_params import config_from_json
+    from sslmem.config_text import config_from_json
     from sslmem.runtime import apply_process_settings
 
     apply_process_settings()

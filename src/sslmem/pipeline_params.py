@@ -1,5 +1,8 @@
 """Parameters of the memorisation pipeline, validated before anything runs or is submitted.
 
+(The config as canonical text -- the cache keys and the steps' config inputs -- is
+:mod:`sslmem.config_text`.)
+
 The Kubeflow pipeline (:mod:`sslmem.pipelines.memorization`) takes flat, typed parameters. This
 module is their one typed definition, :class:`PipelineParams`, and the one place that turns them
 into the :class:`~sslmem.config.ExperimentConfig` every step computes with. The CLI
@@ -20,7 +23,6 @@ are not experiment-config fields (seeds, ``alpha``, names) have real defaults.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ from sslmem.config import (
     load_raw_config,
     set_dotted,
 )
+from sslmem.config_text import config_to_yaml
 from sslmem.errors import ConfigError, SSLMemError
 
 #: Shortcut pipeline parameter -> the experiment-config field it overrides.
@@ -55,11 +58,6 @@ CONFIG_ALIASES: dict[str, str] = {
 }
 #: The value that means "not set: take the field from config_yaml / the defaults".
 _UNSET_OVERRIDES: dict[str, Any] = {"split_seed": -1}
-#: Sections of the experiment config that determine a trained encoder (the training recipe).
-RECIPE_SECTIONS = ("data", "augmentation", "model", "training")
-#: Sections that determine the split, and those that determine a downstream evaluation.
-SPLIT_SECTIONS = ("data", "split")
-EVALUATION_SECTIONS = ("data", "augmentation", "evaluation")
 PIPELINE_SECTION = "pipeline"
 DEFAULT_MODEL_NAME = "sslmem-encoder"
 DEFAULT_EXPERIMENT = "sslmem"
@@ -238,52 +236,6 @@ def validate_names(config: ExperimentConfig) -> None:
             check()
         except SSLMemError as exc:
             raise ConfigError(f"invalid configuration: {field}: {exc.problem}", exc.fix) from exc
-
-
-def config_to_yaml(config: ExperimentConfig) -> str:
-    """The full config as YAML (every field, sorted keys): the ``config_yaml`` of a run."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=True)
-
-
-def config_to_json(config: ExperimentConfig) -> str:
-    """Canonical JSON of the full config (sorted keys, no spaces)."""
-    return json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-
-
-def config_sections_json(config: ExperimentConfig, sections: tuple[str, ...]) -> str:
-    """Canonical JSON of some sections of a config (sorted keys, no spaces)."""
-    dump = config.model_dump(mode="json")
-    return json.dumps(
-        {section: dump[section] for section in sections}, sort_keys=True, separators=(",", ":")
-    )
-
-
-def training_recipe(config: ExperimentConfig) -> str:
-    """Canonical JSON of the sections that determine a trained encoder (:data:`RECIPE_SECTIONS`).
-
-    It is an input of every training task, so a cached encoder is reused only when the recipe
-    and the split (an input too) are identical; scoring or evaluation settings do not count.
-    """
-    return config_sections_json(config, RECIPE_SECTIONS)
-
-
-def config_from_json(text: str) -> ExperimentConfig:
-    """Rebuild a config from :func:`config_to_json` or :func:`training_recipe` output.
-
-    Sections missing from ``text`` (e.g. scoring, in a recipe) take their defaults.
-
-    Raises:
-        ConfigError: Not JSON, or an invalid field.
-
-    """
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"config JSON is not valid: {exc}") from exc
-    try:
-        return ExperimentConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "config JSON")) from exc
 
 
 def parse_param_assignments(items: list[str]) -> dict[str, Any]:

@@ -8,15 +8,14 @@ from pathlib import Path
 import pytest
 
 from sslmem.config import ExperimentConfig
+from sslmem.config_text import config_to_yaml, training_recipe
 from sslmem.errors import ConfigError
 from sslmem.pipeline_params import (
     CONFIG_ALIASES,
     PipelineParams,
     build_params,
-    config_to_yaml,
     load_run_config,
     parse_param_assignments,
-    training_recipe,
 )
 from tests.pipelines.conftest import TINY_RUN_CONFIG
 

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from sslmem.config import RuntimeSettings, SplitConfig
+from sslmem.config_text import training_recipe
 from sslmem.data import make_split
 from sslmem.data.datasets import load_dataset
 from sslmem.data.splits import load_manifest, save_manifest
@@ -33,7 +34,6 @@ from sslmem.data.store import ObjectStore, open_store
 from sslmem.errors import ConfigError, TrainingError
 from sslmem.models import load_checkpoint
 from sslmem.models.checkpoint import file_sha256
-from sslmem.pipeline_params import training_recipe
 from sslmem.pipelines.memorization import compile_pipeline
 from sslmem.pipelines.platform import (
     NODES_ENV,

@@ -6,14 +6,14 @@ import logging
 from dataclasses import dataclass
 
 from sslmem.config import ExperimentConfig
-from sslmem.pipeline_params import (
+from sslmem.config_text import (
     EVALUATION_SECTIONS,
     SPLIT_SECTIONS,
-    PipelineParams,
     config_sections_json,
     config_to_json,
     training_recipe,
 )
+from sslmem.pipeline_params import PipelineParams
 
 logger = logging.getLogger(__name__)
 

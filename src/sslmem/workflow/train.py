@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.config_text import config_from_json
 from sslmem.data.splits import Role, SplitManifest, load_manifest, manifest_dataset
 from sslmem.errors import (
     ManifestMismatchError,
 )
 from sslmem.models.checkpoint import (
     file_sha256,
-)
-from sslmem.pipeline_params import (
-    config_from_json,
 )
 from sslmem.tracking import tags as T
 from sslmem.workflow._common import (
@@ -104,7 +102,7 @@ def train_role(
 
     Args:
         manifest_path: The split manifest (path or store URI).
-        recipe: The config, or its :func:`~sslmem.pipeline_params.training_recipe` JSON.
+        recipe: The config, or its :func:`~sslmem.config_text.training_recipe` JSON.
         role: ``"candidate"`` (S_S ∪ S_C) or ``"reference"`` (S_S ∪ S_I).
         seed: Training seed (replaces ``training.seed``).
         out_path: Where the checkpoint file is written.

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.config import ExperimentConfig
+from sslmem.config_text import training_recipe
 from sslmem.data.splits import Role
 from sslmem.data.store import read_bytes, write_bytes
 from sslmem.errors import TrainingError
-from sslmem.pipeline_params import training_recipe
 from sslmem.training.launch import check_nproc, run_processes, torchrun_command
 from sslmem.workflow.train import TrainedEncoder, train_role
 
