@@ -20,7 +20,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"data", "models", "coordination"}),
     frozenset({"memorization", "training", "evaluation", "reporting"}),
     frozenset({"tracking", "pipeline_params"}),
-    frozenset({"workflow"}),
+    frozenset({"workflow", "curation"}),
     frozenset({"service"}),
     frozenset({"cli"}),
 )

@@ -42,6 +42,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": ("sslmem.cli.train", "Train a candidate or reference SSL encoder on a split."),
     "evaluate": ("sslmem.cli.evaluate", "Downstream kNN and linear-probe accuracy of an encoder."),
+    "curate": (
+        "sslmem.cli.curate",
+        "Curation study: remove the most memorised candidates, retrain, compare (Sec. 5).",
+    ),
     "demo": ("sslmem.cli.demo", "The embedded end-to-end demo on the bundled real images (CPU)."),
     "run": (
         "sslmem.cli.run",

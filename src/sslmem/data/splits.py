@@ -65,6 +65,35 @@ class SplitIndices(_Frozen):
     extra: tuple[int, ...]
 
 
+class Derivation(_Frozen):
+    """How a derived split was made from its parent: which candidates were removed, and why.
+
+    A curation study (:mod:`sslmem.curation`) removes some candidates (S_C) and retrains the
+    candidate encoder without them. Only S_C shrinks: S_S, S_I and S_E stay the parent's, so the
+    parent's reference encoder (S_S ∪ S_I) is valid for the derived split too.
+
+    Attributes:
+        parent_manifest_sha256: The split the points were removed from.
+        removed: Sorted dataset indices taken out of S_C.
+        strategy: How they were chosen (``top``/``bottom``/``random`` by SSLMem).
+        k: How many (equals ``len(removed)``).
+        draw: The random draw (``random`` only; 0 otherwise).
+        seed: The seed of the random draws.
+        scores_sha256: SHA-256 of the score table the choice was made from.
+        reason: One sentence a reader of the manifest understands.
+
+    """
+
+    parent_manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    removed: tuple[int, ...]
+    strategy: Literal["top", "bottom", "random"]
+    k: int = Field(ge=1)
+    draw: int = Field(ge=0)
+    seed: int
+    scores_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    reason: str
+
+
 class _ManifestBody(_Frozen):
     """Everything in a manifest except its own hash."""
 
@@ -74,6 +103,13 @@ class _ManifestBody(_Frozen):
     fractions: SplitFractions
     pool_size: int = Field(ge=4)
     indices: SplitIndices
+    # Absent (not null) in a split made by make_split, so hashes of such splits never change.
+    derivation: Derivation | None = None
+
+    def content(self) -> dict[str, Any]:
+        """The hashed JSON content: every field but the hash; ``derivation`` only when set."""
+        exclude = {"manifest_sha256"} | ({"derivation"} if self.derivation is None else set())
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 def _canonical_json(payload: dict[str, Any]) -> bytes:
@@ -100,7 +136,7 @@ class SplitManifest(_ManifestBody):
     @model_validator(mode="after")
     def _check(self) -> SplitManifest:
         # The hash first: a tampered manifest is reported as tampered, not as malformed.
-        actual = _body_hash(self.model_dump(mode="json", exclude={"manifest_sha256"}))
+        actual = _body_hash(self.content())
         if actual != self.manifest_sha256:
             raise ManifestMismatchError(
                 f"split manifest hash mismatch: recorded {self.manifest_sha256}, content hashes "
@@ -112,7 +148,7 @@ class SplitManifest(_ManifestBody):
 
     def to_json(self) -> bytes:
         """Canonical JSON bytes (sorted keys, fixed indentation, trailing newline)."""
-        return _canonical_json(self.model_dump(mode="json"))
+        return _canonical_json({**self.content(), "manifest_sha256": self.manifest_sha256})
 
     @classmethod
     def from_json(cls, data: bytes | str, *, source: str | None = None) -> SplitManifest:
@@ -235,9 +271,15 @@ def _check_indices(manifest: _ManifestBody) -> None:
             raise ValueError(f"set {name!r} is empty")
         if np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= n:
             raise ValueError(f"set {name!r} must hold sorted, unique indices in [0, {n})")
-    union = np.concatenate(list(sets.values()))
+    removed = manifest.derivation.removed if manifest.derivation is not None else ()
+    if manifest.derivation is not None and len(removed) != manifest.derivation.k:
+        raise ValueError("derivation.k must equal the number of removed points")
+    union = np.concatenate([*sets.values(), np.asarray(removed, dtype=np.int64)])
     if len(np.unique(union)) != len(union) or len(union) != manifest.pool_size:
-        raise ValueError(f"sets must be disjoint and cover pool_size={manifest.pool_size} points")
+        raise ValueError(
+            f"sets (and removed points) must be disjoint and cover pool_size="
+            f"{manifest.pool_size} points"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,8 +384,88 @@ def make_split(dataset: ImageDataset, *, fractions: SplitConfig | None = None) -
         pool_size=pool_size,
         indices=SplitIndices(**indices),
     )
-    payload = body.model_dump(mode="json")
+    return _seal(body)
+
+
+def _seal(body: _ManifestBody) -> SplitManifest:
+    """The manifest of ``body`` with its hash."""
+    payload = body.content()
     return SplitManifest.model_validate({**payload, "manifest_sha256": _body_hash(payload)})
+
+
+def derive_split(
+    parent: SplitManifest,
+    removed: npt.ArrayLike,
+    *,
+    strategy: Literal["top", "bottom", "random"],
+    draw: int,
+    seed: int,
+    scores_sha256: str,
+    reason: str,
+) -> SplitManifest:
+    """The split ``parent`` with the candidates ``removed`` taken out of S_C.
+
+    The derived manifest has its own hash and records its parent, what was removed and why
+    (:class:`Derivation`); the removed points belong to no set. S_S, S_I and S_E are unchanged,
+    so the reference encoder of ``parent`` is the reference of the derived split too.
+
+    Args:
+        parent: The split the candidate encoder was trained on (not itself derived).
+        removed: Dataset indices ``[k]`` to remove; each must be in the parent's S_C.
+        strategy: How they were chosen.
+        draw: The random draw (0 unless ``strategy == "random"``).
+        seed: The seed of the random draws.
+        scores_sha256: SHA-256 of the score table they were chosen from.
+        reason: One sentence recorded with them.
+
+    Raises:
+        ConfigError: ``removed`` is empty, repeats a point, names a point outside S_C, or
+            would leave S_C empty; ``parent`` is itself derived.
+
+    """
+    if parent.derivation is not None:
+        raise ConfigError(
+            "cannot derive a split from a derived split (removals do not stack)",
+            f"derive from its parent split {parent.derivation.parent_manifest_sha256}",
+        )
+    chosen = np.asarray(removed, dtype=np.int64).reshape(-1)
+    candidates = parent.set_indices("candidate")
+    if chosen.size == 0:
+        raise ConfigError("no candidates to remove", "remove at least one candidate (k >= 1)")
+    if np.unique(chosen).size != chosen.size:
+        raise ConfigError("a candidate is listed twice for removal", "list each point once")
+    outside = np.setdiff1d(chosen, candidates)
+    if outside.size:
+        raise ConfigError(
+            f"{outside.size} point(s) to remove are not candidates (S_C) of split "
+            f"{parent.manifest_sha256}, e.g. index {int(outside[0])}",
+            "remove only candidates of the split the score report was made on",
+        )
+    if chosen.size >= candidates.size:
+        raise ConfigError(
+            f"removing {chosen.size} of {candidates.size} candidates leaves none to train on",
+            "remove fewer candidates",
+        )
+    remaining = np.setdiff1d(candidates, chosen)
+    indices = parent.indices.model_copy(update={"candidate": tuple(int(i) for i in remaining)})
+    body = _ManifestBody(
+        dataset=parent.dataset,
+        seed=parent.seed,
+        fractions=parent.fractions,
+        pool_size=parent.pool_size,
+        indices=indices,
+        derivation=Derivation(
+            parent_manifest_sha256=parent.manifest_sha256,
+            removed=tuple(int(i) for i in np.sort(chosen)),
+            strategy=strategy,
+            k=int(chosen.size),
+            draw=draw,
+            seed=seed,
+            scores_sha256=scores_sha256,
+            reason=reason,
+        ),
+    )
+    return _seal(body)
 
 
 def _name(source: str | None) -> str:

@@ -81,6 +81,17 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 _TRAINED_ON = {"candidate": "S_S ∪ S_C", "reference": "S_S ∪ S_I"}
 
 
+def _trained_splits(manifest: SplitManifest, role: str) -> tuple[str, ...]:
+    """Manifests an encoder of ``role`` may have been trained on to be scored on ``manifest``.
+
+    A derived split (:func:`~sslmem.data.splits.derive_split`) only removes candidates, so the
+    reference trained on its parent saw exactly S_S ∪ S_I of the derived split too.
+    """
+    if role == "reference" and manifest.derivation is not None:
+        return (manifest.manifest_sha256, manifest.derivation.parent_manifest_sha256)
+    return (manifest.manifest_sha256,)
+
+
 def check_provenance(
     candidates: Sequence[LoadedCheckpoint],
     references: Sequence[LoadedCheckpoint],
@@ -132,7 +143,11 @@ def check_provenance(
                 fix = "score encoders trained by `sslmem train --role candidate|reference`"
             raise ScoringError(problem, fix)
         split = prov.split_manifest_sha256
-        if split is not None and split != manifest.manifest_sha256 and not allow_cross_split:
+        if (
+            split is not None
+            and split not in _trained_splits(manifest, expected)
+            and (not allow_cross_split)
+        ):
             raise ScoringError(
                 f"{ckpt.path} was trained on split manifest {split}, but the split being "
                 f"scored is {manifest.manifest_sha256}",

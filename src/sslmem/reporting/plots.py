@@ -45,6 +45,11 @@ def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
     return target
 
 
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    """Render ``figure`` to a deterministic PNG at ``path`` atomically (other reports' figures)."""
+    return _save(figure, path)
+
+
 def _ordered_sets(names: Sequence[str]) -> list[str]:
     present = list(dict.fromkeys(names))
     known = [name for name in _SET_ORDER if name in present]

@@ -1,0 +1,156 @@
+"""``sslmem curate``: the curation study of a scored candidate (Wang et al., ICLR 2024, Sec. 5).
+
+Removes the k most memorised, k random and k least memorised candidates, retrains the candidate
+encoder without them over several seeds, evaluates it downstream and re-scores the remaining
+candidates against the same reference. The work is :func:`sslmem.curation.study.run_study`;
+this module parses and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sslmem.cli.common import (
+    add_config_arguments,
+    add_device_argument,
+    device_name,
+    experiment_config,
+    path_arg,
+)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``sslmem curate``."""
+    parser.add_argument(
+        "--scores",
+        type=path_arg,
+        required=True,
+        metavar="DIR",
+        help="the candidate's score report directory (sslmem score --out, or run's score/)",
+    )
+    parser.add_argument(
+        "--split",
+        type=str,
+        required=True,
+        metavar="MANIFEST",
+        help="the split manifest the candidate was trained and scored on",
+    )
+    parser.add_argument(
+        "--reference",
+        type=path_arg,
+        required=True,
+        metavar="CKPT",
+        help="the reference checkpoint the report was scored against",
+    )
+    parser.add_argument(
+        "--out",
+        type=path_arg,
+        required=True,
+        metavar="DIR",
+        help="study directory (an interrupted study resumes here)",
+    )
+    parser.add_argument(
+        "--fractions",
+        type=_floats,
+        default=(0.1, 0.3),
+        help="removal sizes as fractions of the scored candidates (default 0.1,0.3)",
+    )
+    parser.add_argument(
+        "--strategies",
+        type=_words,
+        default=("top", "random", "bottom"),
+        help="removals to compare (default top,random,bottom)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=_ints,
+        default=(0, 1, 2),
+        help="training seeds of every retrain (default 0,1,2)",
+    )
+    parser.add_argument(
+        "--random-draws", type=int, default=2, help="random subsets per size and seed (default 2)"
+    )
+    parser.add_argument("--draw-seed", type=int, default=0, help="seed of the random subsets")
+    parser.add_argument(
+        "--budget",
+        choices=("steps", "epochs"),
+        default="steps",
+        help="hold the optimiser steps (default: a smaller set trains more epochs) or the epochs",
+    )
+    parser.add_argument(
+        "--exposure-quantile",
+        type=float,
+        default=0.9,
+        help="exposure threshold as a quantile of the full encoder's SSLMem",
+    )
+    parser.add_argument(
+        "--atypicality-k",
+        type=int,
+        default=10,
+        help="neighbours of the kNN-distance atypicality (default 10)",
+    )
+    add_config_arguments(parser)
+    add_device_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run (or resume) the study and print where its report is."""
+    from sslmem.config import RuntimeSettings
+    from sslmem.curation.plan import Retrain, study_plan
+    from sslmem.curation.study import run_study
+
+    settings = RuntimeSettings()
+    plan = study_plan(
+        fractions=args.fractions,
+        strategies=args.strategies,
+        seeds=args.seeds,
+        random_draws=args.random_draws,
+        draw_seed=args.draw_seed,
+        budget=args.budget,
+        exposure_quantile=args.exposure_quantile,
+        atypicality_k=args.atypicality_k,
+    )
+
+    def announce(position: int, total: int, retrain: Retrain) -> None:
+        print(f"[{position + 1}/{total}] retraining {retrain.name}", file=sys.stderr, flush=True)
+
+    result = run_study(
+        report_dir=args.scores,
+        manifest_path=args.split,
+        reference_path=args.reference,
+        config=experiment_config(args),
+        plan=plan,
+        out_dir=args.out,
+        device=device_name(args, settings),
+        settings=settings,
+        on_retrain=announce,
+    )
+    print(result.files["report"].read_text())
+    print(
+        f"report: {result.files['report']} ({result.trained} retrains run now, "
+        f"{len(result.rows) - result.trained} found done)"
+    )
+    return 0

@@ -1,0 +1,154 @@
+"""A tiny curation study end to end through ``sslmem curate`` (issue 18)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from sslmem.cli import main
+from sslmem.config import SplitConfig
+from sslmem.data import load_dataset, make_split, save_manifest
+from sslmem.data.splits import load_manifest
+
+FAST = [
+    "--set", "model.arch_kwargs={widths: [8, 16]}",
+    "--set", "model.head_hidden_dim=16",
+    "--set", "augmentation.output_size=16",
+    "--set", "training.batch_size=8",
+    "--set", "training.epochs=1",
+    "--set", "evaluation.probe_epochs=2",
+    "--set", "scoring.views=2",
+    "--device", "cpu",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("curate")
+    split = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=80, seed=4))
+    manifest = save_manifest(split, root / "split.json")
+    for role in ("candidate", "reference"):
+        assert main(["train", "--split", str(manifest), "--role", role, "--out",
+                     str(root / role), "--no-progress", *FAST]) == 0  # fmt: skip
+    score = ["score", "--split", str(manifest),
+             "--candidate", str(root / "candidate" / "encoder.safetensors"),
+             "--reference", str(root / "reference" / "encoder.safetensors"),
+             "--out", str(root / "score"), "--no-progress", "--no-plots"]  # fmt: skip
+    assert main([*score, *FAST]) == 0
+    return {
+        "split": manifest,
+        "scores": root / "score",
+        "reference": root / "reference" / "encoder.safetensors",
+        "candidate": root / "candidate" / "encoder.safetensors",
+    }
+
+
+def _curate(scored: dict[str, Path], out: Path, *extra: str, **paths: Path) -> int:
+    use = {**scored, **paths}
+    return main(
+        ["curate", "--scores", str(use["scores"]), "--split", str(use["split"]),
+         "--reference", str(use["reference"]), "--out", str(out),
+         "--fractions", "0.25", "--strategies", "top,random", "--seeds", "0,1",
+         "--random-draws", "1", *FAST, *extra]
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_tiny_study_removes_the_right_points_reports_and_resumes(
+    scored: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "study"
+    assert _curate(scored, out) == 0
+    # The top-k by the report's own candidate scores, computed here from the table.
+    table = pq.read_table(scored["scores"] / "scores.parquet").to_pydict()
+    candidates = [
+        (score, index)
+        for index, name, score in zip(
+            table["sample_index"], table["set"], table["sslmem_raw"], strict=True
+        )
+        if name == "candidate"
+    ]
+    k = round(0.25 * len(candidates))
+    expected_top = sorted(index for _, index in sorted(candidates, key=lambda p: (-p[0], p[1]))[:k])
+    parent = load_manifest(scored["split"])
+    for seed in (0, 1):
+        derived = load_manifest(out / "manifests" / f"top-k{k}-s{seed}.json")
+        assert derived.derivation is not None
+        assert list(derived.derivation.removed) == expected_top
+        assert derived.derivation.parent_manifest_sha256 == parent.manifest_sha256
+        assert set(derived.indices.candidate) == set(parent.indices.candidate) - set(expected_top)
+        random = load_manifest(out / "manifests" / f"random-k{k}-d0-s{seed}.json")
+        assert random.derivation is not None and len(random.derivation.removed) == k
+    with (out / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["name"] for r in rows) == sorted(
+        ["full-s0", "full-s1", f"top-k{k}-s0", f"top-k{k}-s1", f"random-k{k}-d0-s0",
+         f"random-k{k}-d0-s1"]
+    )  # fmt: skip
+    for row in rows:
+        assert 0.0 <= float(row["knn_accuracy"]) <= 1.0
+        removed = int(row["k"])
+        assert int(row["num_train"]) == len(parent.training_indices("candidate")) - removed
+    summary = json.loads((out / "study.json").read_text())
+    assert {d["control"] for d in summary["analysis"]["drops"]} == {"random"}
+    report = ("report.md", "accuracy_vs_k.png", "onion_shift.png", "sslmem_vs_atypicality.png",
+              "memorised_vs_typical.png", "atypicality.csv")  # fmt: skip
+    for name in report:
+        assert (out / name).stat().st_size > 0, name
+    capsys.readouterr()
+    # Resuming a finished study trains nothing and rewrites the same table.
+    before = (out / "results.csv").read_bytes()
+    assert _curate(scored, out) == 0
+    assert "0 retrains run now, 6 found done" in capsys.readouterr().out
+    assert (out / "results.csv").read_bytes() == before
+    # Another plan into the same directory is refused, and nothing there changes.
+    assert _curate(scored, out, "--draw-seed", "5") == 2
+    assert "holds a curation study of other inputs" in capsys.readouterr().err
+    assert (out / "results.csv").read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("extra", "paths", "needle"),
+    [
+        (["--fractions", "0.99"], {}, "removes all"),
+        (["--set", "training.batch_size=64"], {}, "fewer than one batch"),
+        ([], {"reference": "candidate"}, "is not the one the score report was scored against"),
+        ([], {"split": "other-split"}, "is of split"),
+        (["--seeds", "0,0"], {}, "must not repeat"),
+    ],
+)
+def test_bad_studies_are_refused_before_any_training(
+    scored: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    paths: dict[str, str],
+    needle: str,
+) -> None:
+    use: dict[str, Path] = {}
+    for key, value in paths.items():
+        if value == "other-split":
+            other = make_split(load_dataset("bundled"), fractions=SplitConfig(pool_size=80, seed=9))
+            use[key] = save_manifest(other, tmp_path / "other.json")
+        else:
+            use[key] = scored[value]
+    out = tmp_path / "study"
+    assert _curate(scored, out, *extra, **use) == 2
+    err = capsys.readouterr().err
+    assert needle in err, err
+    assert not (out / "retrains").exists()
