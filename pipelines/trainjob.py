@@ -16,20 +16,20 @@ cluster).
 
 :func:`train_step` is what the train component calls: on one node it is
 :func:`~sslmem.workflow.train_launch.train_role_processes`; on ``nodes > 1`` (the pipeline sets
-``SSLMEM_TRAIN_NODES``, the train profile and the image in the step's environment) it stages the
-split manifest and the recipe in the object store under a prefix derived from the step's
-identity (:func:`step_prefix`), submits the TrainJob, waits, and reads rank 0's checkpoint and
-result back from the store (:func:`collect_result`) -- the nodes share no disk with the step.
+``SSLMEM_TRAIN_NODES``, the train profile and the image in the step's environment) it builds and
+submits the TrainJob and waits, inside
+:func:`~sslmem.workflow.train_launch.train_across_nodes`, the library's side of the exchange:
+it stages the split manifest and the recipe in the object store under a prefix derived from the
+step's identity and reads rank 0's checkpoint and result back -- the nodes share no disk with
+the step. This module only starts the nodes (the Kubernetes objects) and reads its settings.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -49,7 +49,7 @@ from sslmem.pipelines.platform import (
     TaskProfile,
 )
 from sslmem.training.launch import processes_per_node, torchrun_command
-from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args, train_role_processes
+from sslmem.workflow.train_launch import TRAIN_MODULE, train_across_nodes, train_role_processes
 
 if TYPE_CHECKING:
     from sslmem.data.splits import Role
@@ -358,67 +358,11 @@ FORWARDED_ENV = (
     "MLFLOW_S3_ENDPOINT_URL",
     "SSLMEM_DEVICE",
 )
-STEP_PREFIX = "trainjob"
-
-
-def step_prefix(
-    *, split_sha256: str, recipe_json: str, role: str, seed: int, code_version: str
-) -> str:
-    """The store prefix of one train step's multi-node exchange, from the step's identity.
-
-    The identity is the step's cache-key inputs (split hash, recipe, role, seed, code version),
-    so two different steps never share a prefix and a retried step finds its own.
-    """
-    identity = json.dumps(
-        {
-            "code_version": code_version,
-            "recipe": recipe_json,
-            "role": role,
-            "seed": seed,
-            "split_sha256": split_sha256,
-        },
-        sort_keys=True,
-    )
-    return f"{STEP_PREFIX}/{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]}"
 
 
 def job_name(role: str, seed: int, attempt: str) -> str:
     """A TrainJob name (a DNS label) for one attempt of the step: ``sslmem-<role>-<seed>-<id>``."""
     return _check_name(f"sslmem-{role}-{seed}-{attempt}"[:63].rstrip("-"), "name")
-
-
-def collect_result(store: ObjectStore, prefix: str, out_path: Path) -> TrainedEncoder:
-    """Read rank 0's result and checkpoint from ``prefix`` in ``store`` into ``out_path``.
-
-    Returns:
-        Rank 0's :class:`~sslmem.workflow.TrainedEncoder`, its checkpoint at ``out_path``.
-
-    Raises:
-        TrainingError: No result (rank 0 never finished), or the checkpoint's SHA-256 is not
-            the one rank 0 reported (a partial or foreign object).
-
-    """
-    from sslmem.models.checkpoint import file_sha256
-    from sslmem.workflow.train import TrainedEncoder
-
-    result_key, checkpoint_key = f"{prefix}/result.json", f"{prefix}/encoder.safetensors"
-    if not store.exists(result_key):
-        raise TrainingError(
-            f"the TrainJob completed without rank 0's result {store.uri(result_key)}",
-            "see the logs of its rank-0 pod; every node needs write access to the store",
-        )
-    fields = json.loads(store.get_bytes(result_key).decode("utf-8"))
-    store.get_file(checkpoint_key, out_path)
-    got = file_sha256(out_path)
-    if got != fields["sha256"]:
-        out_path.unlink(missing_ok=True)
-        raise TrainingError(
-            f"checkpoint {store.uri(checkpoint_key)} has SHA-256 {got}, rank 0 reported "
-            f"{fields['sha256']}",
-            "run the step again (the object was replaced or cut short)",
-        )
-    fields["checkpoint"] = out_path
-    return TrainedEncoder(**fields)
 
 
 def _namespace(environ: Mapping[str, str]) -> str:
@@ -529,43 +473,33 @@ def train_on_nodes(
             result.
 
     """
-    prefix = step_prefix(
-        split_sha256=expected_manifest_sha256,
+
+    def run(attempt: str, args: list[str]) -> None:
+        job = build_train_job(
+            name=job_name(role, seed, attempt),
+            namespace=namespace,
+            image=image,
+            nodes=nodes,
+            profile=profile,
+            args=args,
+            env=env,
+            secrets=secrets,
+            data_cache=data_cache,
+        )
+        submit(job, timeout_s=timeout_s)
+
+    return train_across_nodes(
+        run,
+        store=store,
+        manifest_path=manifest_path,
         recipe_json=recipe_json,
         role=role,
         seed=seed,
-        code_version=code_version,
-    )
-    # A fresh sub-prefix per attempt: a retry never reads an earlier attempt's result.
-    attempt = uuid.uuid4().hex[:8]
-    name = job_name(role, seed, attempt)
-    base = f"{prefix}/{attempt}"
-    store.put_file(f"{base}/manifest.json", manifest_path)
-    store.put_bytes(f"{base}/recipe.json", recipe_json.encode("utf-8"))
-    args = launch_args(
-        manifest_path=store.uri(f"{base}/manifest.json"),
-        recipe_file=store.uri(f"{base}/recipe.json"),
-        role=role,
-        seed=seed,
-        out_path=store.uri(f"{base}/encoder.safetensors"),
-        result_file=store.uri(f"{base}/result.json"),
+        out_path=out_path,
         expected_manifest_sha256=expected_manifest_sha256,
         experiment=experiment,
         code_version=code_version,
     )
-    job = build_train_job(
-        name=name,
-        namespace=namespace,
-        image=image,
-        nodes=nodes,
-        profile=profile,
-        args=args,
-        env=env,
-        secrets=secrets,
-        data_cache=data_cache,
-    )
-    submit(job, timeout_s=timeout_s)
-    return collect_result(store, base, out_path)
 
 
 def train_step(

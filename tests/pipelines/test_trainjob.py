@@ -51,14 +51,19 @@ from sslmem.pipelines.platform import (
 )
 from sslmem.pipelines.trainjob import (
     build_train_job,
-    collect_result,
-    step_prefix,
     train_on_nodes,
     train_step,
     wait_for_train_job,
 )
 from sslmem.training.launch import torchrun_command
-from sslmem.workflow.train_launch import TRAIN_MODULE, launch_args, train_role_processes
+from sslmem.workflow.train_launch import (
+    TRAIN_MODULE,
+    collect_result,
+    launch_args,
+    step_prefix,
+    train_across_nodes,
+    train_role_processes,
+)
 from tests.servers import S3Server, free_port
 from tests.training.helpers import tiny_config
 
@@ -549,3 +554,39 @@ def test_train_step_on_several_nodes_refuses_bad_settings(
             environ=environ,
         )
     assert info.value.fix
+
+
+def test_the_store_exchange_is_the_librarys_and_the_adapter_only_starts_the_nodes(
+    tmp_path: Path,
+) -> None:
+    """``workflow.train_launch.train_across_nodes``: a fresh attempt each time, run's failure."""
+    store = open_store(tmp_path / "store")
+    manifest = tmp_path / "split.json"
+    manifest.write_text("{}")
+    calls: list[tuple[str, list[str]]] = []
+
+    def fail(attempt: str, args: list[str]) -> None:
+        calls.append((attempt, args))
+        raise TrainingError("TrainJob sslmem-candidate-0 failed: OOMKilled")
+
+    common: dict[str, Any] = {
+        "store": store,
+        "manifest_path": manifest,
+        "recipe_json": "{}",
+        "role": "candidate",
+        "seed": 0,
+        "out_path": tmp_path / "enc.safetensors",
+        "expected_manifest_sha256": "ab" * 32,
+        "experiment": None,
+        "code_version": "v1",
+    }
+    for _ in range(2):
+        with pytest.raises(TrainingError, match="OOMKilled"):
+            train_across_nodes(fail, **common)
+    (first, args), (second, _) = calls
+    assert first != second  # a retry never reads an earlier attempt's result
+    prefix = step_prefix(
+        split_sha256="ab" * 32, recipe_json="{}", role="candidate", seed=0, code_version="v1"
+    )
+    assert f"--recipe={store.uri(f'{prefix}/{first}/recipe.json')}" in args
+    assert not (tmp_path / "enc.safetensors").exists()

@@ -8,20 +8,25 @@
 JSON result that the launching process reads back. Child processes take their runtime settings
 (store, MLflow, device) from the environment they inherit.
 
-On several nodes (a Kubeflow Trainer TrainJob, :mod:`sslmem.pipelines.trainjob`) the ranks share
-no disk: ``--recipe``, ``--out`` and ``--result`` may then be object-store URIs (``s3://...``),
-and rank 0 uploads the checkpoint and its result there.
+On several nodes the ranks share no disk: ``--recipe``, ``--out`` and ``--result`` may then be
+object-store URIs (``s3://...``), and rank 0 uploads the checkpoint and its result there.
+:func:`train_across_nodes` is that exchange (stage the inputs under the step's prefix, run,
+verify and fetch rank 0's checkpoint); how the nodes are started is its caller's (a Kubeflow
+Trainer TrainJob: :mod:`sslmem.pipelines.trainjob`, the adapter).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.config import ExperimentConfig
@@ -31,6 +36,9 @@ from sslmem.data.store import read_bytes, write_bytes
 from sslmem.errors import TrainingError
 from sslmem.training.launch import check_nproc, run_processes, torchrun_command
 from sslmem.workflow.train import TrainedEncoder, train_role
+
+if TYPE_CHECKING:
+    from sslmem.data.store import ObjectStore
 
 #: The module every training process runs (this one).
 TRAIN_MODULE = "sslmem.workflow.train_launch"
@@ -153,6 +161,116 @@ def launch_args(
     if code_version:
         args.append(f"--code-version={code_version}")
     return args
+
+
+#: Where multi-node steps exchange their inputs and rank 0's result in the object store.
+STEP_PREFIX = "trainjob"
+
+
+def step_prefix(
+    *, split_sha256: str, recipe_json: str, role: str, seed: int, code_version: str
+) -> str:
+    """The store prefix of one train step's multi-node exchange, from the step's identity.
+
+    The identity is the step's cache-key inputs (split hash, recipe, role, seed, code version),
+    so two different steps never share a prefix and a retried step finds its own.
+    """
+    identity = json.dumps(
+        {
+            "code_version": code_version,
+            "recipe": recipe_json,
+            "role": role,
+            "seed": seed,
+            "split_sha256": split_sha256,
+        },
+        sort_keys=True,
+    )
+    return f"{STEP_PREFIX}/{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]}"
+
+
+def train_across_nodes(
+    run: Callable[[str, list[str]], None],
+    *,
+    store: ObjectStore,
+    manifest_path: Path | str,
+    recipe_json: str,
+    role: Role,
+    seed: int,
+    out_path: Path,
+    expected_manifest_sha256: str,
+    experiment: str | None,
+    code_version: str,
+) -> TrainedEncoder:
+    """Train one encoder on processes that share no disk with this one; fetch rank 0's result.
+
+    Stages the manifest and the recipe in ``store`` under the step's prefix
+    (:func:`step_prefix`) and a fresh attempt below it (a retry never reads an earlier
+    attempt's result), has ``run(attempt, args)`` run :data:`TRAIN_MODULE` with ``args`` on
+    every node and wait for it (a Kubeflow Trainer TrainJob:
+    :func:`sslmem.pipelines.trainjob.train_on_nodes`), then reads rank 0's checkpoint back
+    (:func:`collect_result`).
+
+    Raises:
+        TrainingError: ``run``'s failure, or no (or a foreign) result.
+
+    """
+    prefix = step_prefix(
+        split_sha256=expected_manifest_sha256,
+        recipe_json=recipe_json,
+        role=role,
+        seed=seed,
+        code_version=code_version,
+    )
+    attempt = uuid.uuid4().hex[:8]
+    base = f"{prefix}/{attempt}"
+    store.put_file(f"{base}/manifest.json", manifest_path)
+    store.put_bytes(f"{base}/recipe.json", recipe_json.encode("utf-8"))
+    args = launch_args(
+        manifest_path=store.uri(f"{base}/manifest.json"),
+        recipe_file=store.uri(f"{base}/recipe.json"),
+        role=role,
+        seed=seed,
+        out_path=store.uri(f"{base}/encoder.safetensors"),
+        result_file=store.uri(f"{base}/result.json"),
+        expected_manifest_sha256=expected_manifest_sha256,
+        experiment=experiment,
+        code_version=code_version,
+    )
+    run(attempt, args)
+    return collect_result(store, base, out_path)
+
+
+def collect_result(store: ObjectStore, prefix: str, out_path: Path) -> TrainedEncoder:
+    """Read rank 0's result and checkpoint from ``prefix`` in ``store`` into ``out_path``.
+
+    Returns:
+        Rank 0's :class:`~sslmem.workflow.TrainedEncoder`, its checkpoint at ``out_path``.
+
+    Raises:
+        TrainingError: No result (rank 0 never finished), or the checkpoint's SHA-256 is not
+            the one rank 0 reported (a partial or foreign object).
+
+    """
+    from sslmem.models.checkpoint import file_sha256
+
+    result_key, checkpoint_key = f"{prefix}/result.json", f"{prefix}/encoder.safetensors"
+    if not store.exists(result_key):
+        raise TrainingError(
+            f"the TrainJob completed without rank 0's result {store.uri(result_key)}",
+            "see the logs of its rank-0 pod; every node needs write access to the store",
+        )
+    fields = json.loads(store.get_bytes(result_key).decode("utf-8"))
+    store.get_file(checkpoint_key, out_path)
+    got = file_sha256(out_path)
+    if got != fields["sha256"]:
+        out_path.unlink(missing_ok=True)
+        raise TrainingError(
+            f"checkpoint {store.uri(checkpoint_key)} has SHA-256 {got}, rank 0 reported "
+            f"{fields['sha256']}",
+            "run the step again (the object was replaced or cut short)",
+        )
+    fields["checkpoint"] = out_path
+    return TrainedEncoder(**fields)
 
 
 def _parser() -> argparse.ArgumentParser:
