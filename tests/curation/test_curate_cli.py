@@ -6,15 +6,18 @@ import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 import torch
+from mlflow import MlflowClient
 
 from sslmem.cli import main
 from sslmem.config import SplitConfig
 from sslmem.data import load_dataset, make_split, save_manifest
 from sslmem.data.splits import load_manifest
+from tests.servers import start_mlflow_server
 
 FAST = [
     "--set", "model.arch_kwargs={widths: [8, 16]}",
@@ -67,12 +70,26 @@ def _curate(scored: dict[str, Path], out: Path, *extra: str, **paths: Path) -> i
     )  # fmt: skip
 
 
+@pytest.fixture
+def mlflow_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with start_mlflow_server(tmp_path / "mlflow", str(tmp_path / "artifacts")) as server:
+        monkeypatch.setenv("SSLMEM_MLFLOW_TRACKING_URI", server.url)
+        yield server.url
+
+
+def _study_runs(url: str) -> list[Any]:
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("curation")
+    assert experiment is not None
+    return list(client.search_runs([experiment.experiment_id]))
+
+
 @pytest.mark.slow
-def test_a_tiny_study_removes_the_right_points_reports_and_resumes(
-    scored: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_tiny_study_removes_the_right_points_reports_logs_and_resumes(
+    scored: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], mlflow_url: str
 ) -> None:
     out = tmp_path / "study"
-    assert _curate(scored, out) == 0
+    assert _curate(scored, out, "--experiment", "curation") == 0
     # The top-k by the report's own candidate scores, computed here from the table.
     table = pq.read_table(scored["scores"] / "scores.parquet").to_pydict()
     candidates = [
@@ -109,11 +126,31 @@ def test_a_tiny_study_removes_the_right_points_reports_and_resumes(
               "memorised_vs_typical.png", "atypicality.csv")  # fmt: skip
     for name in report:
         assert (out / name).stat().st_size > 0, name
+    # MLflow: one parent run, a nested run per retrain, accuracy against k as metric steps.
+    runs = _study_runs(mlflow_url)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(runs) == 7
+    parent = parents[0].info.run_id
+    children = {r.info.run_name: r for r in runs if r.info.run_id != parent}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parent}
+    top = children[f"top-k{k}-s1"]
+    assert top.data.tags["sslmem.curation.strategy"] == "top"
+    assert top.data.tags["sslmem.curation.k"] == str(k)
+    by_name = {row["name"]: row for row in rows}
+    assert top.data.metrics["knn_accuracy"] == pytest.approx(
+        float(by_name[f"top-k{k}-s1"]["knn_accuracy"])
+    )
+    client = MlflowClient(tracking_uri=mlflow_url)
+    history = client.get_metric_history(parent, "knn_accuracy/top")
+    assert sorted(m.step for m in history) == [0, k]
+    report_files = {Path(f.path).name for f in client.list_artifacts(parent, "report")}
+    assert {"report.md", "accuracy_vs_k.png", "results.csv"} <= report_files
     capsys.readouterr()
-    # Resuming a finished study trains nothing and rewrites the same table.
+    # Resuming a finished study trains nothing, logs nothing again, rewrites the same table.
     before = (out / "results.csv").read_bytes()
-    assert _curate(scored, out) == 0
+    assert _curate(scored, out, "--experiment", "curation") == 0
     assert "0 retrains run now, 6 found done" in capsys.readouterr().out
+    assert len(_study_runs(mlflow_url)) == 7
     assert (out / "results.csv").read_bytes() == before
     # Another plan into the same directory is refused, and nothing there changes.
     assert _curate(scored, out, "--draw-seed", "5") == 2

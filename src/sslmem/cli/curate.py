@@ -2,8 +2,8 @@
 
 Removes the k most memorised, k random and k least memorised candidates, retrains the candidate
 encoder without them over several seeds, evaluates it downstream and re-scores the remaining
-candidates against the same reference. The work is :func:`sslmem.curation.study.run_study`;
-this module parses and prints.
+candidates against the same reference. This module parses and prints; the work is
+:func:`sslmem.curation.curate.curate`.
 """
 
 from __future__ import annotations
@@ -112,6 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         help="neighbours of the kNN-distance atypicality (default 10)",
     )
+    parser.add_argument(
+        "--experiment",
+        help="also log the study to this MLflow experiment: a parent run, a nested run per "
+        "retrain (tracking URI: SSLMEM_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI)",
+    )
     add_config_arguments(parser)
     add_device_argument(parser)
 
@@ -119,8 +124,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run (or resume) the study and print where its report is."""
     from sslmem.config import RuntimeSettings
+    from sslmem.curation.curate import curate
     from sslmem.curation.plan import Retrain, study_plan
-    from sslmem.curation.study import run_study
 
     settings = RuntimeSettings()
     plan = study_plan(
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     def announce(position: int, total: int, retrain: Retrain) -> None:
         print(f"[{position + 1}/{total}] retraining {retrain.name}", file=sys.stderr, flush=True)
 
-    result = run_study(
+    outcome = curate(
         report_dir=args.scores,
         manifest_path=args.split,
         reference_path=args.reference,
@@ -146,8 +151,10 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         device=device_name(args, settings),
         settings=settings,
+        experiment=args.experiment,
         on_retrain=announce,
     )
+    result = outcome.result
     print(result.files["report"].read_text())
     print(
         f"report: {result.files['report']} ({result.trained} retrains run now, "

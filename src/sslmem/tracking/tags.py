@@ -98,6 +98,12 @@ SEED = "sslmem.seed"
 #: On a score run left incomplete (its lease lost between publishing steps): why. No version
 #: points to such a run; it ends ``KILLED`` (``sslmem.tracking.runs.abandon_run``).
 ABANDONED = "sslmem.abandoned"
+#: Run tags of a curation study's retrain runs (nested under the study's run): how the training
+#: set was reduced (``top``/``bottom``/``random``, or ``full`` for the control), by how many,
+#: and which random draw (the derived split trained on: :data:`SPLIT_MANIFEST_SHA256`).
+CURATION_STRATEGY = "sslmem.curation.strategy"
+CURATION_K = "sslmem.curation.k"
+CURATION_DRAW = "sslmem.curation.draw"
 #: MLflow's own tags that sslmem sets: the run tag that nests a run under another in the UI, and
 #: the experiment tag that selects the UI's view of an experiment.
 MLFLOW_PARENT_RUN = "mlflow.parentRunId"
