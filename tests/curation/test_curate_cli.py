@@ -103,12 +103,12 @@ def test_a_tiny_study_removes_the_right_points_reports_logs_and_resumes(
     expected_top = sorted(index for _, index in sorted(candidates, key=lambda p: (-p[0], p[1]))[:k])
     parent = load_manifest(scored["split"])
     for seed in (0, 1):
-        derived = load_manifest(out / "manifests" / f"top-k{k}-s{seed}.json")
+        derived = load_manifest(out / "retrains" / f"top-k{k}-s{seed}" / "split.json")
         assert derived.derivation is not None
         assert list(derived.derivation.removed) == expected_top
         assert derived.derivation.parent_manifest_sha256 == parent.manifest_sha256
         assert set(derived.indices.candidate) == set(parent.indices.candidate) - set(expected_top)
-        random = load_manifest(out / "manifests" / f"random-k{k}-d0-s{seed}.json")
+        random = load_manifest(out / "retrains" / f"random-k{k}-d0-s{seed}" / "split.json")
         assert random.derivation is not None and len(random.derivation.removed) == k
     with (out / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -189,3 +189,68 @@ def test_bad_studies_are_refused_before_any_training(
     err = capsys.readouterr().err
     assert needle in err, err
     assert not (out / "retrains").exists()
+
+
+@pytest.mark.slow
+def test_retrains_run_apart_are_adopted_by_the_study_without_training(
+    scored: dict[str, Path], tmp_path: Path
+) -> None:
+    from sslmem.config import load_experiment_config
+    from sslmem.curation.plan import study_plan
+    from sslmem.curation.selection import read_candidate_scores
+    from sslmem.curation.study import retrain_names, run_one_retrain, run_study
+    from sslmem.errors import ConfigError
+
+    overrides = [FAST[i + 1] for i in range(0, len(FAST) - 2, 2)]
+    config = load_experiment_config(None, overrides)
+    plan = study_plan(fractions=(0.25,), strategies=("top",), seeds=(0,))
+    names = retrain_names(scored["scores"], plan)
+    assert len(names) == 2
+    scores = read_candidate_scores(scored["scores"])
+    parent = load_manifest(scored["split"])
+    apart = []
+    for name in names:  # as the pipeline's parallel steps do, each into its own directory
+        row = run_one_retrain(
+            name,
+            scores=scores,
+            manifest=parent,
+            reference_path=scored["reference"],
+            config=config,
+            plan=plan,
+            row_dir=tmp_path / "apart" / name,
+        )
+        assert row.name == name
+        apart.append(tmp_path / "apart" / name)
+    result = run_study(
+        report_dir=scored["scores"],
+        manifest_path=scored["split"],
+        reference_path=scored["reference"],
+        config=config,
+        plan=plan,
+        out_dir=tmp_path / "study",
+        done_dirs=apart,
+    )
+    assert result.trained == 0
+    assert {r.name for r in result.rows} == set(names)
+    # A retrain of another plan is not adopted.
+    other = study_plan(fractions=(0.25,), strategies=("top",), seeds=(1,))
+    with pytest.raises(ConfigError, match="not part of this study"):
+        run_study(
+            report_dir=scored["scores"],
+            manifest_path=scored["split"],
+            reference_path=scored["reference"],
+            config=config,
+            plan=other,
+            out_dir=tmp_path / "other",
+            done_dirs=apart,
+        )
+    with pytest.raises(ConfigError, match="not a retrain of the study plan"):
+        run_one_retrain(
+            "top-k99-s0",
+            scores=scores,
+            manifest=parent,
+            reference_path=scored["reference"],
+            config=config,
+            plan=plan,
+            row_dir=tmp_path / "bad",
+        )

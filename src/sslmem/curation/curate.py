@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,7 @@ def curate(
     device: str = "cpu",
     settings: RuntimeSettings | None = None,
     on_retrain: Callable[[int, int, Retrain], None] | None = None,
+    done_dirs: Sequence[Path] = (),
 ) -> CurationOutcome:
     """Run or resume the study (:func:`~sslmem.curation.study.run_study`) and log it.
 
@@ -54,6 +55,7 @@ def curate(
         device: Compute device.
         settings: Runtime settings (tracking URI, store).
         on_retrain: Called before each retrain.
+        done_dirs: Retrains computed elsewhere (the pipeline's fan-out), adopted first.
 
     Raises:
         ConfigError, DataError: See :func:`~sslmem.curation.study.run_study`.
@@ -74,6 +76,7 @@ def curate(
         device=device,
         settings=settings,
         on_retrain=on_retrain,
+        done_dirs=done_dirs,
     )
     if experiment is None:
         return CurationOutcome(result, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -44,7 +44,8 @@ INPUTS_FILE = "study-inputs.json"
 ROW_FILE = "result.json"
 POINTS_FILE = "scores.npz"
 RETRAINS_DIR = "retrains"
-MANIFESTS_DIR = "manifests"
+SPLIT_FILE = "split.json"
+ENCODER_FILE = "encoder.safetensors"
 CACHE_DIR = "reference-cache"
 
 
@@ -213,6 +214,7 @@ def run_retrains(
     out_dir: Path,
     device: str = "cpu",
     on_retrain: Callable[[int, int, Retrain], None] | None = None,
+    done_dirs: Sequence[Path] = (),
 ) -> StudyRun:
     """Run (or resume) every retrain of ``plan`` and return their results.
 
@@ -225,11 +227,13 @@ def run_retrains(
         out_dir: The study directory (created, or resumed when its inputs are equal).
         device: Compute device.
         on_retrain: Called before each retrain with ``(position, total, retrain)``.
+        done_dirs: Retrain directories computed elsewhere (:func:`run_one_retrain`, e.g. by the
+            pipeline's parallel steps), adopted into the study directory before any training.
 
     Raises:
         ConfigError: Inputs that do not belong together (:func:`check_study_inputs`), a plan
-            that does not fit the scored candidates, a reduced set too small to train, or a
-            directory holding another study.
+            that does not fit the scored candidates, a reduced set too small to train, a
+            directory holding another study, or a done directory of another study.
 
     """
     from sslmem.data.splits import manifest_dataset
@@ -259,6 +263,8 @@ def run_retrains(
     )
     out_dir = Path(out_dir)
     _open_study_dir(out_dir, inputs)
+    for done_dir in done_dirs:
+        _adopt(Path(done_dir), out_dir, {r.name for r in retrains}, manifest)
     dataset = manifest_dataset(manifest, config.data.root)
     manifest.verify_against(dataset)
     labelled = _Labelled.load(manifest, config)
@@ -283,7 +289,6 @@ def run_retrains(
                 config=config,
                 plan=plan,
                 row_dir=row_dir,
-                manifests_dir=out_dir / MANIFESTS_DIR,
                 device=compute,
                 cache=cache,
             )
@@ -298,6 +303,96 @@ def run_retrains(
                 arrays["removed"].astype(bool),
             )
     return StudyRun(out_dir=out_dir, rows=rows, points=points, trained=trained)
+
+
+def _adopt(done_dir: Path, out_dir: Path, names: set[str], parent: SplitManifest) -> None:
+    """Copy a finished retrain directory into the study (refusing one of another study)."""
+    import shutil
+
+    from sslmem.data.splits import load_manifest
+
+    row = _read_json(done_dir / ROW_FILE)
+    if row is None or not (done_dir / POINTS_FILE).is_file():
+        raise ConfigError(
+            f"{done_dir} is not a finished retrain (it lacks {ROW_FILE} or {POINTS_FILE})",
+            "pass the directories the study's retrain steps wrote",
+        )
+    name = str(row.get("name"))
+    split = load_manifest(done_dir / SPLIT_FILE)
+    parent_sha = split.derivation.parent_manifest_sha256 if split.derivation else None
+    if name not in names or (parent_sha or split.manifest_sha256) != parent.manifest_sha256:
+        raise ConfigError(
+            f"retrain {name!r} in {done_dir} is not part of this study (plan or split differ)",
+            "pass only the retrains of this study's plan and split",
+        )
+    target = out_dir / RETRAINS_DIR / name
+    if (target / ROW_FILE).exists():
+        return
+    staging = out_dir / RETRAINS_DIR / f".{name}.adopting"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(done_dir, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def run_one_retrain(
+    name: str,
+    *,
+    scores: CandidateScores,
+    manifest: SplitManifest,
+    reference_path: Path,
+    config: ExperimentConfig,
+    plan: StudyPlan,
+    row_dir: Path,
+    device: str = "cpu",
+) -> RetrainResult:
+    """Run the retrain ``name`` of the study alone into ``row_dir`` (a pipeline's fan-out step).
+
+    The directory it writes (result, scores, derived split, encoder) is what
+    :func:`run_retrains` writes for the same retrain, and can be adopted by it (``done_dirs``).
+    The reference's losses are computed here (no shared cache).
+
+    Raises:
+        ConfigError: ``name`` is not a retrain of the plan, or the inputs do not belong
+            together (:func:`check_study_inputs`).
+
+    """
+    from sslmem.data.splits import manifest_dataset
+    from sslmem.device import resolve_device
+    from sslmem.models.checkpoint import load_checkpoint
+
+    reference = load_checkpoint(reference_path)
+    check_study_inputs(
+        scores,
+        manifest,
+        reference.sha256,
+        reference.provenance.role,
+        reference.provenance.split_manifest_sha256,
+    )
+    by_name = {r.name: r for r in plan_retrains(plan, scores.sample_index.size)}
+    if name not in by_name:
+        raise ConfigError(
+            f"{name!r} is not a retrain of the study plan",
+            f"use one of: {', '.join(sorted(by_name))}",
+        )
+    dataset = manifest_dataset(manifest, config.data.root)
+    manifest.verify_against(dataset)
+    _run_one(
+        by_name[name],
+        scores=scores,
+        manifest=manifest,
+        reference=reference,
+        dataset=dataset,
+        labelled=_Labelled.load(manifest, config),
+        config=config,
+        plan=plan,
+        row_dir=Path(row_dir),
+        device=resolve_device(device),
+        cache=None,
+    )
+    row = _read_json(Path(row_dir) / ROW_FILE)
+    assert row is not None
+    return RetrainResult(**row)
 
 
 @dataclass(frozen=True)
@@ -329,7 +424,6 @@ def _run_one(
     config: ExperimentConfig,
     plan: StudyPlan,
     row_dir: Path,
-    manifests_dir: Path,
     device: Any,
     cache: Any,
 ) -> None:
@@ -359,8 +453,8 @@ def _run_one(
             scores_sha256=scores.scores_sha256,
             reason=_reason(retrain),
         )
-    manifests_dir.mkdir(parents=True, exist_ok=True)
-    save_manifest(split, manifests_dir / f"{retrain.name}.json")
+    row_dir.mkdir(parents=True, exist_ok=True)
+    save_manifest(split, row_dir / SPLIT_FILE)
     full_images = manifest.training_indices("candidate").size
     epochs = budget_epochs(
         config.training, full_images, split.training_indices("candidate").size, plan.budget
@@ -368,7 +462,6 @@ def _run_one(
     recipe = config.model_copy(
         update={"training": config.training.model_copy(update={"epochs": epochs})}
     )
-    row_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"sslmem-curate-{retrain.name}-") as tmp:
         result = train_encoder(
             dataset,
@@ -380,8 +473,8 @@ def _run_one(
             seed_override=retrain.seed,
             progress=False,
         )
-        copy_atomic(result.checkpoint, row_dir / "encoder.safetensors")
-    candidate = load_checkpoint(row_dir / "encoder.safetensors")
+        copy_atomic(result.checkpoint, row_dir / ENCODER_FILE)
+    candidate = load_checkpoint(row_dir / ENCODER_FILE)
     spec, _ = recorded_augmentation(candidate, config.augmentation)
     evaluation = evaluate_encoder(
         candidate.encoder,
@@ -487,6 +580,7 @@ def run_study(
     device: str = "cpu",
     settings: RuntimeSettings | None = None,
     on_retrain: Callable[[int, int, Retrain], None] | None = None,
+    done_dirs: Sequence[Path] = (),
 ) -> StudyResult:
     """Run (or resume) a curation study and write its report into ``out_dir``.
 
@@ -503,6 +597,7 @@ def run_study(
         device: Compute device (``cpu``, ``cuda``, ``auto``).
         settings: Runtime settings (for a manifest in the object store).
         on_retrain: Called before each retrain with ``(position, total, retrain)``.
+        done_dirs: Retrains computed elsewhere, adopted first (see :func:`run_retrains`).
 
     Raises:
         ConfigError: See :func:`run_retrains`.
@@ -526,6 +621,7 @@ def run_study(
         out_dir=Path(out_dir),
         device=device,
         on_retrain=on_retrain,
+        done_dirs=done_dirs,
     )
     dataset = manifest_dataset(manifest, config.data.root)
     reference = load_checkpoint(reference_path)
@@ -558,3 +654,15 @@ def run_study(
         inputs=json.loads((run.out_dir / INPUTS_FILE).read_text()),
     )
     return StudyResult(run.out_dir, run.rows, analysis, measured, files, run.trained)
+
+
+def retrain_names(report_dir: Path | str, plan: StudyPlan) -> list[str]:
+    """The names of the study's retrains for a score report (the pipeline's fan-out list).
+
+    Raises:
+        DataError: The score report is unusable.
+        ConfigError: The plan does not fit its scored candidates.
+
+    """
+    scores = read_candidate_scores(report_dir)
+    return [retrain.name for retrain in plan_retrains(plan, scores.sample_index.size)]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sslmem.atomic import atomic_write_bytes
 from sslmem.curation.plan import FULL, StudyPlan
-from sslmem.curation.study import MANIFESTS_DIR, StudyResult
+from sslmem.curation.study import RETRAINS_DIR, SPLIT_FILE, StudyResult
 from sslmem.tracking import tags as T
 
 #: The study directory's record of the MLflow run it was logged to (logged once).
@@ -93,7 +93,7 @@ def log_study(result: StudyResult, plan: StudyPlan, *, experiment: str) -> str:
                     },
                     run_id=child,
                 )
-                manifest = result.out_dir / MANIFESTS_DIR / f"{row.name}.json"
+                manifest = result.out_dir / RETRAINS_DIR / row.name / SPLIT_FILE
                 with tracking_errors(f"log the split of retrain {row.name}"):
                     client().log_artifact(child, str(manifest), "split")
         analysis = result.analysis
