@@ -66,7 +66,7 @@ def _curate(scored: dict[str, Path], out: Path, *extra: str, **paths: Path) -> i
         ["curate", "--scores", str(use["scores"]), "--split", str(use["split"]),
          "--reference", str(use["reference"]), "--out", str(out),
          "--fractions", "0.25", "--strategies", "top,random", "--seeds", "0,1",
-         "--random-draws", "1", *FAST, *extra]
+         "--random-draws", "1", *extra, *FAST]
     )  # fmt: skip
 
 
@@ -156,6 +156,10 @@ def test_a_tiny_study_removes_the_right_points_reports_logs_and_resumes(
     assert _curate(scored, out, "--draw-seed", "5") == 2
     assert "holds a curation study of other inputs" in capsys.readouterr().err
     assert (out / "results.csv").read_bytes() == before
+    # A study with one more seed reuses these retrains and trains only the new seed's.
+    adopt = [str(d) for d in sorted((out / "retrains").iterdir())]
+    assert _curate(scored, tmp_path / "more", "--seeds", "0,1,2", "--adopt", *adopt) == 0
+    assert "3 retrains run now, 6 found done" in capsys.readouterr().out
 
 
 @pytest.mark.slow

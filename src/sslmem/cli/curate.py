@@ -3,13 +3,16 @@
 Removes the k most memorised, k random and k least memorised candidates, retrains the candidate
 encoder without them over several seeds, evaluates it downstream and re-scores the remaining
 candidates against the same reference. This module parses and prints; the work is
-:func:`sslmem.curation.curate.curate`.
+:func:`sslmem.curation.curate.curate`, or with ``--local-pipeline`` the curation pipeline
+through KFP's local runner (:func:`sslmem.pipelines.local.run_curation_locally`).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
 from sslmem.cli.common import (
     add_config_arguments,
@@ -70,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=path_arg,
         required=True,
         metavar="DIR",
-        help="study directory (an interrupted study resumes here)",
+        help="study directory (an interrupted study resumes here); with --local-pipeline the "
+        "local pipeline's output directory (as sslmem run's --out: MLflow store, cache, logs)",
     )
     parser.add_argument(
         "--fractions",
@@ -113,12 +117,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="neighbours of the kNN-distance atypicality (default 10)",
     )
     parser.add_argument(
+        "--adopt",
+        type=path_arg,
+        nargs="+",
+        default=(),
+        metavar="DIR",
+        help="finished retrain directories to reuse instead of retraining (e.g. another "
+        "study's retrains/*/ of the same split, scores and recipe, to add seeds or sizes)",
+    )
+    parser.add_argument(
         "--experiment",
         help="also log the study to this MLflow experiment: a parent run, a nested run per "
         "retrain (tracking URI: SSLMEM_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI)",
     )
+    parser.add_argument(
+        "--local-pipeline",
+        action="store_true",
+        help="run the study as the Kubeflow curation pipeline through KFP's local runner (one "
+        "task per retrain, cached; MLflow in OUT/mlflow.db, experiment --experiment or "
+        "sslmem-curation), as sslmem run does the memorisation pipeline",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="with --local-pipeline: re-run every retrain (default: reuse the cached ones)",
+    )
     add_config_arguments(parser)
     add_device_argument(parser)
+
+
+#: The MLflow experiment of a local pipeline run without --experiment.
+PIPELINE_EXPERIMENT = "sslmem-curation"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         exposure_quantile=args.exposure_quantile,
         atypicality_k=args.atypicality_k,
     )
+    if args.local_pipeline:
+        return _run_pipeline(args, plan.model_dump(mode="json"), device_name(args, settings))
 
     def announce(position: int, total: int, retrain: Retrain) -> None:
         print(f"[{position + 1}/{total}] retraining {retrain.name}", file=sys.stderr, flush=True)
@@ -153,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         settings=settings,
         experiment=args.experiment,
         on_retrain=announce,
+        done_dirs=args.adopt,
     )
     result = outcome.result
     print(result.files["report"].read_text())
@@ -161,3 +193,47 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.rows) - result.trained} found done)"
     )
     return 0
+
+
+def _local_path(text: str, flag: str) -> str:
+    """An input of the local pipeline as the absolute path its importer takes."""
+    from sslmem.errors import ConfigError
+
+    if "://" in text and not text.startswith("file://"):
+        raise ConfigError(
+            f"{flag} {text}: the local pipeline imports local files only",
+            "download it first, or run without --local-pipeline (which reads store URIs)",
+        )
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def _run_pipeline(args: argparse.Namespace, plan: dict[str, Any], device: str) -> int:
+    """The study through the curation pipeline on KFP's local runner; print the report."""
+    from sslmem.config_text import config_to_yaml
+    from sslmem.curation.report import REPORT_FILE
+    from sslmem.pipelines.local import run_curation_locally
+
+    arguments: dict[str, object] = {
+        "scores_uri": _local_path(str(args.scores), "--scores"),
+        "split_uri": _local_path(str(args.split), "--split"),
+        "reference_uri": _local_path(str(args.reference), "--reference"),
+        "config_yaml": config_to_yaml(experiment_config(args)),
+        **{key: list(value) if isinstance(value, tuple) else value for key, value in plan.items()},
+        "mlflow_experiment": args.experiment or PIPELINE_EXPERIMENT,
+    }
+    print(f"running the curation pipeline locally into {args.out.resolve()} ...", flush=True)
+    result = run_curation_locally(
+        arguments,
+        args.out,
+        device=device,
+        cache=not args.no_cache,
+        progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+    )
+    if result.study_dir is not None:
+        print((result.study_dir / REPORT_FILE).read_text())
+        print(f"study: {result.study_dir}")
+    if result.error is not None:
+        print(f"\nFAILED: {result.error}")
+    print(f"task logs: {result.log_file}")
+    print(f"finished in {result.seconds:.0f} s; MLflow store: {result.tracking_uri}")
+    return 0 if result.ok else 1
