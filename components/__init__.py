@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sslmem import __version__
+from sslmem.components.curation_retrain import curation_retrain
+from sslmem.components.curation_study import curation_study
 from sslmem.components.evaluate_encoder import evaluate_encoder
 from sslmem.components.finalize_run import finalize_run
 from sslmem.components.identify_code import identify_code
 from sslmem.components.merge_score_shards import merge_score_shards
+from sslmem.components.plan_curation import plan_curation
 from sslmem.components.plan_score_shards import plan_score_shards
 from sslmem.components.prepare_split import prepare_split
 from sslmem.components.register_model import register_model
@@ -51,6 +54,9 @@ class Components:
     score_shard: Any
     merge_score_shards: Any
     finalize_run: Any
+    plan_curation: Any
+    curation_retrain: Any
+    curation_study: Any
 
 
 def check_image(image: str) -> str:
@@ -98,6 +104,9 @@ def build_components(image: str = DEFAULT_IMAGE) -> Components:
         score_shard=build(score_shard),
         merge_score_shards=build(merge_score_shards),
         finalize_run=build(finalize_run),
+        plan_curation=build(plan_curation),
+        curation_retrain=build(curation_retrain),
+        curation_study=build(curation_study),
     )
 
 
@@ -106,10 +115,13 @@ __all__ = [
     "Components",
     "build_components",
     "check_image",
+    "curation_retrain",
+    "curation_study",
     "evaluate_encoder",
     "finalize_run",
     "identify_code",
     "merge_score_shards",
+    "plan_curation",
     "plan_score_shards",
     "prepare_split",
     "register_model",

@@ -323,3 +323,104 @@ def run_locally(
         experiment_id=experiment_id,
         champion=champion,
     )
+
+
+@dataclass(frozen=True)
+class LocalCurationRun:
+    """Where a local run of the curation pipeline wrote its results.
+
+    Attributes:
+        out_dir: The output directory (shared with ``sslmem run``'s layout).
+        tracking_uri: ``sqlite:///OUT/mlflow.db``.
+        log_file: All task output of this run.
+        study_dir: The study directory (report, results, figures, retrains); ``None`` if the
+            study step did not finish.
+        error: Why the run failed (``None`` on success).
+        seconds: Wall time.
+
+    """
+
+    out_dir: Path
+    tracking_uri: str
+    log_file: Path
+    study_dir: Path | None
+    error: str | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """Whether every step succeeded."""
+        return self.error is None
+
+
+#: The study step's task and output artifact (its directory in the pipeline root).
+_STUDY_TASK, _STUDY_OUTPUT = "curation-study", "study"
+
+
+def run_curation_locally(
+    arguments: dict[str, object],
+    out_dir: Path | str,
+    *,
+    device: str = "cpu",
+    cache: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> LocalCurationRun:
+    """Run the curation pipeline (:mod:`sslmem.pipelines.curation`) through ``kfp.local``.
+
+    Args:
+        arguments: The pipeline's arguments (``scores_uri``, ``split_uri``, ``reference_uri``
+            as absolute local paths, ``config_yaml``, the plan fields, ``mlflow_experiment``).
+        out_dir: Output directory (created; reused across runs, like ``sslmem run``'s).
+        device: ``SSLMEM_DEVICE`` of the tasks.
+        cache: Reuse cached resolve/plan/retrain outputs (the study step never is).
+        progress: Called with one line per finished (or cached) task.
+
+    Raises:
+        TrackingError: The local MLflow store cannot be created.
+
+    """
+    from kfp import local
+
+    from sslmem.pipelines.curation import build_pipeline
+    from sslmem.tracking import check_tracking_server, configure_mlflow, get_or_create_experiment
+
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    env = local_environment(out, device)
+    tracking_uri = env["SSLMEM_MLFLOW_TRACKING_URI"]
+    run_key = f"curation-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    log_file = out / "logs" / f"{run_key}.log"
+    pipeline_root = out / "kfp" / run_key
+    started = time.time()
+    error: str | None = None
+    with _patched_environ(env):
+        experiment = str(arguments.get("mlflow_experiment") or "")
+        configure_mlflow(tracking_uri)
+        check_tracking_server()
+        if experiment:
+            get_or_create_experiment(experiment)
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(pipeline_root),
+            raise_on_error=True,
+            enable_caching=cache,
+            cache_root=str(out / "kfp-cache"),
+        )
+        pipeline = build_pipeline()
+        with _task_output_to(log_file, progress):
+            try:
+                pipeline(**arguments)
+            except RuntimeError as exc:
+                error = _ANSI.sub("", str(exc))
+    found = sorted(pipeline_root.glob(f"*/{_STUDY_TASK}/{_STUDY_OUTPUT}"))
+    study_dir = found[-1] if found and error is None else None
+    if study_dir is None and error is None:
+        error = f"the pipeline finished without a study directory (see {log_file})"
+    return LocalCurationRun(
+        out_dir=out,
+        tracking_uri=tracking_uri,
+        log_file=log_file,
+        study_dir=study_dir,
+        error=error,
+        seconds=time.time() - started,
+    )
