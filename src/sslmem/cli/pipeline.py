@@ -4,6 +4,7 @@ Examples::
 
     sslmem pipeline compile -o memorization.yaml --image ghcr.io/org/sslmem:0.1.0 \\
         --platform deploy/platform.example.yaml
+    sslmem pipeline compile --pipeline curation --parallelism 4 -o curation.yaml
     SSLMEM_KFP_TOKEN=... sslmem pipeline submit --host http://localhost:8080 \\
         --experiment sslmem --config recipe.yaml --set training.epochs=200 \\
         --param candidate_seeds=[0,1,2]
@@ -40,6 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "compile", help="compile the pipeline to YAML (deterministic: same inputs, same bytes)"
     )
     compile_parser.add_argument("-o", "--output", type=Path, required=True, help="output YAML")
+    compile_parser.add_argument(
+        "--pipeline",
+        choices=("memorization", "curation"),
+        default="memorization",
+        help="which pipeline: memorization (split, train, evaluate, register, score; default) "
+        "or curation (a curation study of a scored candidate)",
+    )
+    compile_parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=None,
+        help="curation: retrains running at once (default 8; 0: no limit)",
+    )
     common(compile_parser)
     compile_parser.set_defaults(_action=_compile)
 
@@ -92,14 +106,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from sslmem.errors import ConfigError
     from sslmem.outputs import check_output_file
-    from sslmem.pipelines.memorization import compile_pipeline
+    from sslmem.pipelines import curation, memorization
     from sslmem.pipelines.platform import load_platform_config
 
+    if args.parallelism is not None and args.pipeline != "curation":
+        raise ConfigError(
+            "--parallelism applies to --pipeline curation only",
+            "the memorisation pipeline's fan-outs follow its seeds and shards",
+        )
     check_output_file(args.output, what="compiled pipeline")
     platform = load_platform_config(args.platform)
-    path = compile_pipeline(args.output, image=args.image, platform=platform)
-    print(f"wrote {path} (image {args.image})")
+    if args.pipeline == "curation":
+        parallelism = curation.DEFAULT_PARALLELISM if args.parallelism is None else args.parallelism
+        path = curation.compile_pipeline(
+            args.output, image=args.image, platform=platform, parallelism=parallelism
+        )
+    else:
+        path = memorization.compile_pipeline(args.output, image=args.image, platform=platform)
+    print(f"wrote {path} ({args.pipeline} pipeline, image {args.image})")
     return 0
 
 
