@@ -16,8 +16,6 @@ from sslmem.cli import main
 from sslmem.config import SplitConfig
 from sslmem.data import load_dataset, make_split, save_manifest
 
-pytestmark = pytest.mark.slow
-
 FAST = [
     "--set", "model.arch_kwargs={widths: [8, 16]}",
     "--set", "model.head_hidden_dim=16",
@@ -48,6 +46,7 @@ def _scored(root: Path) -> dict[str, Path]:
     }
 
 
+@pytest.mark.slow
 def test_a_tiny_study_through_the_local_pipeline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -89,3 +88,28 @@ def test_a_tiny_study_through_the_local_pipeline(
     err = capsys.readouterr().err
     assert err.count("curation-retrain: cached") == len(names), err
     assert "curation-study: SUCCESS" in err
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"--scores": "missing"}, "--scores"),
+        ({"--adopt": "retrains"}, "--adopt does not apply"),
+        ({"--seeds": "0,0"}, "must not repeat"),
+    ],
+)
+def test_bad_local_pipeline_runs_are_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict[str, str], needle: str
+) -> None:
+    for name in ("score", "retrains"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "split.json").write_text("{}")
+    (tmp_path / "ref.safetensors").write_bytes(b"")
+    flags = {"--scores": "score", "--split": "split.json", "--reference": "ref.safetensors",
+             "--seeds": "0", **change}  # fmt: skip
+    args = ["curate", "--local-pipeline", "--out", str(tmp_path / "out")]
+    for flag, value in flags.items():
+        args += [flag, value if flag == "--seeds" else str(tmp_path / value)]
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

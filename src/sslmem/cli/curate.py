@@ -204,15 +204,24 @@ def _local_path(text: str, flag: str) -> str:
             f"{flag} {text}: the local pipeline imports local files only",
             "download it first, or run without --local-pipeline (which reads store URIs)",
         )
-    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+    path = Path(text.removeprefix("file://")).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"{flag} {text}: no such file or directory", "check the path")
+    return str(path)
 
 
 def _run_pipeline(args: argparse.Namespace, plan: dict[str, Any], device: str) -> int:
     """The study through the curation pipeline on KFP's local runner; print the report."""
     from sslmem.config_text import config_to_yaml
     from sslmem.curation.report import REPORT_FILE
+    from sslmem.errors import ConfigError
     from sslmem.pipelines.local import run_curation_locally
 
+    if args.adopt:
+        raise ConfigError(
+            "--adopt does not apply to --local-pipeline",
+            "the pipeline reuses finished retrains from its cache: rerun into the same --out",
+        )
     arguments: dict[str, object] = {
         "scores_uri": _local_path(str(args.scores), "--scores"),
         "split_uri": _local_path(str(args.split), "--split"),
