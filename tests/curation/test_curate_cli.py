@@ -66,7 +66,7 @@ def _curate(scored: dict[str, Path], out: Path, *extra: str, **paths: Path) -> i
         ["curate", "--scores", str(use["scores"]), "--split", str(use["split"]),
          "--reference", str(use["reference"]), "--out", str(out),
          "--fractions", "0.25", "--strategies", "top,random", "--seeds", "0,1",
-         "--random-draws", "1", *extra, *FAST]
+         "--random-draws", "1", *FAST, *extra]
     )  # fmt: skip
 
 

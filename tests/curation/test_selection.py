@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sslmem.curation.selection import CandidateScores, removal_size, select_removal
-from sslmem.errors import ConfigError, DataError
+from sslmem.errors import ConfigError, ScoringError
 
 H = "0" * 64
 
@@ -72,9 +72,9 @@ def test_removal_size_rounds_and_refuses_empty_or_total_removals() -> None:
 
 
 def test_a_table_without_candidates_or_with_repeats_is_refused() -> None:
-    with pytest.raises(DataError, match="candidate set"):
+    with pytest.raises(ScoringError, match="0 scored candidate point"):
         _scores([1, 2], [0.0, 1.0], ["extra", "extra"])
-    with pytest.raises(DataError, match="more than once"):
+    with pytest.raises(ScoringError, match="more than once"):
         _scores([1, 1, 2], [0.0, 1.0, 2.0])
-    with pytest.raises(DataError, match="non-finite"):
+    with pytest.raises(ScoringError, match="non-finite"):
         _scores([1, 2], [0.0, float("nan")])

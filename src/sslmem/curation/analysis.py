@@ -15,7 +15,6 @@ the report can be recomputed from a study directory without training anything.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from sslmem.curation.plan import FULL, StudyPlan
 from sslmem.curation.statistics import (
@@ -33,6 +31,7 @@ from sslmem.curation.statistics import (
     paired_less,
     paired_power,
     seeds_for_power,
+    t_interval,
 )
 from sslmem.errors import ConfigError
 
@@ -165,15 +164,6 @@ def _seed_means(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[int, flo
     return {seed: float(np.mean(values)) for seed, values in sorted(by_seed.items())}
 
 
-def _t_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    mean = float(a.mean())
-    if a.size < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
-    return mean, mean - half, mean + half
-
-
 def analyse(
     rows: Sequence[Mapping[str, Any]], points: Mapping[str, Points], plan: StudyPlan
 ) -> StudyAnalysis:
@@ -198,7 +188,7 @@ def analyse(
     for (strategy, k), members in groups.items():
         for metric in METRICS:
             seed_means = _seed_means(members, metric)
-            mean, low, high = _t_interval(list(seed_means.values()))
+            mean, low, high = t_interval(list(seed_means.values()))
             arms.append(
                 ArmSummary(
                     strategy=strategy,

@@ -18,11 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from sslmem.errors import ConfigError, DataError
+from sslmem.memorization.score_table import candidate_rows
 
 Strategy = Literal["top", "bottom", "random"]
 #: The strategies in the order the report shows them.
 STRATEGIES: tuple[Strategy, ...] = ("top", "random", "bottom")
-_CANDIDATE_SET = "candidate"
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays
@@ -62,41 +62,15 @@ class CandidateScores:
         """The S_C rows of a score table (``sample_index``, ``set``, ``sslmem_raw`` columns).
 
         Raises:
-            DataError: A column is missing, fewer than two candidates were scored, a score is
-                not finite, or an index repeats.
+            ScoringError: A column is missing, fewer than two candidates were scored, a score
+                is not finite, or an index repeats
+                (:func:`~sslmem.memorization.score_table.candidate_rows`).
 
         """
-        missing = [c for c in ("sample_index", "set", "sslmem_raw") if c not in columns]
-        if missing:
-            raise DataError(
-                f"score table {source} lacks column(s) {', '.join(missing)}",
-                "pass the report directory `sslmem score --out DIR` wrote",
-            )
-        sets = np.asarray(columns["set"]).astype(str)
-        mask = sets == _CANDIDATE_SET
-        index = np.asarray(columns["sample_index"], dtype=np.int64)[mask]
-        raw = np.asarray(columns["sslmem_raw"], dtype=np.float64)[mask]
-        if index.size < 2:
-            raise DataError(
-                f"score report {source} scores {index.size} candidate point(s); a curation "
-                "study needs the candidate set (S_C)",
-                "score with --sets candidate (the default sets include it)",
-            )
-        if not np.isfinite(raw).all():
-            raise DataError(
-                f"score report {source} has {int((~np.isfinite(raw)).sum())} non-finite "
-                "candidate score(s)",
-                "re-score the candidate",
-            )
-        if np.unique(index).size != index.size:
-            raise DataError(
-                f"score report {source} scores a candidate more than once",
-                "pass a report of one scoring run (merge shards with `sslmem score --merge`)",
-            )
-        order = np.argsort(index, kind="stable")
+        index, raw = candidate_rows(columns, f"score report {source}")
         return cls(
-            sample_index=index[order],
-            sslmem=raw[order],
+            sample_index=index,
+            sslmem=raw,
             manifest_sha256=manifest_sha256,
             reference_sha256s=tuple(reference_sha256s),
             candidate_sha256s=tuple(candidate_sha256s),

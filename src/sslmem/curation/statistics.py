@@ -22,6 +22,19 @@ from scipy import stats
 from sslmem.errors import ConfigError
 
 
+def t_interval(values: npt.ArrayLike) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` ``[n]`` and its two-sided 95 % t interval.
+
+    The interval is NaN for fewer than two values.
+    """
+    a = np.asarray(values, dtype=np.float64).reshape(-1)
+    mean = float(a.mean())
+    if a.size < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, a.size - 1)) * float(a.std(ddof=1)) / math.sqrt(a.size)
+    return mean, mean - half, mean + half
+
+
 @dataclass(frozen=True)
 class PairedTest:
     """A one-sided paired t-test of ``treatment < control`` over seeds.
@@ -83,12 +96,12 @@ def paired_less(treatment: npt.ArrayLike, control: npt.ArrayLike) -> PairedTest:
     if sd == 0.0:  # t undefined; the interval is the point
         return PairedTest(diff.size, mean, mean, mean, float("nan"), float("nan"), 0.0)
     result = stats.ttest_rel(a, b, alternative="less")
-    half = float(stats.t.ppf(0.975, diff.size - 1)) * sd / math.sqrt(diff.size)
+    _, low, high = t_interval(diff)
     return PairedTest(
         n=int(diff.size),
         mean_difference=mean,
-        ci95_low=mean - half,
-        ci95_high=mean + half,
+        ci95_low=low,
+        ci95_high=high,
         statistic=float(result.statistic),
         p_value=float(result.pvalue),
         sd_difference=sd,
@@ -195,15 +208,12 @@ def onion_shift(
         )
     b, a = bv[b_at], av[a_at]
     shift = a - b
-    mean = float(shift.mean())
-    half = (
-        float(stats.t.ppf(0.975, shift.size - 1)) * float(shift.std(ddof=1)) / math.sqrt(shift.size)
-    )
+    mean, low, high = t_interval(shift)
     return OnionShift(
         n=int(common.size),
         mean_shift=mean,
-        ci95_low=mean - half,
-        ci95_high=mean + half,
+        ci95_low=low,
+        ci95_high=high,
         threshold=float(threshold),
         tail_before=float((b > threshold).mean()),
         tail_after=float((a > threshold).mean()),

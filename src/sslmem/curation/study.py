@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,9 @@ from sslmem.curation.selection import (
 )
 from sslmem.data.splits import SplitManifest, derive_split, save_manifest
 from sslmem.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sslmem.models.checkpoint import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +157,23 @@ def check_study_inputs(
         )
 
 
+def _checked_reference(
+    scores: CandidateScores, manifest: SplitManifest, reference_path: Path
+) -> LoadedCheckpoint:
+    """The reference checkpoint, loaded and checked against the scores and the split."""
+    from sslmem.models.checkpoint import load_checkpoint
+
+    reference = load_checkpoint(reference_path)
+    check_study_inputs(
+        scores,
+        manifest,
+        reference.sha256,
+        reference.provenance.role,
+        reference.provenance.split_manifest_sha256,
+    )
+    return reference
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
@@ -240,16 +260,8 @@ def run_retrains(
     from sslmem.data.store import open_store
     from sslmem.device import resolve_device
     from sslmem.memorization.reference_cache import ReferenceLossCache
-    from sslmem.models.checkpoint import load_checkpoint
 
-    reference = load_checkpoint(reference_path)
-    check_study_inputs(
-        scores,
-        manifest,
-        reference.sha256,
-        reference.provenance.role,
-        reference.provenance.split_manifest_sha256,
-    )
+    reference = _checked_reference(scores, manifest, reference_path)
     retrains = plan_retrains(plan, scores.sample_index.size)
     full_images = manifest.training_indices("candidate").size
     for retrain in retrains:  # every reduced set must train before the first hour is spent
@@ -359,16 +371,8 @@ def run_one_retrain(
     """
     from sslmem.data.splits import manifest_dataset
     from sslmem.device import resolve_device
-    from sslmem.models.checkpoint import load_checkpoint
 
-    reference = load_checkpoint(reference_path)
-    check_study_inputs(
-        scores,
-        manifest,
-        reference.sha256,
-        reference.provenance.role,
-        reference.provenance.split_manifest_sha256,
-    )
+    reference = _checked_reference(scores, manifest, reference_path)
     by_name = {r.name: r for r in plan_retrains(plan, scores.sample_index.size)}
     if name not in by_name:
         raise ConfigError(

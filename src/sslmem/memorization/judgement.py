@@ -55,8 +55,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import stats as scipy_stats
 
-from sslmem.errors import ScoringError
 from sslmem.estimators import LEGACY_ESTIMATOR
+from sslmem.memorization.score_table import CANDIDATE_SET, candidate_rows
 from sslmem.memorization.scoring import ScoreSummary
 
 __all__ = [
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 #: The set whose scores are judged: the candidates S_C (only f trained on them).
-JUDGED_SET = "candidate"
+JUDGED_SET = CANDIDATE_SET
 _Z95 = 1.959963984540054  # standard-normal 97.5% quantile (two-sided 95% CI)
 
 
@@ -245,47 +245,13 @@ class ScoredVersion:
             ScoringError: Missing columns, unequal lengths, fewer than two S_C points, a
                 non-finite score or a repeated sample index.
         """
-        missing = [c for c in ("sample_index", "set", "sslmem_raw") if c not in columns]
-        if missing:
-            raise ScoringError(
-                f"score table of version {version} lacks column(s) {', '.join(missing)}",
-                "pass the scores.parquet written by sslmem score",
-            )
-        index = np.asarray(columns["sample_index"])
-        sets = np.asarray(columns["set"]).astype(str)
-        raw = np.asarray(columns["sslmem_raw"], dtype=np.float64)
-        if not index.shape == sets.shape == raw.shape or index.ndim != 1:
-            raise ScoringError(
-                f"score table of version {version} has columns of unequal lengths "
-                f"({index.shape}, {sets.shape}, {raw.shape})",
-                "pass the scores.parquet written by sslmem score",
-            )
-        mask = sets == JUDGED_SET
-        index, raw = index[mask].astype(np.int64), raw[mask]
-        if index.size < 2:
-            raise ScoringError(
-                f"version {version} has {index.size} scored candidate point(s); the judgement "
-                "needs at least 2",
-                "score the 'candidate' set (S_C)",
-            )
-        if not np.isfinite(raw).all():
-            raise ScoringError(
-                f"version {version} has {int((~np.isfinite(raw)).sum())} non-finite SSLMem "
-                "score(s) on S_C",
-                "re-score the version",
-            )
-        if np.unique(index).size != index.size:
-            raise ScoringError(
-                f"version {version} scores some S_C sample indices more than once",
-                "re-score the version (each candidate point is scored once)",
-            )
-        order = np.argsort(index, kind="stable")
+        index, raw = candidate_rows(columns, f"version {version}")
         return cls(
             version=str(version),
             protocol=ScoringProtocol.from_summary(summary),
             verdict=verdict_state(summary),
-            sample_index=index[order],
-            sslmem=raw[order],
+            sample_index=index,
+            sslmem=raw,
             knn_accuracy=knn_accuracy,
             linear_probe_accuracy=linear_probe_accuracy,
         )
