@@ -236,18 +236,30 @@ def test_retrains_run_apart_are_adopted_by_the_study_without_training(
     )
     assert result.trained == 0
     assert {r.name for r in result.rows} == set(names)
-    # A retrain of another plan is not adopted.
-    other = study_plan(fractions=(0.25,), strategies=("top",), seeds=(1,))
-    with pytest.raises(ConfigError, match="not part of this study"):
+    # A retrain computed with another recipe is refused, not silently reused.
+    other_recipe = load_experiment_config(None, [*overrides, "training.lr=0.01"])
+    with pytest.raises(ConfigError, match="computed from another recipe"):
         run_study(
             report_dir=scored["scores"],
             manifest_path=scored["split"],
             reference_path=scored["reference"],
-            config=config,
-            plan=other,
-            out_dir=tmp_path / "other",
+            config=other_recipe,
+            plan=plan,
+            out_dir=tmp_path / "other-recipe",
             done_dirs=apart,
         )
+    # A larger plan adopts what it contains and trains only the rest.
+    larger = study_plan(fractions=(0.25,), strategies=("top",), seeds=(0, 1))
+    grown = run_study(
+        report_dir=scored["scores"],
+        manifest_path=scored["split"],
+        reference_path=scored["reference"],
+        config=config,
+        plan=larger,
+        out_dir=tmp_path / "larger",
+        done_dirs=apart,
+    )
+    assert grown.trained == 2 and len(grown.rows) == 4
     with pytest.raises(ConfigError, match="not a retrain of the study plan"):
         run_one_retrain(
             "top-k99-s0",

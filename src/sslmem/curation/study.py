@@ -275,8 +275,17 @@ def run_retrains(
     )
     out_dir = Path(out_dir)
     _open_study_dir(out_dir, inputs)
+    by_name = {r.name: r for r in retrains}
     for done_dir in done_dirs:
-        _adopt(Path(done_dir), out_dir, {r.name for r in retrains}, manifest)
+        _adopt(
+            Path(done_dir),
+            out_dir,
+            by_name,
+            parent=manifest,
+            scores=scores,
+            config=config,
+            plan=plan,
+        )
     dataset = manifest_dataset(manifest, config.data.root)
     manifest.verify_against(dataset)
     labelled = _Labelled.load(manifest, config)
@@ -317,11 +326,27 @@ def run_retrains(
     return StudyRun(out_dir=out_dir, rows=rows, points=points, trained=trained)
 
 
-def _adopt(done_dir: Path, out_dir: Path, names: set[str], parent: SplitManifest) -> None:
-    """Copy a finished retrain directory into the study (refusing one of another study)."""
+def _adopt(
+    done_dir: Path,
+    out_dir: Path,
+    retrains: dict[str, Retrain],
+    *,
+    parent: SplitManifest,
+    scores: CandidateScores,
+    config: ExperimentConfig,
+    plan: StudyPlan,
+) -> bool:
+    """Copy a finished retrain directory into the study; ``False``: not in this plan, skipped.
+
+    Raises:
+        ConfigError: The directory is not a finished retrain, or it is one of this plan's
+            retrains computed from another split, score table or recipe.
+
+    """
     import shutil
 
     from sslmem.data.splits import load_manifest
+    from sslmem.models.checkpoint import read_checkpoint_metadata, training_recipe
 
     row = _read_json(done_dir / ROW_FILE)
     if row is None or not (done_dir / POINTS_FILE).is_file():
@@ -330,21 +355,45 @@ def _adopt(done_dir: Path, out_dir: Path, names: set[str], parent: SplitManifest
             "pass the directories the study's retrain steps wrote",
         )
     name = str(row.get("name"))
+    if name not in retrains:
+        logger.info("not adopting %s: retrain %s is not in this study's plan", done_dir, name)
+        return False
     split = load_manifest(done_dir / SPLIT_FILE)
-    parent_sha = split.derivation.parent_manifest_sha256 if split.derivation else None
-    if name not in names or (parent_sha or split.manifest_sha256) != parent.manifest_sha256:
+    derivation = split.derivation
+    parent_sha = derivation.parent_manifest_sha256 if derivation else split.manifest_sha256
+    full_images = parent.training_indices("candidate").size
+    epochs = budget_epochs(
+        config.training, full_images, full_images - retrains[name].k, plan.budget
+    )
+    training = config.training.model_copy(update={"epochs": epochs})
+    expected_recipe = training_recipe(
+        training.model_dump(mode="json"), config.model.model_dump(mode="json")
+    )
+    recorded = read_checkpoint_metadata(done_dir / ENCODER_FILE).metadata.get("recipe")
+    differs = [
+        what
+        for what, same in (
+            ("split", parent_sha == parent.manifest_sha256),
+            ("score table", derivation is None or derivation.scores_sha256 == scores.scores_sha256),
+            ("recipe", recorded == expected_recipe),
+        )
+        if not same
+    ]
+    if differs:
         raise ConfigError(
-            f"retrain {name!r} in {done_dir} is not part of this study (plan or split differ)",
-            "pass only the retrains of this study's plan and split",
+            f"retrain {name!r} in {done_dir} was computed from another {', '.join(differs)} "
+            "than this study's",
+            "adopt only retrains of the same split, score report and recipe",
         )
     target = out_dir / RETRAINS_DIR / name
     if (target / ROW_FILE).exists():
-        return
+        return True
     staging = out_dir / RETRAINS_DIR / f".{name}.adopting"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(done_dir, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+    return True
 
 
 def run_one_retrain(
