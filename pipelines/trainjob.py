@@ -26,21 +26,15 @@ the step. This module only starts the nodes (the Kubernetes objects) and reads i
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
 from sslmem.errors import ConfigError, TrainingError
 from sslmem.pipelines.platform import (
     DATA_DIR_ENV,
-    NODES_ENV,
-    TRAIN_DATA_CACHE_ENV,
     TRAIN_IMAGE_ENV,
     TRAIN_PROFILE_ENV,
     TRAIN_SECRETS_ENV,
@@ -48,7 +42,12 @@ from sslmem.pipelines.platform import (
     SecretEnv,
     TaskProfile,
 )
-from sslmem.training.launch import processes_per_node, torchrun_command
+from sslmem.pipelines.settings import (
+    TrainJobSettings,
+    TrainStepSettings,
+    forwarded_environment,
+)
+from sslmem.training.launch import torchrun_command
 from sslmem.workflow.train_launch import TRAIN_MODULE, train_across_nodes, train_role_processes
 
 if TYPE_CHECKING:
@@ -343,21 +342,10 @@ def submit_and_wait(
 
 #: The TrainJob's namespace (default: the step pod's own, from its service account).
 NAMESPACE_ENV = "SSLMEM_TRAINJOB_NAMESPACE"
-#: Seconds the step waits for its TrainJob (default :data:`DEFAULT_TIMEOUT_S`).
+#: Seconds the step waits for its TrainJob (default
+#: :data:`sslmem.pipelines.settings.DEFAULT_TIMEOUT_S`).
 TIMEOUT_ENV = "SSLMEM_TRAINJOB_TIMEOUT_S"
-DEFAULT_TIMEOUT_S = 7 * 24 * 3600.0
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-#: Plain settings the training nodes need from the step's environment (never credentials:
-#: those come from Secrets the runtime mounts, see docs/training.md).
-FORWARDED_ENV = (
-    "SSLMEM_STORE_URI",
-    "SSLMEM_S3_ENDPOINT",
-    "SSLMEM_S3_SECURE",
-    "SSLMEM_S3_REGION",
-    "SSLMEM_MLFLOW_TRACKING_URI",
-    "MLFLOW_S3_ENDPOINT_URL",
-    "SSLMEM_DEVICE",
-)
 
 
 def job_name(role: str, seed: int, attempt: str) -> str:
@@ -365,61 +353,30 @@ def job_name(role: str, seed: int, attempt: str) -> str:
     return _check_name(f"sslmem-{role}-{seed}-{attempt}"[:63].rstrip("-"), "name")
 
 
-def _namespace(environ: Mapping[str, str]) -> str:
-    if environ.get(NAMESPACE_ENV):
-        return environ[NAMESPACE_ENV]
+def _namespace(settings: TrainJobSettings) -> str:
+    namespace: str | None = settings.namespace
+    if namespace:
+        return namespace
     if _SA_NAMESPACE.is_file():
         return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
     raise ConfigError(
-        "no namespace for the TrainJob: not in a pod and SSLMEM_TRAINJOB_NAMESPACE is unset",
+        f"no namespace for the TrainJob: not in a pod and {NAMESPACE_ENV} is unset",
         f"set {NAMESPACE_ENV} to the namespace Kubeflow Trainer runs jobs in",
     )
 
 
-_Setting = TypeVar("_Setting", bound=BaseModel)
+_Value = TypeVar("_Value")
 
 
-def _setting(environ: Mapping[str, str], name: str, model: type[_Setting], what: str) -> _Setting:
-    """A platform setting the compiled pipeline put in the step's environment as JSON."""
-    try:
-        return model.model_validate_json(environ.get(name, ""))
-    except ValidationError as exc:
+def _required(value: _Value | None, name: str) -> _Value:
+    """A setting the compiled pipeline puts on a multi-node train step."""
+    if value is None:
         raise ConfigError(
-            f"{name} does not hold {what}: {exc.errors()[0]['msg']}",
+            f"{name} is unset, and the train step runs on several nodes",
             "compile the pipeline again with the platform config "
             "(sslmem pipeline compile --platform ...)",
-        ) from exc
-
-
-def _profile(environ: Mapping[str, str]) -> TaskProfile:
-    return _setting(environ, TRAIN_PROFILE_ENV, TaskProfile, "a train profile")
-
-
-def _secrets(environ: Mapping[str, str]) -> list[SecretEnv]:
-    try:
-        return [SecretEnv.model_validate(item) for item in json.loads(environ[TRAIN_SECRETS_ENV])]
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(
-            f"{TRAIN_SECRETS_ENV} does not hold the platform's Secret mappings",
-            "compile the pipeline again (sslmem pipeline compile --platform ...)",
-        ) from exc
-
-
-def _data_cache(environ: Mapping[str, str]) -> DataCache | None:
-    if not environ.get(TRAIN_DATA_CACHE_ENV):
-        return None
-    return _setting(environ, TRAIN_DATA_CACHE_ENV, DataCache, "a data cache")
-
-
-def _nodes(environ: Mapping[str, str]) -> int:
-    raw = environ.get(NODES_ENV, "").strip() or "1"
-    try:
-        nodes = int(raw)
-    except ValueError:
-        nodes = 0
-    if nodes < 1:
-        raise ConfigError(f"{NODES_ENV}={raw!r} is not a node count", "set train.nodes >= 1")
-    return nodes
+        )
+    return value
 
 
 def train_on_nodes(
@@ -525,11 +482,10 @@ def train_step(
         TrainingError: Training (or the TrainJob) failed.
 
     """
-    env = os.environ if environ is None else environ
-    nodes = _nodes(env)
-    if nodes == 1:
+    step = TrainStepSettings.from_environ(environ)
+    if step.nodes == 1:
         return train_role_processes(
-            nproc=processes_per_node(env),
+            nproc=step.nproc_per_node,
             manifest_path=manifest_path,
             recipe=recipe_json,
             role=role,
@@ -542,26 +498,23 @@ def train_step(
     from sslmem.config import RuntimeSettings
     from sslmem.data.store import open_store
 
+    job = TrainJobSettings.from_environ(environ)
     settings = RuntimeSettings()
     if "://" not in settings.store_uri or settings.store_uri.startswith("file://"):
         raise ConfigError(
-            f"training on {nodes} nodes needs a shared object store, SSLMEM_STORE_URI is "
+            f"training on {step.nodes} nodes needs a shared object store, SSLMEM_STORE_URI is "
             f"{settings.store_uri!r}",
             "set SSLMEM_STORE_URI to an s3:// store every node reaches",
         )
-    image = env.get(TRAIN_IMAGE_ENV, "")
-    if not image:
-        raise ConfigError(f"{TRAIN_IMAGE_ENV} is unset", "compile the pipeline again")
-    try:
-        timeout_s = float(env.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT_S)
-    except ValueError as exc:
-        raise ConfigError(f"{TIMEOUT_ENV} is not a number", "give it in seconds") from exc
+    image = _required(step.image, TRAIN_IMAGE_ENV)
+    profile = _required(step.profile, TRAIN_PROFILE_ENV)
+    secrets = _required(step.secrets, TRAIN_SECRETS_ENV)
     store = open_store(settings.store_uri, settings)
     return train_on_nodes(
-        nodes=nodes,
-        profile=_profile(env),
+        nodes=step.nodes,
+        profile=profile,
         image=image,
-        namespace=_namespace(env),
+        namespace=_namespace(job),
         store=store,
         manifest_path=manifest_path,
         recipe_json=recipe_json,
@@ -571,8 +524,8 @@ def train_step(
         expected_manifest_sha256=expected_manifest_sha256,
         experiment=experiment,
         code_version=code_version,
-        env={key: env[key] for key in FORWARDED_ENV if env.get(key)},
-        timeout_s=timeout_s,
-        secrets=_secrets(env),
-        data_cache=_data_cache(env),
+        env=forwarded_environment(environ),
+        timeout_s=job.timeout_s,
+        secrets=secrets,
+        data_cache=step.data_cache,
     )

@@ -15,7 +15,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: Layers, lowest first: a package may import its own layer and those below, never above.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"errors", "atomic", "estimators", "redaction", "outputs", "interrupts"}),
+    frozenset(
+        {"errors", "atomic", "estimators", "redaction", "outputs", "interrupts", "env_settings"}
+    ),
     frozenset({"config", "config_text", "runtime", "augment", "device", "provenance", "registry"}),
     frozenset({"data", "models", "coordination"}),
     frozenset({"memorization", "training", "evaluation", "reporting"}),

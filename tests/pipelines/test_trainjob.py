@@ -346,11 +346,11 @@ def test_multi_node_compile_gives_the_train_step_nodes_profile_and_image(tmp_pat
 
 
 def test_a_garbled_data_cache_setting_is_a_config_error() -> None:
-    from sslmem.pipelines.trainjob import _data_cache
+    from sslmem.pipelines.settings import TrainStepSettings
 
-    assert _data_cache({}) is None
+    assert TrainStepSettings.from_environ({}).data_cache is None
     with pytest.raises(ConfigError, match=TRAIN_DATA_CACHE_ENV) as info:
-        _data_cache({TRAIN_DATA_CACHE_ENV: '{"pvc_name": "Bad_Name"}'})
+        TrainStepSettings.from_environ({TRAIN_DATA_CACHE_ENV: '{"pvc_name": "Bad_Name"}'})
     assert info.value.fix and "compile the pipeline again" in info.value.fix
 
 
@@ -532,7 +532,9 @@ def test_collect_result_checks_the_checkpoint_against_rank_0s_hash(tmp_path: Pat
 @pytest.mark.parametrize(
     ("environ", "match"),
     [
-        ({"SSLMEM_TRAIN_NODES": "two"}, "is not a node count"),
+        ({"SSLMEM_TRAIN_NODES": "two"}, "SSLMEM_TRAIN_NODES: Input should be a valid integer"),
+        ({"SSLMEM_TRAIN_NODES": "0"}, "SSLMEM_TRAIN_NODES: Input should be greater than"),
+        ({"SSLMEM_TRAIN_NODE": "2"}, "unknown environment variable.* SSLMEM_TRAIN_NODE:"),
         ({"SSLMEM_TRAIN_NODES": "2", "SSLMEM_STORE_URI": "/data/store"}, "shared object store"),
     ],
 )

@@ -13,12 +13,12 @@ it on the train task from the platform config's accelerator limit (see
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
 from sslmem.errors import ConfigError, TrainingError
+from sslmem.training.settings import MAX_NPROC, TrainProcessSettings
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 NPROC_ENV = "SSLMEM_TRAIN_NPROC_PER_NODE"
 #: torchrun's implementation, run as a module (``torchrun`` is its console script).
 TORCHRUN_MODULE = "torch.distributed.run"
-_MAX_NPROC = 64
+_MAX_NPROC = MAX_NPROC
 
 
 def check_nproc(nproc: int) -> int:
@@ -47,22 +47,14 @@ def check_nproc(nproc: int) -> int:
 def processes_per_node(environ: Mapping[str, str] | None = None) -> int:
     """Training processes per node requested by ``SSLMEM_TRAIN_NPROC_PER_NODE`` (default 1).
 
+    Read by :class:`~sslmem.training.settings.TrainProcessSettings` from ``environ`` (default:
+    the process environment).
+
     Raises:
-        ConfigError: The variable is not an integer in 1..64.
+        ConfigError: The variable is not an integer in 1..64 (the message names it).
 
     """
-    env = os.environ if environ is None else environ
-    raw = env.get(NPROC_ENV, "").strip()
-    if not raw:
-        return 1
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{NPROC_ENV}={raw!r} is not an integer",
-            f"set {NPROC_ENV} to the number of accelerators of the train step, e.g. 4",
-        ) from None
-    return check_nproc(value)
+    return TrainProcessSettings.from_environ(environ).nproc_per_node
 
 
 def torchrun_command(

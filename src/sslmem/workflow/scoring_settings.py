@@ -7,7 +7,6 @@ script) can pass a small object of its own.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -19,7 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["LEASE_ENV", "VersionScoringSettings", "lease_settings_from_env", "service_config"]
 
-#: The environment variables of the lease settings shared by the service and the pipeline.
+#: The environment variables of the lease settings shared by the service and the pipeline
+#: (fields of :class:`~sslmem.coordination.settings.LeaseEnvSettings`, which reads them).
 LEASE_ENV = {
     "prefix": "SSLMEM_SERVICE_LEASE_PREFIX",
     "ttl_s": "SSLMEM_SERVICE_LEASE_TTL_S",
@@ -73,11 +73,16 @@ class VersionScoringSettings(Protocol):
 
 
 def lease_settings_from_env() -> LeaseSettings:
-    """Lease settings from ``SSLMEM_SERVICE_LEASE_*`` (what the service uses), else defaults."""
-    from sslmem.coordination.settings import LeaseSettings
+    """Lease settings from ``SSLMEM_SERVICE_LEASE_*`` (what the service uses), else defaults.
 
-    values = {field: os.environ[env] for field, env in LEASE_ENV.items() if env in os.environ}
-    return LeaseSettings.model_validate(values)
+    Raises:
+        ConfigError: A bad value (the message names the variable) or a misspelt
+            ``SSLMEM_SERVICE_LEASE_*`` variable.
+
+    """
+    from sslmem.coordination.settings import LeaseEnvSettings
+
+    return LeaseEnvSettings.from_environ().lease_settings()
 
 
 def service_config(settings: VersionScoringSettings) -> ExperimentConfig:
