@@ -38,6 +38,10 @@ from sslmem.data.splits import SplitManifest, derive_split, save_manifest
 from sslmem.errors import ConfigError
 
 if TYPE_CHECKING:
+    import torch
+
+    from sslmem.data.images import ImageDataset
+    from sslmem.memorization.reference_cache import ReferenceLossCache
     from sslmem.models.checkpoint import LoadedCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -116,8 +120,8 @@ def check_study_inputs(
     scores: CandidateScores,
     manifest: SplitManifest,
     reference_sha256: str,
-    reference_role: Any,
-    reference_split: Any,
+    reference_role: str | None,
+    reference_split: str | None,
 ) -> None:
     """Refuse a study whose inputs do not belong together.
 
@@ -452,8 +456,8 @@ def run_one_retrain(
 class _Labelled:
     """The labelled train/test data of the downstream evaluation, loaded once per study."""
 
-    train: Any
-    test: Any
+    train: ImageDataset
+    test: ImageDataset
 
     @classmethod
     def load(cls, manifest: SplitManifest, config: ExperimentConfig) -> _Labelled:
@@ -471,14 +475,14 @@ def _run_one(
     *,
     scores: CandidateScores,
     manifest: SplitManifest,
-    reference: Any,
-    dataset: Any,
+    reference: LoadedCheckpoint,
+    dataset: ImageDataset,
     labelled: _Labelled,
     config: ExperimentConfig,
     plan: StudyPlan,
     row_dir: Path,
-    device: Any,
-    cache: Any,
+    device: torch.device,
+    cache: ReferenceLossCache | None,
 ) -> None:
     """Train, evaluate and score one retrain; write its row and points last (atomically)."""
     import tempfile
