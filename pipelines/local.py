@@ -108,6 +108,8 @@ def local_environment(out_dir: Path, device: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _patched_environ(values: dict[str, str]) -> Iterator[None]:
+    # Saved to be put back, not read as settings: the tasks read them with RuntimeSettings
+    # (tests/test_env_reads.py allows this read).
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
     try:

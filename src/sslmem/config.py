@@ -13,6 +13,7 @@ Two kinds of configuration, each validated at one boundary:
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -119,6 +120,14 @@ class RuntimeSettings(BaseSettings):
                 "inspect --format '{{index .RepoDigests 0}}' IMAGE), or unset it"
             )
         return value
+
+    def tracking_uri_from_mlflow(self) -> bool:
+        """Whether the tracking URI is MLflow's own ``MLFLOW_TRACKING_URI`` (ours is unset)."""
+        return (
+            self.mlflow_tracking_uri is not None
+            and "SSLMEM_MLFLOW_TRACKING_URI" not in os.environ
+            and self.mlflow_tracking_uri == os.environ.get("MLFLOW_TRACKING_URI")
+        )
 
     def __init__(self, **values: Any) -> None:
         """Read the environment (``values`` win over it).

@@ -364,6 +364,8 @@ def tracking_errors(operation: str) -> Iterator[None]:
         first = detail[0] if detail else type(exc).__name__
         kind = classify_tracking_failure(exc)
         if kind == "timeout":
+            # MLflow's own variables, set from RuntimeSettings by _apply_retry_policy (or the
+            # user's, which win): what MLflow actually waited, for the message.
             timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "?")
             retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
             raise TrackingUnavailableError(

@@ -49,6 +49,9 @@ class DistContext:
 
 
 def _env_int(name: str, default: int) -> int:
+    # RANK, WORLD_SIZE and LOCAL_RANK are set by the launcher (torchrun) for each process it
+    # starts: they describe the process, they are not configuration, so no settings class
+    # holds them (tests/test_env_reads.py allows this read).
     value = os.environ.get(name)
     if value is None:
         return default

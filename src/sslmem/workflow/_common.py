@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -49,9 +48,7 @@ def configure_tracking(settings: RuntimeSettings) -> None:
             "local SQLite store under ./mlruns (in a pipeline pod this is lost; set it in the "
             "platform config)"
         )
-    elif "SSLMEM_MLFLOW_TRACKING_URI" not in os.environ and settings.mlflow_tracking_uri == (
-        os.environ.get("MLFLOW_TRACKING_URI")
-    ):
+    elif settings.tracking_uri_from_mlflow():
         logger.info("SSLMEM_MLFLOW_TRACKING_URI is not set: tracking to MLFLOW_TRACKING_URI")
     configure_from_settings(settings)
 
