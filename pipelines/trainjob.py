@@ -10,9 +10,10 @@ and ``--nproc-per-node`` options: the torch runtime sets ``PET_NNODES``, ``PET_N
 reads. Every process runs the same :mod:`sslmem.workflow.train_launch` entry point.
 
 The object is built with the models of ``kubeflow-trainer-api`` 2.3 (a dependency of sslmem,
-so the runtime image has them). :func:`wait_for_train_job` polls it until its ``Complete``
-or ``Failed`` condition; :func:`submit_and_wait` does both through the Kubernetes API (needs a
-cluster).
+so the runtime image has them) and handed on as a plain dict: creating it through the
+Kubernetes API, polling it until its ``Complete`` or ``Failed`` condition or the timeout, and
+turning API failures into typed errors are the library's
+(:func:`sslmem.training.trainjob_client.submit_and_wait`).
 
 :func:`train_step` is what the train component calls: on one node it is
 :func:`~sslmem.workflow.train_launch.train_role_processes`; on ``nodes > 1`` (the pipeline sets
@@ -21,18 +22,18 @@ submits the TrainJob and waits, inside
 :func:`~sslmem.workflow.train_launch.train_across_nodes`, the library's side of the exchange:
 it stages the split manifest and the recipe in the object store under a prefix derived from the
 step's identity and reads rank 0's checkpoint and result back -- the nodes share no disk with
-the step. This module only starts the nodes (the Kubernetes objects) and reads its settings.
+the step. This module only builds the TrainJob from the platform's models and reads its
+settings.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sslmem.errors import ConfigError, TrainingError
+from sslmem.errors import ConfigError
 from sslmem.pipelines.platform import (
     DATA_DIR_ENV,
     TRAIN_IMAGE_ENV,
@@ -48,6 +49,7 @@ from sslmem.pipelines.settings import (
     forwarded_environment,
 )
 from sslmem.training.launch import torchrun_command
+from sslmem.training.trainjob_client import TRAINER_API_VERSION, pod_namespace, submit_and_wait
 from sslmem.workflow.train_launch import TRAIN_MODULE, train_across_nodes, train_role_processes
 
 if TYPE_CHECKING:
@@ -55,8 +57,6 @@ if TYPE_CHECKING:
     from sslmem.data.store import ObjectStore
     from sslmem.workflow.train import TrainedEncoder
 
-TRAINER_GROUP, TRAINER_VERSION, TRAINJOB_PLURAL = "trainer.kubeflow.org", "v1alpha1", "trainjobs"
-TRAINER_API_VERSION = f"{TRAINER_GROUP}/{TRAINER_VERSION}"
 #: The ClusterTrainingRuntime Kubeflow Trainer installs for PyTorch (torchrun) jobs.
 TORCH_RUNTIME = "torch-distributed"
 #: The torch runtime's replicated job, and its container, that run the training nodes.
@@ -254,98 +254,11 @@ def build_train_job(
     return result
 
 
-TrainJobState = Literal["running", "complete"]
-
-
-def train_job_state(job: Mapping[str, Any]) -> TrainJobState:
-    """Where a TrainJob stands, from its ``status.conditions`` (Trainer v2.3 condition types).
-
-    Returns:
-        ``"complete"`` once ``Complete`` is true, else ``"running"`` (also while suspended or
-        before the controller wrote a status).
-
-    Raises:
-        TrainingError: ``Failed`` is true; names the job, the reason and the message.
-
-    """
-    conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
-    name = (job.get("metadata") or {}).get("name", "?")
-    failed = conditions.get("Failed")
-    if failed is not None and failed.get("status") == "True":
-        raise TrainingError(
-            f"TrainJob {name} failed: {failed.get('reason', '')}: {failed.get('message', '')}",
-            f"see the logs of its pods (kubectl logs -l jobset.sigs.k8s.io/jobset-name={name}); "
-            "fix the cause and run the step again",
-        )
-    complete = conditions.get("Complete")
-    if complete is not None and complete.get("status") == "True":
-        return "complete"
-    return "running"
-
-
-def wait_for_train_job(
-    read: Callable[[], Mapping[str, Any]],
-    *,
-    timeout_s: float,
-    poll_s: float = 30.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> Mapping[str, Any]:
-    """Poll a TrainJob (``read()`` returns it) until it completes.
-
-    Returns:
-        The completed TrainJob.
-
-    Raises:
-        TrainingError: It failed, or did not finish within ``timeout_s``.
-
-    """
-    deadline = clock() + timeout_s
-    while True:
-        job = read()
-        if train_job_state(job) == "complete":
-            return job
-        if clock() >= deadline:
-            name = (job.get("metadata") or {}).get("name", "?")
-            raise TrainingError(
-                f"TrainJob {name} did not finish within {timeout_s:.0f} s",
-                "raise the timeout, or check why its pods are pending "
-                f"(kubectl describe trainjob {name})",
-            )
-        sleep(poll_s)
-
-
-def submit_and_wait(
-    job: Mapping[str, Any], *, timeout_s: float, poll_s: float = 30.0
-) -> Mapping[str, Any]:  # pragma: no cover - needs a Kubernetes API server with Trainer
-    """Create ``job`` with the in-cluster (or kubeconfig) credentials and wait for it."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config()
-    api = client.CustomObjectsApi()
-    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    api.create_namespaced_custom_object(
-        TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL, dict(job)
-    )
-
-    def read() -> Mapping[str, Any]:
-        got: Mapping[str, Any] = api.get_namespaced_custom_object(
-            TRAINER_GROUP, TRAINER_VERSION, namespace, TRAINJOB_PLURAL, name
-        )
-        return got
-
-    return wait_for_train_job(read, timeout_s=timeout_s, poll_s=poll_s)
-
-
 #: The TrainJob's namespace (default: the step pod's own, from its service account).
 NAMESPACE_ENV = "SSLMEM_TRAINJOB_NAMESPACE"
 #: Seconds the step waits for its TrainJob (default
 #: :data:`sslmem.pipelines.settings.DEFAULT_TIMEOUT_S`).
 TIMEOUT_ENV = "SSLMEM_TRAINJOB_TIMEOUT_S"
-_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 def job_name(role: str, seed: int, attempt: str) -> str:
@@ -357,8 +270,9 @@ def _namespace(settings: TrainJobSettings) -> str:
     namespace: str | None = settings.namespace
     if namespace:
         return namespace
-    if _SA_NAMESPACE.is_file():
-        return _SA_NAMESPACE.read_text(encoding="utf-8").strip()
+    namespace = pod_namespace()
+    if namespace:
+        return namespace
     raise ConfigError(
         f"no namespace for the TrainJob: not in a pod and {NAMESPACE_ENV} is unset",
         f"set {NAMESPACE_ENV} to the namespace Kubeflow Trainer runs jobs in",
@@ -420,7 +334,8 @@ def train_on_nodes(
         timeout_s: How long to wait for the TrainJob.
         secrets: Secrets mapped to the training containers' environment (credentials).
         data_cache: The dataset cache claim every node mounts (``ReadWriteMany``).
-        submit: Creates the TrainJob and waits (:func:`submit_and_wait`).
+        submit: Creates the TrainJob and waits
+            (:func:`sslmem.training.trainjob_client.submit_and_wait`).
 
     Returns:
         Rank 0's result, its checkpoint at ``out_path``.
@@ -428,6 +343,8 @@ def train_on_nodes(
     Raises:
         TrainingError: The TrainJob failed (its condition's message), timed out, or left no
             result.
+        ConfigError: The Kubernetes API refused it (credentials, RBAC, no Trainer).
+        TransientError: The API server did not answer.
 
     """
 

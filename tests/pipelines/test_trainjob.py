@@ -2,9 +2,11 @@
 
 No Kubernetes API server runs here: the object is validated with the CRD's own
 openAPIV3Schema (tests/pipelines/fixtures, taken from kubeflow/trainer v2.3.0), strictly --
-an unknown field is an error, as with ``kubectl apply --validate=strict``. The real submission
-(:func:`submit_and_wait` against a cluster with Trainer) never runs here; instead the step's
-library function is run with a submitter that validates the TrainJob it was given and runs that
+an unknown field is an error, as with ``kubectl apply --validate=strict``. Creating and polling
+the TrainJob through the Kubernetes API is the library's
+(:func:`sslmem.training.trainjob_client.submit_and_wait`, tested with a fake API client in
+tests/training/test_trainjob_client.py; never against a cluster). Here the step's library
+function is run with a submitter that validates the TrainJob it was given and runs that
 TrainJob's own command on this machine as node 0 of 1 (torchrun reads the ``PET_*`` layout the
 torch runtime would set), against a real local store and a real S3 server.
 """
@@ -49,12 +51,7 @@ from sslmem.pipelines.platform import (
     TaskProfile,
     Toleration,
 )
-from sslmem.pipelines.trainjob import (
-    build_train_job,
-    train_on_nodes,
-    train_step,
-    wait_for_train_job,
-)
+from sslmem.pipelines.trainjob import build_train_job, job_name, train_on_nodes, train_step
 from sslmem.training.launch import torchrun_command
 from sslmem.workflow.train_launch import (
     TRAIN_MODULE,
@@ -64,10 +61,10 @@ from sslmem.workflow.train_launch import (
     train_across_nodes,
     train_role_processes,
 )
+from tests.pipelines.crd import CRD, validate_train_job
 from tests.servers import S3Server, free_port
 from tests.training.helpers import tiny_config
 
-CRD = json.loads((Path(__file__).parent / "fixtures" / "trainjob-v2.3.0.schema.json").read_text())
 ARGS = launch_args(
     manifest_path="s3://sslmem/store/splits/abc.json",
     recipe_file="s3://sslmem/runs/r1/recipe.json",
@@ -83,20 +80,8 @@ PROFILE = TaskProfile(
 )
 
 
-def _strict(schema: Any) -> Any:
-    """The structural schema with unknown fields refused (the API server prunes them)."""
-    if isinstance(schema, list):
-        return [_strict(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {key: _strict(value) for key, value in schema.items()}
-    if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields"):
-        out["additionalProperties"] = False
-    return out
-
-
 def _validate(job: dict[str, Any]) -> None:
-    jsonschema.Draft7Validator(_strict(CRD["openAPIV3Schema"])).validate(job)
+    validate_train_job(job)
 
 
 def _job(**overrides: Any) -> dict[str, Any]:
@@ -238,58 +223,18 @@ def test_bad_train_job_settings_are_config_errors(field: str, value: Any) -> Non
     assert info.value.fix
 
 
-def _with_status(*conditions: tuple[str, str, str]) -> dict[str, Any]:
-    job = _job()
-    job["status"] = {
-        "conditions": [
-            {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": f"{kind} {reason}",
-                "lastTransitionTime": "2026-12-01T12:00:00Z",
-            }
-            for kind, status, reason in conditions
-        ]
-    }
-    _validate(job)  # the status the controller would write, per the CRD
-    return job
+def test_the_adapter_submits_through_the_librarys_client() -> None:
+    """Only the TrainJob is built in ``pipelines/``: the Kubernetes API calls are the library's."""
+    import inspect
 
+    from sslmem.pipelines import trainjob
+    from sslmem.training import trainjob_client
 
-def test_wait_returns_when_the_job_completes() -> None:
-    states = [
-        _job(),
-        _with_status(("Suspended", "True", "Suspended")),
-        _with_status(("Suspended", "False", "Resumed"), ("Complete", "True", "JobsCompleted")),
-    ]
-    reads, sleeps = iter(states), []
-    done = wait_for_train_job(lambda: next(reads), timeout_s=100, poll_s=5, sleep=sleeps.append)
-    assert done is states[-1] and sleeps == [5, 5]
-
-
-def test_a_failed_job_is_a_training_error_with_its_reason() -> None:
-    failed = _with_status(("Failed", "True", "DeadlineExceeded"))
-    with pytest.raises(TrainingError, match="train-reference-2 failed: DeadlineExceeded"):
-        wait_for_train_job(lambda: failed, timeout_s=100, sleep=lambda _: None)
-
-
-def test_waiting_stops_at_the_timeout() -> None:
-    now = iter(range(0, 1000, 40))
-    with pytest.raises(TrainingError, match="did not finish within 100 s"):
-        wait_for_train_job(
-            _job, timeout_s=100, poll_s=40, sleep=lambda _: None, clock=lambda: next(now)
-        )
-
-
-def test_a_failed_job_reports_the_conditions_message_and_a_fix() -> None:
-    failed = _with_status(("Created", "True", "JobsCreated"), ("Failed", "True", "PodFailed"))
-    with pytest.raises(TrainingError) as info:
-        wait_for_train_job(lambda: failed, timeout_s=100, sleep=lambda _: None)
-    # _with_status writes the message "<type> <reason>" (schema-valid, as the controller would).
-    assert info.value.problem == "TrainJob train-reference-2 failed: PodFailed: Failed PodFailed"
-    assert "kubectl logs -l jobset.sigs.k8s.io/jobset-name=train-reference-2" in (
-        info.value.fix or ""
+    assert inspect.signature(train_on_nodes).parameters["submit"].default is (
+        trainjob_client.submit_and_wait
     )
+    assert job_name("reference", 2, "0a1b2c3d") == "sslmem-reference-2-0a1b2c3d"
+    assert "kubernetes" not in inspect.getsource(trainjob)
 
 
 def test_credentials_reach_the_nodes_by_secret_reference_only() -> None:

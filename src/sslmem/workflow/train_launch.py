@@ -12,7 +12,8 @@ On several nodes the ranks share no disk: ``--recipe``, ``--out`` and ``--result
 object-store URIs (``s3://...``), and rank 0 uploads the checkpoint and its result there.
 :func:`train_across_nodes` is that exchange (stage the inputs under the step's prefix, run,
 verify and fetch rank 0's checkpoint); how the nodes are started is its caller's (a Kubeflow
-Trainer TrainJob: :mod:`sslmem.pipelines.trainjob`, the adapter).
+Trainer TrainJob built by :mod:`sslmem.pipelines.trainjob`, the adapter, and submitted with
+:func:`sslmem.training.trainjob_client.submit_and_wait`).
 """
 
 from __future__ import annotations
