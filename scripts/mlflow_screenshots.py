@@ -18,7 +18,8 @@ Usage (a manual step, not part of the test suite)::
     .venv/bin/python scripts/mlflow_screenshots.py [--work DIR] [--img docs/img] [--reuse]
 
 ``--reuse`` keeps the runs of an earlier call in ``--work`` (only the screenshots are taken
-again). Takes ~5 minutes on an idle 2-core CPU (the demo's two runs), ~1 more for the pictures.
+again). The demo's two runs took 1096 s + 559 s on a 2-core VM under a load average of ~5
+(docs/mlflow.md#how-long-the-demo-takes); the pictures about a minute more.
 """
 
 from __future__ import annotations
@@ -162,17 +163,41 @@ SCROLL_TO_METRICS = """
   return header.offsetLeft;
 })()
 """
-#: Opens the *Scatter Plot* tab below the compare table and scrolls it into view.
-SCATTER_TAB = """
+#: Where an element is on screen (its centre, CSS pixels), after scrolling it into view: the
+#: argument is a JS expression for the element. ``null`` while it is not rendered.
+WHERE = """
 (() => {
-  const tab = [...document.querySelectorAll('[role=tab], button')].find(
-    e => e.textContent.trim() === 'Scatter Plot');
-  if (!tab) return false;
-  tab.click();
-  tab.scrollIntoView({block: 'start'});
-  return true;
+  const e = %s;
+  if (!e) return null;
+  e.scrollIntoView({block: 'center'});
+  const r = e.getBoundingClientRect();
+  return {x: r.left + r.width / 2, y: r.top + r.height / 2};
 })()
 """
+#: The compare view's *Scatter Plot* tab: a Radix tab, selected on a real mouse press (not by
+#: ``element.click()``, which fires no ``mousedown``).
+SCATTER_TAB = """[...document.querySelectorAll('[role=tab]')].find(
+    e => e.textContent.trim() === 'Scatter Plot')"""
+#: The scatter plot's axis selects (``x-axis-selector``, ``y-axis-selector``) and one option of
+#: the list an open select shows.
+AXIS_SELECT = "document.getElementById('%s-axis-selector')"
+AXIS_OPTION = """[...document.querySelectorAll('[role=option]')].find(
+    e => e.textContent.trim() === %s)"""
+#: What the scatter plot's axes show (Plotly's axis titles), e.g. ``["knn_accuracy", ...]``.
+AXIS_TITLES = """[...document.querySelectorAll('.xtitle, .ytitle')].map(e => e.textContent)"""
+#: The scatter: memorisation of S_C (y) against kNN accuracy (x), one point per version.
+SCATTER_AXES = {"x": "knn_accuracy", "y": "sslmem_mean/candidate"}
+#: How many CSS pixels the page's content runs below the viewport: the UI scrolls inside its
+#: own containers, so this is the most any scrollable element hides (0: everything in view).
+HIDDEN_BELOW = """
+(() => Math.max(0, ...[...document.querySelectorAll('*')].filter(e => {
+  const style = getComputedStyle(e);
+  return /(auto|scroll)/.test(style.overflowY) || e === document.scrollingElement;
+}).map(e => e.scrollHeight - e.clientHeight)))()
+"""
+#: Pictures whose viewport grows until the whole page is in view (the registered model's
+#: versions table, below its description and tags).
+FIT_HEIGHT = {"mlflow-registry.png"}
 #: Closes the assistant panel, which MLflow opens on a first visit from localhost.
 CLOSE_ASSISTANT = """
 (() => {
@@ -273,8 +298,43 @@ class Browser:
         time.sleep(settle_s)
 
     def evaluate(self, expression: str) -> object:
-        result = self.call("Runtime.evaluate", expression=expression, session=True)
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, session=True
+        )
         return dict(result.get("result", {})).get("value")  # type: ignore[call-overload]
+
+    def where(self, element: str, timeout_s: float = 30.0) -> tuple[float, float]:
+        """The centre of the element ``element`` (a JS expression) once rendered, in view."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.evaluate(WHERE % element)
+            if isinstance(found, dict):
+                return float(found["x"]), float(found["y"])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not rendered after {timeout_s:.0f} s: {element}")
+            time.sleep(0.5)
+
+    def click(self, element: str, timeout_s: float = 30.0) -> None:
+        """A real left click (mouse moved, pressed, released) on ``element`` once rendered.
+
+        Widgets that react to ``mousedown`` or pointer events (Radix tabs and selects) ignore
+        ``element.click()``; these are the events a user's mouse sends.
+        """
+        x, y = self.where(element, timeout_s)
+        time.sleep(0.5)  # the scroll into view settles
+        x, y = self.where(element, timeout_s)
+        self.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=x, y=y)
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call(
+                "Input.dispatchMouseEvent",
+                session=True,
+                type=kind,
+                x=x,
+                y=y,
+                button="left",
+                buttons=1 if kind == "mousePressed" else 0,
+                clickCount=1,
+            )
 
     def screenshot(self, out: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png", session=True)["data"]
@@ -295,8 +355,31 @@ class Browser:
 
 def _scatter(browser: Browser) -> None:
     """Open the compare view's scatter plot: memorisation (y) against kNN accuracy (x)."""
-    print("scatter", browser.evaluate(SCATTER_TAB), flush=True)
+    browser.click(SCATTER_TAB)
+    for axis, key in SCATTER_AXES.items():
+        browser.click(AXIS_SELECT % axis)
+        browser.click(AXIS_OPTION % json.dumps(key), timeout_s=10)
+        time.sleep(1)
+    browser.evaluate("(" + SCATTER_TAB + ").scrollIntoView({block: 'start'})")
+    # The pointer rests off the page's content (no row or point highlighted by hovering).
+    browser.call("Input.dispatchMouseEvent", session=True, type="mouseMoved", x=1, y=1)
     time.sleep(3)
+    titles = browser.evaluate(AXIS_TITLES)
+    print("scatter axes", titles, flush=True)
+    if titles != [SCATTER_AXES["x"], SCATTER_AXES["y"]]:
+        raise RuntimeError(f"the scatter plot shows {titles}, not {SCATTER_AXES}")
+
+
+def _fit_height(browser: Browser, width: int, height: int, most: int = 4000) -> None:
+    """Grow the viewport until no scrollable element hides content below it."""
+    for _ in range(5):
+        hidden = browser.evaluate(HIDDEN_BELOW)
+        if not isinstance(hidden, (int, float)) or hidden <= 0 or height >= most:
+            break
+        height = min(most, height + int(hidden) + 8)
+        browser.resize(width, height)
+        time.sleep(2)
+    print("viewport height", height, flush=True)
 
 
 def main() -> int:
@@ -357,6 +440,8 @@ def main() -> int:
                     time.sleep(3)
                 if name == "mlflow-scatter.png":
                     _scatter(browser)
+                if name in FIT_HEIGHT:
+                    _fit_height(browser, *SIZES.get(name, (1900, 800)))
                 browser.screenshot(args.img / name)
         finally:
             browser.close()
