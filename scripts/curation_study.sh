@@ -5,8 +5,8 @@
 # environment variable, so the CPU-sized study of docs/curation.md is the same script.
 #
 #   GPU (paper scale):  scripts/curation_study.sh
-#   CPU (docs' study):  RECIPE=bundled-cpu DEVICE=cpu EPOCHS=150 FRACTIONS=0.2 SEEDS=0,1,2,3 \
-#                       DRAWS=1 scripts/curation_study.sh
+#   CPU (docs' study):  RECIPE=bundled-cpu DEVICE=cpu EPOCHS=150 FRACTIONS=0.2 SEEDS=0,1,2 \
+#                       DRAWS=1 STRATEGIES=top,random scripts/curation_study.sh
 #   Print the commands: DRY_RUN=1 scripts/curation_study.sh
 #
 # Cost: SEEDS x (1 + FRACTIONS x (top + bottom + DRAWS)) retrains of the candidate encoder, plus
@@ -19,6 +19,7 @@ EPOCHS=${EPOCHS:-400}
 FRACTIONS=${FRACTIONS:-0.01,0.05,0.1}
 SEEDS=${SEEDS:-0,1,2,3,4}
 DRAWS=${DRAWS:-3}
+STRATEGIES=${STRATEGIES:-top,random,bottom}
 OUT=${OUT:-curation-study}
 EXPERIMENT=${EXPERIMENT:-}
 SSLMEM=${SSLMEM:-sslmem}
@@ -53,4 +54,5 @@ done
     "${common[@]}"
 run "$SSLMEM" curate --scores "$OUT/score" --split "$OUT/split.json" \
   --reference "$OUT/reference/encoder.safetensors" --out "$OUT/study" \
-  --fractions "$FRACTIONS" --seeds "$SEEDS" --random-draws "$DRAWS" "${track[@]}" "${common[@]}"
+  --fractions "$FRACTIONS" --strategies "$STRATEGIES" --seeds "$SEEDS" --random-draws "$DRAWS" \
+  "${track[@]}" "${common[@]}"

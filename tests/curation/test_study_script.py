@@ -35,7 +35,8 @@ def _dry_run(**env: str) -> list[list[str]]:
             "DEVICE": "cpu",
             "EPOCHS": "150",
             "FRACTIONS": "0.2",
-            "SEEDS": "0,1,2,3",
+            "SEEDS": "0,1,2",
+            "STRATEGIES": "top,random",
             "DRAWS": "1",
             "EXPERIMENT": "curation",
         },
@@ -51,3 +52,4 @@ def test_every_printed_command_parses(env: dict[str, str]) -> None:
             assert args.seeds == tuple(int(s) for s in env.get("SEEDS", "0,1,2,3,4").split(","))
             assert args.experiment == env.get("EXPERIMENT")
             assert args.device == env.get("DEVICE", "cuda")
+            assert args.strategies == tuple(env.get("STRATEGIES", "top,random,bottom").split(","))

@@ -123,7 +123,7 @@ def atypicality_figure(
     figure = Figure(figsize=(5.5, 4.5))
     axes = figure.add_subplot(1, 1, 1)
     axes.scatter(atypicality, sslmem, s=12, color="#d62728", alpha=0.7)
-    axes.set_xlabel("atypicality (mean cosine distance to k nearest reference-training points)")
+    axes.set_xlabel("atypicality (kNN cosine distance, reference embedding)")
     axes.set_ylabel("SSLMem (raw)")
     axes.grid(alpha=0.3)
     axes.set_title(
