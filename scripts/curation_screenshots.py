@@ -6,6 +6,8 @@
    retrain is found done, so nothing trains; the study is logged (parent run, nested retrains).
 3. Headless Chromium screenshots: the experiment's runs with the study's nested retrains, and
    the parent run's metric charts (accuracy against k per strategy: the metric step is k).
+   MLflow draws one chart per metric key, each with its own y-axis; the report's
+   ``accuracy_vs_k.png`` puts the strategies on one axis.
 
 Usage (a manual step, like scripts/mlflow_screenshots.py, whose browser driver it uses)::
 
@@ -41,7 +43,9 @@ from mlflow_screenshots import (
 )
 
 EXPERIMENT = "curation"
-SIZES = {"curation-runs.png": (1900, 900), "curation-metrics.png": (1900, 1300)}
+#: Viewports: the metrics page shows its first two sections (kNN and linear-probe accuracy
+#: against k per strategy); the other charts are in the run page below them.
+SIZES = {"curation-runs.png": (1900, 900), "curation-metrics.png": (1900, 1040)}
 
 
 def _ids(url: str) -> tuple[str, str]:
@@ -105,7 +109,8 @@ def main() -> int:
                 if name == "curation-runs.png":
                     print("expanded", browser.evaluate(EXPAND_RUNS), "parent runs", flush=True)
                     time.sleep(4)
-                _fit_height(browser, *SIZES[name])
+                if name == "curation-runs.png":
+                    _fit_height(browser, *SIZES[name])
                 browser.screenshot(args.img / name)
         finally:
             browser.close()
