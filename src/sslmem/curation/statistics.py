@@ -12,8 +12,7 @@ seed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -57,10 +56,6 @@ class PairedTest:
     statistic: float
     p_value: float
     sd_difference: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready fields."""
-        return asdict(self)
 
 
 def paired_less(treatment: npt.ArrayLike, control: npt.ArrayLike) -> PairedTest:
@@ -167,10 +162,6 @@ class OnionShift:
     tail_after: float
     newly_exposed: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready fields."""
-        return asdict(self)
-
 
 def onion_shift(
     before_index: npt.ArrayLike,
@@ -242,10 +233,6 @@ class Correlation:
     ci95_low: float
     ci95_high: float
     resamples: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready fields."""
-        return asdict(self)
 
 
 def spearman_with_ci(
