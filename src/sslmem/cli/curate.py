@@ -50,23 +50,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scores",
         type=path_arg,
-        required=True,
         metavar="DIR",
         help="the candidate's score report directory (sslmem score --out, or run's score/)",
     )
     parser.add_argument(
         "--split",
         type=str,
-        required=True,
         metavar="MANIFEST",
         help="the split manifest the candidate was trained and scored on",
     )
     parser.add_argument(
         "--reference",
         type=path_arg,
-        required=True,
         metavar="CKPT",
         help="the reference checkpoint the report was scored against",
+    )
+    parser.add_argument(
+        "--version",
+        metavar="MODEL_URI",
+        help="instead of --scores/--split/--reference: a registered, scored candidate version "
+        "(models:/NAME/N or models:/NAME@alias); its score report, split and reference are "
+        "read from MLflow (tracking URI: SSLMEM_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI)",
     )
     parser.add_argument(
         "--out",
@@ -177,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         report_dir=args.scores,
         manifest_path=args.split,
         reference_path=args.reference,
+        version=args.version,
         config=experiment_config(args),
         plan=plan,
         out_dir=args.out,
@@ -221,6 +226,11 @@ def _run_pipeline(args: argparse.Namespace, plan: dict[str, Any], device: str) -
         raise ConfigError(
             "--adopt does not apply to --local-pipeline",
             "the pipeline reuses finished retrains from its cache: rerun into the same --out",
+        )
+    if args.version is not None or None in (args.scores, args.split, args.reference):
+        raise ConfigError(
+            "--local-pipeline takes the score report, split and reference as local files",
+            "pass --scores, --split and --reference (not --version)",
         )
     arguments: dict[str, object] = {
         "scores_uri": _local_path(str(args.scores), "--scores"),

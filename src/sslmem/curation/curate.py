@@ -5,13 +5,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sslmem.config import ExperimentConfig, RuntimeSettings
+from sslmem.curation.inputs import ScoredCandidate, scored_candidate_from_version
 from sslmem.curation.plan import Retrain, StudyPlan
 from sslmem.curation.study import StudyResult, run_study
+from sslmem.errors import ConfigError
+from sslmem.workflow._common import configure_tracking, process_settings
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,10 @@ class CurationOutcome:
 
 def curate(
     *,
-    report_dir: Path | str,
-    manifest_path: Path | str,
-    reference_path: Path | str,
+    report_dir: Path | str | None = None,
+    manifest_path: Path | str | None = None,
+    reference_path: Path | str | None = None,
+    version: str | None = None,
     config: ExperimentConfig,
     plan: StudyPlan,
     out_dir: Path | str,
@@ -44,10 +49,15 @@ def curate(
 ) -> CurationOutcome:
     """Run or resume the study (:func:`~sslmem.curation.study.run_study`) and log it.
 
+    The scored candidate is either local files (``report_dir``, ``manifest_path``,
+    ``reference_path``) or a registered, scored version (``version``), whose report and
+    reference are fetched for the study (:mod:`sslmem.curation.inputs`).
+
     Args:
         report_dir: The candidate's score report directory.
         manifest_path: The split it was scored on.
         reference_path: The reference it was scored against.
+        version: Instead of the three: ``models:/NAME/N`` (or ``@alias``) of a scored version.
         config: The candidate's recipe.
         plan: What the study varies.
         out_dir: The study directory.
@@ -58,26 +68,43 @@ def curate(
         done_dirs: Retrains computed elsewhere (the pipeline's fan-out), adopted first.
 
     Raises:
-        ConfigError, DataError: See :func:`~sslmem.curation.study.run_study`.
+        ConfigError: Neither or both of ``version`` and the three files; see also
+            :func:`~sslmem.curation.study.run_study`.
+        DataError: See :func:`~sslmem.curation.study.run_study`.
         TrackingError: MLflow is unreachable (only with ``experiment``); the study's files
             are complete and a rerun logs them without retraining.
 
     """
-    from sslmem.workflow._common import configure_tracking, process_settings
-
     settings = process_settings(settings)
-    result = run_study(
-        report_dir=report_dir,
-        manifest_path=manifest_path,
-        reference_path=reference_path,
-        config=config,
-        plan=plan,
-        out_dir=out_dir,
-        device=device,
-        settings=settings,
-        on_retrain=on_retrain,
-        done_dirs=done_dirs,
-    )
+    given = [path is not None for path in (report_dir, manifest_path, reference_path)]
+    if not (all(given) if version is None else not any(given)):
+        raise ConfigError(
+            "a curation study needs either a registered version or the score report, split "
+            "and reference files, not both and not part of them",
+            "pass --version models:/NAME/N, or --scores, --split and --reference",
+        )
+    with tempfile.TemporaryDirectory(prefix="sslmem-curate-inputs-") as tmp:
+        if version is not None:
+            configure_tracking(settings)
+            candidate = scored_candidate_from_version(version, Path(tmp))
+        else:
+            candidate = ScoredCandidate(
+                report_dir=Path(str(report_dir)),
+                manifest=str(manifest_path),
+                reference=Path(str(reference_path)),
+            )
+        result = run_study(
+            report_dir=candidate.report_dir,
+            manifest_path=candidate.manifest,
+            reference_path=candidate.reference,
+            config=config,
+            plan=plan,
+            out_dir=out_dir,
+            device=device,
+            settings=settings,
+            on_retrain=on_retrain,
+            done_dirs=done_dirs,
+        )
     if experiment is None:
         return CurationOutcome(result, None)
     from sslmem.curation.tracking import log_study
