@@ -149,16 +149,11 @@ class RuntimeSettings(BaseSettings):
 
 def _format_settings_error(error: ValidationError, explicit: dict[str, Any]) -> str:
     """One line per bad setting, named as the environment variable that set it."""
-    lines = ["invalid runtime settings:"]
-    for item in error.errors():
-        field = str(item["loc"][0]) if item["loc"] else "<root>"
-        info = RuntimeSettings.model_fields.get(field)
-        secret = info is not None and "SecretStr" in str(info.annotation)
-        prefix = RuntimeSettings.model_config.get("env_prefix", "")
-        name = field if field in explicit else f"{prefix}{field.upper()}"
-        got = "" if secret else f" (got {item.get('input')!r})"
-        lines.append(f"  {name}: {item['msg']}{got}")
-    return "\n".join(lines)
+    from sslmem.env_settings import settings_error_lines
+
+    return "\n".join(
+        ["invalid runtime settings:", *settings_error_lines(error, RuntimeSettings, explicit)]
+    )
 
 
 class _Section(BaseModel):
