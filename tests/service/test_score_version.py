@@ -171,6 +171,13 @@ def test_same_weights_as_the_champion_judge_neutral_paired(
         == "scored"
     )
     set_alias("enc", "champion", first)
+    # The champion itself is not judged against itself: its own budget only, said so.
+    own = judge_registered_version("enc", first, settings=settings, runtime=runtime)
+    assert own is not None and own.champion_version is None
+    assert own.reasons == [
+        "this version is the champion (alias 'champion'); it is not judged against itself"
+    ]
+    assert get_version_tags("enc", first)[T.JUDGED_AGAINST] == first  # reconcile: judged
     second = register_external_encoder(
         encoders.candidate, model_name="enc", split_uri=encoders.split_uri,
         reference_uri="models:/enc-ref/1", settings=runtime,

@@ -487,14 +487,20 @@ def _budget_reasons(candidate: ScoredVersion, policy: JudgementPolicy) -> list[s
 
 
 def judge(
-    candidate: ScoredVersion, champion: ScoredVersion | None, policy: JudgementPolicy
+    candidate: ScoredVersion,
+    champion: ScoredVersion | None,
+    policy: JudgementPolicy,
+    *,
+    no_champion: str = "no champion version to compare with",
 ) -> Judgement:
     """Judge ``candidate`` against ``champion`` under ``policy`` (see the module docstring).
 
     Args:
         candidate: The newly scored version.
-        champion: The version holding the champion alias (``None``: there is none).
+        champion: The version holding the champion alias (``None``: there is none, or the
+            candidate is the champion itself).
         policy: The thresholds (:func:`sslmem.tracking.policy.policy_from_tags` for a model's own).
+        no_champion: The reason given when ``champion`` is ``None``.
 
     Returns:
         The judgement, with every number, the tests used and the reasons.
@@ -529,8 +535,7 @@ def judge(
 
     breach = JudgementOutcome.REGRESSION if budget else None
     if champion is None:
-        note = "no champion version to compare with"
-        return result(breach or JudgementOutcome.INCOMPARABLE, [*budget, note])
+        return result(breach or JudgementOutcome.INCOMPARABLE, [*budget, no_champion])
     differences = protocol_differences(candidate.protocol, champion.protocol)
     if differences:
         note = (

@@ -194,7 +194,14 @@ def _judge_claimed(
                 differences=differences,
             )
     policy = _model_policy(name, settings.judgement_policy())
-    judgement = judge(candidate, champion, policy)
+    if champion_number == number:  # the champion itself: its own budget only
+        no_champion = (
+            f"this version is the champion (alias {settings.champion_alias!r}); it is not "
+            "judged against itself"
+        )
+        judgement = judge(candidate, None, policy, no_champion=no_champion)
+    else:
+        judgement = judge(candidate, champion, policy)
     if rescored_note is not None:
         judgement = judgement.model_copy(
             update={
