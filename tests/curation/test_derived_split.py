@@ -58,8 +58,12 @@ def test_round_trips_and_a_tampered_removal_is_refused(parent: SplitManifest) ->
 
 
 def test_a_plain_split_has_no_derivation_key(parent: SplitManifest) -> None:
-    # Manifests written before derivations existed keep their bytes and hash.
+    # Manifests written before derivations existed keep their bytes and hash; an explicit
+    # null derivation is the same content.
     assert "derivation" not in json.loads(parent.to_json())
+    payload = json.loads(parent.to_json())
+    again = SplitManifest.from_json(json.dumps({**payload, "derivation": None}))
+    assert again.manifest_sha256 == parent.manifest_sha256
 
 
 @pytest.mark.parametrize(
