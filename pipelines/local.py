@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -204,6 +204,36 @@ def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Ite
 _REGISTER_TASK = "register-model"
 
 
+def _run_on_local_runner(
+    pipeline: Callable[..., object],
+    arguments: Mapping[str, object],
+    out: Path,
+    pipeline_root: Path,
+    cache: bool,
+    log_file: Path,
+    progress: Callable[[str], None] | None,
+) -> str | None:
+    """Run ``pipeline`` on KFP's local subprocess runner; return its error (``None``: none).
+
+    Task output goes to ``log_file``; the cache lives in ``out/kfp-cache`` for every run.
+    """
+    from kfp import local
+
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+        enable_caching=cache,
+        cache_root=str(out / "kfp-cache"),
+    )
+    with _task_output_to(log_file, progress):
+        try:
+            pipeline(**arguments)
+        except RuntimeError as exc:
+            return _ANSI.sub("", str(exc))
+    return None
+
+
 def registered_pipeline_run_id(pipeline_root: Path, model_name: str) -> str | None:
     """The pipeline run id of the one run under ``pipeline_root`` (``None``: nothing registered).
 
@@ -254,8 +284,6 @@ def run_locally(
         TrackingError: The local MLflow store cannot be created.
 
     """
-    from kfp import local
-
     from sslmem.pipelines.memorization import build_pipeline
     from sslmem.tracking import check_tracking_server, configure_mlflow, get_or_create_experiment
 
@@ -269,25 +297,14 @@ def run_locally(
     log_file = out / "logs" / f"{run_key}.log"
     pipeline_root = out / "kfp" / run_key
     started = time.time()
-    error: str | None = None
     with _patched_environ(env):
         # Create the store's tables and the experiment once, before parallel tasks race for it.
         configure_mlflow(tracking_uri)
         check_tracking_server()
         experiment_id = get_or_create_experiment(params.mlflow_experiment)
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(pipeline_root),
-            raise_on_error=True,
-            enable_caching=cache,
-            cache_root=str(out / "kfp-cache"),
+        error = _run_on_local_runner(
+            build_pipeline(), params.arguments(), out, pipeline_root, cache, log_file, progress
         )
-        pipeline = build_pipeline()
-        with _task_output_to(log_file, progress):
-            try:
-                pipeline(**params.arguments())
-            except RuntimeError as exc:
-                error = _ANSI.sub("", str(exc))
         result: RunResult | None = None
         pipeline_run_id: str | None = None
         try:
@@ -381,8 +398,6 @@ def run_curation_locally(
         TrackingError: The local MLflow store cannot be created.
 
     """
-    from kfp import local
-
     from sslmem.pipelines.curation import build_pipeline
     from sslmem.tracking import check_tracking_server, configure_mlflow, get_or_create_experiment
 
@@ -394,26 +409,15 @@ def run_curation_locally(
     log_file = out / "logs" / f"{run_key}.log"
     pipeline_root = out / "kfp" / run_key
     started = time.time()
-    error: str | None = None
     with _patched_environ(env):
         experiment = str(arguments.get("mlflow_experiment") or "")
         configure_mlflow(tracking_uri)
         check_tracking_server()
         if experiment:
             get_or_create_experiment(experiment)
-        local.init(
-            runner=local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(pipeline_root),
-            raise_on_error=True,
-            enable_caching=cache,
-            cache_root=str(out / "kfp-cache"),
+        error = _run_on_local_runner(
+            build_pipeline(), arguments, out, pipeline_root, cache, log_file, progress
         )
-        pipeline = build_pipeline()
-        with _task_output_to(log_file, progress):
-            try:
-                pipeline(**arguments)
-            except RuntimeError as exc:
-                error = _ANSI.sub("", str(exc))
     found = sorted(pipeline_root.glob(f"*/{_STUDY_TASK}/{_STUDY_OUTPUT}"))
     study_dir = found[-1] if found and error is None else None
     if study_dir is None and error is None:
