@@ -15,6 +15,7 @@ Re-running is safe: a new pipeline run registers new versions; cached encoders a
 the split and recipe match; nothing is overwritten in place.
 """
 
+import builtins
 import contextlib
 import io
 import json
@@ -126,6 +127,16 @@ _STATUS_LINE = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _CACHE_HIT = re.compile(r"Task (\S+) cache hit")
 
 
+def _task_progress(line: str) -> str | None:
+    """``"TASK: STATUS"`` or ``"TASK: cached"`` for a line of the runner's output; else ``None``."""
+    clean = _ANSI.sub("", line)
+    status = _STATUS_LINE.search(clean)
+    if status:
+        return f"{status.group(1)}: {status.group(2)}"
+    cached = _CACHE_HIT.search(clean)
+    return f"{cached.group(1)}: cached" if cached else None
+
+
 class _ProgressTee(io.TextIOBase):
     """Write everything to ``stream``; report task status lines to ``report``."""
 
@@ -143,28 +154,31 @@ class _ProgressTee(io.TextIOBase):
             self._pending += text
             *lines, self._pending = self._pending.split("\n")
             for line in lines:
-                clean = _ANSI.sub("", line)
-                status = _STATUS_LINE.search(clean)
-                if status:
-                    self._report(f"{status.group(1)}: {status.group(2)}")
-                cached = _CACHE_HIT.search(clean)
-                if cached:
-                    self._report(f"{cached.group(1)}: cached")
+                progress = _task_progress(line)
+                if progress is not None:
+                    self._report(progress)
         return len(text)
 
     def flush(self) -> None:
         self._stream.flush()
 
 
-class _CacheHitHandler(logging.Handler):
+class _TaskProgressHandler(logging.Handler):
+    """Report the status lines that reach the root logger while KFP's own handler is away.
+
+    KFP's runner swaps the root logger's handlers for its stdout handler around each message,
+    without a lock; iterations of a ``ParallelFor`` run in threads, so some status lines meet
+    our handlers instead of KFP's (and never reach the tee).
+    """
+
     def __init__(self, report: Callable[[str], None]) -> None:
         super().__init__(logging.INFO)
         self._report = report
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = _CACHE_HIT.search(record.getMessage())
-        if match:
-            self._report(f"{match.group(1)}: cached")
+        progress = _task_progress(record.getMessage())
+        if progress is not None:
+            self._report(progress)
 
 
 @contextlib.contextmanager
@@ -179,9 +193,10 @@ def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Ite
     saved, saved_level = root.handlers[:], root.level
     file_handler = logging.FileHandler(log_file)
     file_handler.addFilter(RedactingFilter())
+    file_handler.setFormatter(logging.Formatter("%(asctime)s - %(levelname)s - %(message)s"))
     handlers: list[logging.Handler] = [file_handler]
     if report is not None:
-        handlers.append(_CacheHitHandler(report))
+        handlers.append(_TaskProgressHandler(report))
     with (
         log_file.open("a") as stream,
         contextlib.redirect_stdout(_ProgressTee(stream, report)),
@@ -192,9 +207,14 @@ def _task_output_to(log_file: Path, report: Callable[[str], None] | None) -> Ite
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         root.handlers[:] = handlers
         root.setLevel(logging.INFO)
+        # KFP indents task output by swapping ``builtins.print`` in and out, unlocked, from the
+        # ParallelFor threads: a lost race leaves every later print() indented (and the CLI's
+        # own "study: DIR" line unrecognisable), so the original is put back here.
+        saved_print = builtins.print
         try:
             yield
         finally:
+            builtins.print = saved_print
             root.handlers[:] = saved
             root.setLevel(saved_level)
             file_handler.close()
