@@ -132,3 +132,18 @@ def test_build_context_is_exactly_what_the_dockerfile_copies() -> None:
     assert copied == included, f"COPY {sorted(copied)} vs .dockerignore !{sorted(included)}"
     for path in copied:
         assert (REPO / path).exists(), path
+
+
+def test_both_stages_start_from_the_base_pinned_by_digest() -> None:
+    """The base is pinned by default (a tag moves with every Debian or CPython patch release)."""
+    args = dict(
+        re.findall(r'^ARG (\w+)=\"?([^"\n]*)\"?$', DOCKERFILE.read_text(), flags=re.MULTILINE)
+    )
+    assert re.fullmatch(r"@sha256:[0-9a-f]{64}", args["BASE_DIGEST"]), args["BASE_DIGEST"]
+    froms = [stage[0].arguments for stage in dockerfile_stages()]
+    assert froms == [
+        "python:${PYTHON_VERSION}-slim-bookworm${BASE_DIGEST} AS build",
+        "python:${PYTHON_VERSION}-slim-bookworm${BASE_DIGEST}",
+    ]
+    # docs/image.md names the digest that ships, so a refresh has to update both.
+    assert args["BASE_DIGEST"][1:] in (REPO / "docs" / "image.md").read_text()
