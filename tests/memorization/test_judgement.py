@@ -109,6 +109,24 @@ def test_improvement_and_its_accuracy_cost() -> None:
     assert unknown.accuracy is not None and unknown.accuracy.worst_delta is None
 
 
+def test_the_accuracy_comparison_reports_both_sides_as_measured() -> None:
+    """The description and the Δ-accuracy gauges show these numbers: each side as measured."""
+    champion = _version(CHAMP, version="1", knn=0.75, probe=0.72)
+    judged = judge(_version(CAND, knn=0.80, probe=0.70), champion, POLICY)
+    assert judged.accuracy is not None
+    assert (judged.accuracy.knn_candidate, judged.accuracy.knn_champion) == (0.80, 0.75)
+    assert (judged.accuracy.linear_probe_candidate, judged.accuracy.linear_probe_champion) == (
+        0.70,
+        0.72,
+    )
+    assert judged.accuracy.knn_delta == pytest.approx(0.05)
+    assert judged.accuracy.worst_delta == pytest.approx(-0.02)  # the probe's fall
+    missing = judge(_version(CAND, knn=None, probe=0.70), champion, POLICY).accuracy
+    assert missing is not None
+    assert (missing.knn_candidate, missing.knn_champion, missing.knn_delta) == (None, 0.75, None)
+    assert missing.worst_delta == pytest.approx(-0.02)
+
+
 # min_delta bounds the 95% CI, computed here by hand from the data above: sd of the
 # differences = sqrt(0.00052 / 4) = 0.0114018, se = 0.0114018 / sqrt(5) = 0.0050990,
 # t_{0.975,4} = 2.776445 (table), half-width = 0.0141571: CI = [0.0098429, 0.0381571].

@@ -190,11 +190,8 @@ SAME_SPLIT_FIELDS = ("reference_sha256",)
 
 def verdict_state(summary: ScoreSummary) -> str:
     """The protocol verdict of a summary: ``passed``, ``failed`` or ``inconclusive``."""
-    # Summaries with a three-state verdict carry ``outcome``; older ones only ``passed``.
-    outcome = getattr(summary.verdict, "outcome", None)
-    if isinstance(outcome, str):
-        return outcome
-    return "passed" if summary.verdict.passed else "failed"
+    # Older summaries hold only ``passed``; Verdict's validator derives ``outcome`` from it.
+    return summary.verdict.outcome
 
 
 @dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
