@@ -49,9 +49,9 @@ def _columns(scores: list[float]) -> dict[str, Any]:
 
 
 def test_the_protocol_records_estimator_seed_and_json_augmentation() -> None:
-    summary = _summary(np.array(CAND), estimator="pairs", seed=7, views=4)
+    summary = _summary(np.array(CAND), estimator="ustat", seed=7, views=4)
     protocol = ScoringProtocol.from_summary(summary)
-    assert (protocol.estimator, protocol.seed, protocol.views) == ("pairs", 7, 4)
+    assert (protocol.estimator, protocol.seed, protocol.views) == ("ustat", 7, 4)
     # JSON form (lists, not tuples): the protocol read back from a tag equals the one written.
     assert protocol.augmentation["crop_scale"] == [0.2, 1.0]
     assert ScoringProtocol.model_validate_json(protocol.model_dump_json()) == protocol
@@ -190,13 +190,13 @@ def test_the_reasons_name_the_test_and_the_accuracy_evidence() -> None:
     champion = _version(CHAMP, version="1", knn=0.8, probe=0.85)
     paired = judge(_version(CAND, knn=0.8, probe=0.85), champion, POLICY)
     assert paired.champion_verdict == champion.verdict
-    assert "paired t-test on the same S_C points" in paired.reasons[0]
+    assert "], paired t-test on the same S_C points, p = " in paired.reasons[0]
     assert "without an accuracy gain of ≥ 0.01 (worst Δ accuracy +0.0000)" in paired.reasons[0]
     higher = [0.30, 0.31, 0.32, 0.33, 0.34]
     other_points = _version(higher, indices=[10, 11, 12, 13, 14], knn=None, probe=None)
     welch = judge(other_points, champion, POLICY)
     assert welch.outcome is JudgementOutcome.REGRESSION
-    assert "Welch t-test (the versions scored different S_C points)" in welch.reasons[0]
+    assert "], Welch t-test (the versions scored different S_C points), p = " in welch.reasons[0]
     assert "(accuracy not measured on both)" in welch.reasons[0]
 
 
