@@ -21,13 +21,11 @@ from sslmem.memorization.judgement import (
     judge,
 )
 from sslmem.tracking.policy import policy_from_tags
+from tests.memorization.scored import CAND, CHAMP
 from tests.memorization.scored import make_summary as _summary
 from tests.memorization.scored import make_version as _version
 
-# Hand data: per-point differences 0.03, 0.02, 0.01, 0.04, 0.02 -> mean 0.024, sd 0.0114018,
-# t = 0.024 / (0.0114018 / sqrt 5) = 4.7068 with 4 df.
-CAND = [0.10, 0.12, 0.08, 0.15, 0.11]
-CHAMP = [0.07, 0.10, 0.07, 0.11, 0.09]
+# CAND vs CHAMP: the hand data of tests/memorization/scored.py (t = 4.7068, 4 df).
 POLICY = JudgementPolicy(alpha=0.01, min_delta=0.005, accuracy_gain=0.01, threshold=0.1)
 
 
