@@ -5,14 +5,17 @@ See docs/service.md#mutation-testing; the helpers are those of test_webhooks.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
 
 from sslmem.service.webhooks import (
+    MAX_JSON_DEPTH,
     DeliveryIdCache,
     DeliveryOutcome,
     WebhookVerifier,
+    parse_event,
     replay_ttl_s,
     sign,
 )
@@ -127,3 +130,123 @@ def test_delivery_id_cache_of_one_id_for_half_a_second_works() -> None:
     cache = DeliveryIdCache(1, 0.5, clock=lambda: now[0])
     assert cache.add("a") and not cache.add("a")
     assert cache.add("b") and cache.add("a")  # one id only: "b" evicted "a"
+
+
+# --- parse_event: every refusal names its reason (the service logs it and counts the outcome) ---
+
+_CREATED = {"name": "m", "version": "3", "source": "s3://bucket/m/3"}
+
+
+def _body(payload: object) -> bytes:
+    return json.dumps(payload).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome", "reason"),
+    [
+        (b"\xff\xfe", "malformed", "body is not UTF-8 JSON"),
+        (b"{not json", "malformed", "body is not UTF-8 JSON"),
+        (_body([1, 2]), "malformed", "body is not a JSON object"),
+        (_body({"action": "created", "data": _CREATED}), "malformed",
+         "body lacks entity, action or data"),
+        (_body({"entity": "model_version", "action": "created", "data": []}), "malformed",
+         "body lacks entity, action or data"),
+        (_body({"entity": "registered_model", "action": "created", "data": {}}), "ignored",
+         "event registered_model.created not acted on"),
+        (_body({"entity": "model_version", "action": "created",
+                "data": {"name": "", "version": "3"}}), "malformed",
+         "model_version.created lacks name or version"),
+        (_body({"entity": "model_version", "action": "created",
+                "data": {"name": "m", "version": "03"}}), "malformed",
+         "version is not a canonical positive number (1-10 digits)"),
+        (_body({"entity": "model_version", "action": "created",
+                "data": {**_CREATED, "tags": {"k": 1}}}), "malformed",
+         "tags are not a string mapping"),
+    ],
+)  # fmt: skip
+def test_each_unreadable_body_says_why(body: bytes, outcome: str, reason: str) -> None:
+    result = parse_event(body, "d-1")
+    assert (result.outcome.value, result.reason) == (outcome, reason)
+    assert result.event is None
+
+
+def test_mlflows_test_delivery_is_ignored_by_name() -> None:
+    body = _body(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": "example_model", "alias": "example_alias", "version": "1"},
+        }
+    )
+    result = parse_event(body, "d-1")
+    assert (result.outcome.value, result.reason) == (
+        "ignored",
+        "MLflow test delivery (example_model)",
+    )
+
+
+def test_an_accepted_event_names_itself_and_keeps_a_string_timestamp_only() -> None:
+    payload = {"entity": "model_version", "action": "created", "data": _CREATED}
+    stamped = parse_event(_body({**payload, "timestamp": "2026-12-07T22:00:00Z"}), "d-1")
+    assert (stamped.outcome.value, stamped.reason) == ("accepted", "model_version.created m/3")
+    assert stamped.event is not None and stamped.event.sent_at == "2026-12-07T22:00:00Z"
+    numeric = parse_event(_body({**payload, "timestamp": 1765144800}), "d-2")
+    assert numeric.event is not None and numeric.event.sent_at == ""
+
+
+def test_the_depth_limit_counts_levels_outside_strings() -> None:
+    def nested(depth: int, inner: str = "0") -> bytes:
+        data = '{"name": "m", "version": "3", "x": ' + "[" * depth + inner + "]" * depth + "}"
+        return ('{"entity": "model_version", "action": "created", "data": ' + data + "}").encode()
+
+    # The data object and the payload are two levels; the list nesting adds the rest.
+    at_limit = parse_event(nested(MAX_JSON_DEPTH - 2), "d-1")
+    assert at_limit.outcome.value == "accepted"
+    over = parse_event(nested(MAX_JSON_DEPTH - 1), "d-2")
+    assert (over.outcome.value, over.reason) == (
+        "malformed",
+        f"JSON nested deeper than {MAX_JSON_DEPTH} levels",
+    )
+    # Brackets inside strings are not levels; closed levels do not add up.
+    in_string = nested(MAX_JSON_DEPTH - 2, inner='"' + "[{" * 40 + '\\"]"')
+    assert parse_event(in_string, "d-3").outcome.value == "accepted"
+    siblings = ('{"entity": "model_version", "action": "created", "data": {"name": "m", '
+                '"version": "3", "x": [' + ", ".join(["[[]]"] * 40) + "]}}").encode()  # fmt: skip
+    assert parse_event(siblings, "d-4").outcome.value == "accepted"
+
+
+def test_a_valid_signature_after_unusable_ones_is_found() -> None:
+    """Standard Webhooks: any of the space-separated signatures may match (key rotation)."""
+    headers, body = mlflow_delivery(VERSION)
+    valid = headers["X-MLflow-Signature"]
+    for before in ("v2,c2lnbmF0dXJl", "v1,not*base64", "v1,AAAA"):
+        headers["X-MLflow-Signature"] = f"{before} {valid}"
+        assert verifier().verify(headers, body).outcome is DeliveryOutcome.ACCEPTED, before
+
+
+def test_a_signature_with_characters_outside_base64_is_forged() -> None:
+    # A lenient decoder drops the '*' and would match: the alphabet is checked strictly.
+    headers, body = mlflow_delivery(VERSION)
+    version, encoded = headers["X-MLflow-Signature"].split(",", 1)
+    headers["X-MLflow-Signature"] = f"{version},{encoded[:8]}*{encoded[8:]}"
+    assert verifier().verify(headers, body).outcome is DeliveryOutcome.FORGED
+    headers["X-MLflow-Signature"] = f"{version},{encoded},extra"
+    assert verifier().verify(headers, body).outcome is DeliveryOutcome.FORGED
+
+
+def test_closed_levels_do_not_hide_a_deep_one() -> None:
+    deep = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    data = '{"name": "m", "version": "3", "x": [' + ", ".join(["[[]]"] * 20 + [deep]) + "]}"
+    body = ('{"entity": "model_version", "action": "created", "data": ' + data + "}").encode()
+    assert parse_event(body, "d-1").reason == f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+
+
+def test_mistyped_fields_are_named() -> None:
+    body = _body(
+        {"entity": "model_version", "action": "created", "data": {**_CREATED, "source": 7}}
+    )
+    result = parse_event(body, "d-1")
+    assert (result.outcome.value, result.reason) == (
+        "malformed",
+        "model_version.created has mistyped fields",
+    )
