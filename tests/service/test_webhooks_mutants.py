@@ -250,3 +250,15 @@ def test_mistyped_fields_are_named() -> None:
         "malformed",
         "model_version.created has mistyped fields",
     )
+
+
+def test_the_replay_cache_runs_on_the_verifiers_own_monotonic_clock() -> None:
+    """Without a ledger, an id is remembered for the replay TTL of the injected clock."""
+    now = [1000.0]
+    v = verifier(monotonic=lambda: now[0])
+    headers, body = mlflow_delivery(VERSION)
+    assert v.verify(headers, body).outcome is DeliveryOutcome.ACCEPTED
+    now[0] += v.replay_ttl_s - 1
+    assert v.verify(headers, body).outcome is DeliveryOutcome.DUPLICATE
+    now[0] += 2  # past the TTL (the wall clock, and so the signature window, stands still)
+    assert v.verify(headers, body).outcome is DeliveryOutcome.ACCEPTED
