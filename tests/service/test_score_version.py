@@ -31,7 +31,9 @@ from tests.service.scoring_setup import (
     service_settings,
 )
 
-pytestmark = pytest.mark.slow
+# Seconds each (in-process MLflow on sqlite, a local lease store, tiny encoders really scored):
+# slow for the default run, yet `make mutation` runs them for workflow/score_version.py.
+pytestmark = [pytest.mark.slow, pytest.mark.mutation]
 
 
 @pytest.fixture

@@ -223,13 +223,7 @@ def score_registered_version(
                 "skipped", f"status {tags.get(T.STATUS)!r}, role {tags.get(T.ROLE)!r}", tags=tags
             )
 
-        from sslmem.workflow.score import PUBLISH_STEPS  # torch-importing: loaded when needed
-
-        def fence(step: str) -> None:
-            claim.fence(publishing=step in PUBLISH_STEPS)
-            if on_publish is not None:
-                on_publish(step)
-
+        fence = _fence_of(claim, on_publish)
         try:
             fence("running")
             set_version_tags(name, number, {T.STATUS: "running"})
@@ -351,11 +345,20 @@ def _score_claimed(
     return report, None
 
 
-def _fence_of(claim: VersionClaim) -> Callable[[str], None]:
-    from sslmem.workflow.score import PUBLISH_STEPS
+def _fence_of(
+    claim: VersionClaim, on_publish: Callable[[str], None] | None = None
+) -> Callable[[str], None]:
+    """The fence ``score_pair`` calls before each step: the service's and the pipeline's.
+
+    A step of :data:`~sslmem.workflow.score.PUBLISH_STEPS` opens the result set that shutdown
+    lets finish (``running`` does not: it only says the version is being worked on).
+    """
+    from sslmem.workflow.score import PUBLISH_STEPS  # torch-importing: loaded when needed
 
     def fence(step: str) -> None:
         claim.fence(publishing=step in PUBLISH_STEPS)
+        if on_publish is not None:
+            on_publish(step)
 
     return fence
 
