@@ -143,6 +143,15 @@ fashion-mnist-benchmark: install system-deps
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 # The image's dependency lock: Linux x86_64, the Python of deploy/Dockerfile.
 IMAGE_LOCK := deploy/requirements.lock
+# The image variant for older NVIDIA drivers (`docker build --build-arg TORCH_VARIANT=cu12`,
+# docs/image.md#variants-for-older-drivers-or-cpu-only-nodes): the newest torch whose PyPI Linux
+# wheels use CUDA 12 (12.8: driver >= 525.60.13 instead of 580; PyPI's torch 2.11 and later are
+# CUDA 13 builds). Its lock holds every other distribution at IMAGE_LOCK's version.
+TORCH_PINS_CU12 := torch==2.10.0 torchvision==0.25.0
+IMAGE_LOCK_CU12 := deploy/requirements-cu12.lock
+# The variant's constraints: DEV_LOCK without torch's own build (torch, torchvision, triton, the
+# nvidia-* and cuda-* CUDA libraries and bindings), so that only these differ between the locks.
+CU12_CONSTRAINTS := build/requirements-cu12.constraints
 IMAGE_PYTHON := 3.11
 
 UV_COMPILE := --quiet --no-config --index-url https://pypi.org/simple --python-version $(IMAGE_PYTHON) \
@@ -153,14 +162,54 @@ UV_COMPILE := --quiet --no-config --index-url https://pypi.org/simple --python-v
 # then the image's lock: pyproject's runtime dependencies + TORCH_PINS within DEV_LOCK, for
 # Linux x86_64 and Python $(IMAGE_PYTHON), every artefact's sha256 recorded (deploy/Dockerfile
 # installs with --require-hashes). uv only reads PyPI's metadata here; it downloads no wheels.
-# Then `make install-dev` moves .venv onto the new pins.
-.PHONY: lock
+# Last the variant's lock (lock-cu12). Then `make install-dev` moves .venv onto the new pins.
+.PHONY: lock lock-cu12
 lock:
 	test -x $(VENV)/bin/uv || $(MAKE) install-dev
 	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - --extra dev \
 	  $(UV_COMPILE) --output-file $(DEV_LOCK)
 	printf '%s\n' $(TORCH_PINS) | $(VENV)/bin/uv pip compile pyproject.toml - \
 	  --constraint $(DEV_LOCK) $(UV_COMPILE) --generate-hashes --output-file $(IMAGE_LOCK)
+	$(MAKE) lock-cu12
+
+# The variant's lock (IMAGE_LOCK_CU12): the same compile with TORCH_PINS_CU12, constrained by
+# DEV_LOCK less torch's build. A runtime dependency that cannot take the older torch fails here.
+# setuptools is named: deploy/Dockerfile builds the wheel with the locked one (no build
+# isolation); IMAGE_LOCK has it because torch 2.14 requires it, torch 2.10 only on Python >= 3.12.
+lock-cu12:
+	test -x $(VENV)/bin/uv || $(MAKE) install-dev
+	mkdir -p $(dir $(CU12_CONSTRAINTS))
+	grep -Ev '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+)==' $(DEV_LOCK) \
+	  > $(CU12_CONSTRAINTS)
+	printf '%s\n' $(TORCH_PINS_CU12) setuptools | $(VENV)/bin/uv pip compile pyproject.toml - \
+	  --constraint $(CU12_CONSTRAINTS) $(UV_COMPILE) --generate-hashes --output-file $(IMAGE_LOCK_CU12)
+
+# The cu12 variant runs the code: a venv outside the checkout (CU12_VENV) with exactly
+# IMAGE_LOCK_CU12 (hashes, no resolution), the project (editable, built with the locked
+# setuptools) and the test tools from DEV_LOCK (pytest; jsonschema for tests/pipelines/crd.py),
+# then the torch-dependent tests that need no server.
+# Not part of `make test`: a second torch install (7.9 GB, 7.5 min cold on a 2-core VM) and 2 more
+# minutes of tests on CI's two cores, for a lock that differs from the tested one only in torch's
+# build (tests/deploy checks that).
+# Re-running reuses the venv until the variant's lock changes (docs/image.md).
+CU12_VENV ?= $(HOME)/.cache/sslmem/venv-cu12
+CU12_TESTS ?= tests/test_device.py tests/test_augment.py tests/test_runtime.py tests/models \
+	tests/training tests/evaluation tests/memorization
+.PHONY: test-variant-cu12
+test-variant-cu12: $(CU12_VENV)/.installed
+	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir --no-deps --no-build-isolation -e .
+	$(CU12_VENV)/bin/python -m pip check
+	$(CU12_VENV)/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", \
+	  torch.version.cuda, "kernels for", torch._C._cuda_getArchFlags())'
+	$(CU12_VENV)/bin/python -m pytest -p no:cacheprovider -q -m "not s3" $(CU12_TESTS)
+
+$(CU12_VENV)/.installed: $(IMAGE_LOCK_CU12)
+	python$(IMAGE_PYTHON) -m venv --clear $(CU12_VENV)
+	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir --require-hashes --no-deps \
+	  --requirement $(IMAGE_LOCK_CU12)
+	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir pytest pytest-timeout jsonschema \
+	  --constraint $(DEV_LOCK)
+	touch $@
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .tools $(OPERATOR_DIR)/node_modules

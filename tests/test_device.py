@@ -8,6 +8,7 @@ compute-capability check is fed real capabilities against the installed torch's 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,35 @@ def test_cuda_requested_without_cuda_fails_with_the_reason(name: str, cpu_node_d
         assert f"built for CUDA {torch.version.cuda}" in message
         assert f"NVIDIA driver >= {CUDA_DRIVER_MINIMUM[major]}" in message
     assert failed.value.fix is not None and "'cpu'" in failed.value.fix
+
+
+@no_cuda
+@pytest.mark.parametrize(
+    ("built", "driver"),
+    [("13.0", ">= 580"), ("12.8", ">= 525"), ("11.8", ">= 450"), ("14.0", None)],
+)
+def test_the_driver_named_follows_torchs_cuda_build(
+    built: str, driver: str | None, cpu_node_dev: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The image (cu130) and its cu12 variant (cu128) need different drivers: the message reads
+    # torch.version.cuda, never a fixed number; an unknown CUDA major names no driver.
+    monkeypatch.setattr(torch.version, "cuda", built)
+    with pytest.raises(ConfigError) as failed:
+        resolve_device("cuda", dev=cpu_node_dev)
+    message = str(failed.value)
+    assert f"is built for CUDA {built}" in message
+    named = re.findall(r"NVIDIA driver >= \d+", message)
+    assert named == ([] if driver is None else [f"NVIDIA driver {driver}"]), message
+
+
+@no_cuda
+def test_a_cpu_only_torch_names_no_driver(
+    cpu_node_dev: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ConfigError, match=r"is a CPU-only build") as failed:
+        resolve_device("cuda", dev=cpu_node_dev)
+    assert not re.search(r"NVIDIA driver >= \d", str(failed.value))
 
 
 @no_cuda
@@ -100,8 +130,13 @@ def test_compute_capability_against_the_installed_torch(
     capability: tuple[int, int], runs: bool
 ) -> None:
     arch_list = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
-    if torch.version.cuda is not None and torch.version.cuda.startswith("13"):
-        assert torch.cuda.get_arch_list() == arch_list  # what docs/image.md states
+    # What docs/image.md states for the image (CUDA 13.0) and its cu12 variant (CUDA 12.8, which
+    # still carries Volta's sm_70). The compiled list, readable without a GPU.
+    built = (torch._C._cuda_getArchFlags() or "").split()
+    if torch.version.cuda == "13.0":
+        assert built == arch_list
+    elif torch.version.cuda == "12.8":
+        assert built == ["sm_70", *arch_list]
     problem = unsupported_capability(capability, arch_list)
     assert (problem is None) is runs
     if not runs:

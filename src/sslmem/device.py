@@ -2,10 +2,11 @@
 
 A step that asks for CUDA and cannot use it fails at once with the reason (never a silent run
 on the CPU): no NVIDIA driver or device, a driver too old for the CUDA runtime of torch's wheels
-(the image's torch 2.14.1+cu130 needs driver >= 580), a device index that does not exist, or a
-GPU whose compute capability torch's wheels carry no kernels for (CUDA 13 wheels: sm_75, Turing,
-and newer). ``auto`` picks CUDA when usable and the CPU when the machine has no NVIDIA device,
-but fails like ``cuda`` when a device is present and unusable (a GPU pod on a bad node).
+(derived from ``torch.version.cuda``: the image's torch 2.14.1+cu130 needs driver >= 580, the
+cu12 variant's 2.10.0+cu128 >= 525), a device index that does not exist, or a GPU whose compute
+capability torch's wheels carry no kernels for (CUDA 13 wheels: sm_75, Turing, and newer).
+``auto`` picks CUDA when usable and the CPU when the machine has no NVIDIA device, but fails like
+``cuda`` when a device is present and unusable (a GPU pod on a bad node).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Readers for the image's files (deploy/Dockerfile, its .dockerignore, deploy/requirements.lock).
+"""Readers for the image's files (deploy/Dockerfile, its .dockerignore, deploy/requirements*.lock).
 
 Shared by the image tests; plain parsing only, no knowledge of what the files should contain.
 """
@@ -14,7 +14,16 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / "deploy" / "Dockerfile.dockerignore"
 LOCK = REPO / "deploy" / "requirements.lock"
+LOCK_CU12 = REPO / "deploy" / "requirements-cu12.lock"
 DEV_LOCK = REPO / "deploy" / "requirements-dev.lock"
+#: The image's torch variants (deploy/Dockerfile's TORCH_VARIANT): each one's lock and the
+#: Makefile variables naming its torch pins and its lock file.
+VARIANTS = {
+    "cu13": (LOCK, "TORCH_PINS", "IMAGE_LOCK"),
+    "cu12": (LOCK_CU12, "TORCH_PINS_CU12", "IMAGE_LOCK_CU12"),
+}
+#: Distributions of torch's own build: the only ones whose versions may differ between variants.
+TORCH_BUILD = re.compile(r"torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z0-9-]+")
 MAKEFILE = REPO / "Makefile"
 RELOCK = "make lock"
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import yaml
 
 from tests.deploy.image_files import (
+    DEV_LOCK,
     DOCKERFILE,
     REPO,
+    VARIANTS,
     copy_sources,
     dockerfile_stages,
     dockerignore_includes,
@@ -106,6 +108,28 @@ def test_no_healthcheck_kubernetes_probes_instead() -> None:
     assert "Kubernetes" in DOCKERFILE.read_text()  # the comment saying why
 
 
+def _lock_install_run() -> str:
+    """The build stage's RUN that installs the TORCH_VARIANT's lock."""
+    runs = [i.arguments for i in dockerfile_stages()[0] if i.keyword == "RUN"]
+    lock_runs = [run for run in runs if "TORCH_VARIANT" in run]
+    assert len(lock_runs) == 1, lock_runs
+    return lock_runs[0]
+
+
+def _variant_lock(variant: str) -> subprocess.CompletedProcess[str]:
+    """Run the lock-installing RUN under /bin/sh (as Docker does) with pip replaced by echo."""
+    script = _lock_install_run().replace("/opt/venv/bin/pip", "echo pip")
+    assert "echo pip" in script
+    return subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": "/usr/bin:/bin", "TORCH_VARIANT": variant},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+
+
 def test_lock_installed_with_hashes_and_without_resolution() -> None:
     build = dockerfile_stages()[0]
     installs = [
@@ -115,9 +139,10 @@ def test_lock_installed_with_hashes_and_without_resolution() -> None:
         for command in i.arguments.split("&&")
         if re.search(r"\bpip install\b", command)
     ]
-    lock_installs = [c for c in installs if "/tmp/requirements.lock" in c]
+    lock_installs = [c for c in installs if "--requirement" in c or "-r" in c]
     assert len(lock_installs) == 1
     assert {"--require-hashes", "--no-deps"} <= set(lock_installs[0])
+    assert "TORCH_VARIANT" in _lock_install_run()
     # Everything pip installs is either the hashed lock or the wheel built here, dependency-free.
     for command in installs:
         assert "--no-deps" in command, command
@@ -147,3 +172,40 @@ def test_both_stages_start_from_the_base_pinned_by_digest() -> None:
     ]
     # docs/image.md names the digest that ships, so a refresh has to update both.
     assert args["BASE_DIGEST"][1:] in (REPO / "docs" / "image.md").read_text()
+
+
+def test_torch_variant_installs_exactly_the_locks_that_exist() -> None:
+    """TORCH_VARIANT defaults to cu13; each variant installs its lock, copied from deploy/."""
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", DOCKERFILE.read_text(), flags=re.MULTILINE))
+    assert args["TORCH_VARIANT"] == "cu13"  # the default image is the CUDA 13 one
+    existing = {p for p in (REPO / "deploy").glob("requirements*.lock") if p != DEV_LOCK}
+    assert existing == {lock for lock, _, _ in VARIANTS.values()}, sorted(map(str, existing))
+    # The build stage copies every variant's lock, and nothing else, into /tmp/locks/.
+    copied = [
+        (sources, target)
+        for sources, target, _ in copy_sources(dockerfile_stages()[0])
+        if target == "/tmp/locks/"
+    ]
+    assert len(copied) == 1, copied
+    assert {REPO / source for source in copied[0][0]} == existing
+    for variant, (lock, _, _) in VARIANTS.items():
+        result = _variant_lock(variant)
+        assert result.returncode == 0, (variant, result.stderr)
+        words = result.stdout.split()
+        assert words[:2] == ["pip", "install"], result.stdout
+        assert words[-1] == f"/tmp/locks/{lock.name}", (variant, result.stdout)
+        assert {"--require-hashes", "--no-deps"} <= set(words)
+
+
+def test_an_unknown_torch_variant_fails_the_build() -> None:
+    for variant in ("", "cpu", "cu11", "CU12"):
+        result = _variant_lock(variant)
+        assert result.returncode != 0, (variant, result.stdout)
+        assert not result.stdout, result.stdout  # pip never ran
+        assert "use cu13 or cu12" in result.stderr
+
+
+def test_dockerignore_admits_every_variants_lock() -> None:
+    included = set(dockerignore_includes())
+    for lock, _, _ in VARIANTS.values():
+        assert str(lock.relative_to(REPO)) in included, lock
