@@ -427,3 +427,25 @@ def test_pipeline_scoring_claims_under_the_given_lease_settings(
     report = _pipeline(encoders, runtime, version, tmp_path / "c", wait_s=0.2, poll_s=0.1)
     assert report.summary.sets["candidate"].n == 8 and (tmp_path / "c" / "summary.json").is_file()
     assert get_version_tags("enc", version)[T.STATUS] == "scored"
+
+
+def test_pipeline_scoring_waits_for_a_claim_released_in_time_then_scores(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    import threading
+
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    holder = LeaseManager(store, "the-service", ttl_s=60)
+    lease = holder.acquire(version_lease_key("enc", version))
+    assert lease is not None
+    release = threading.Timer(1.0, holder.release, args=(lease,))  # done within the wait
+    release.start()
+    try:
+        report = _pipeline(encoders, runtime, version, tmp_path / "out", wait_s=60, poll_s=0.2)
+    finally:
+        release.cancel()
+    assert report.summary.sets["candidate"].n == 8
+    assert get_version_tags("enc", version)[T.STATUS] == "scored"
+    assert len(_runs_of("enc", version)) == 1
