@@ -195,21 +195,27 @@ lock-cu12:
 CU12_VENV ?= $(HOME)/.cache/sslmem/venv-cu12
 CU12_TESTS ?= tests/test_device.py tests/test_augment.py tests/test_runtime.py tests/models \
 	tests/training tests/evaluation tests/memorization
-.PHONY: test-variant-cu12
-test-variant-cu12: $(CU12_VENV)/.installed
+.PHONY: test-variant-cu12 venv-cu12
+test-variant-cu12: venv-cu12
 	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir --no-deps --no-build-isolation -e .
 	$(CU12_VENV)/bin/python -m pip check
 	$(CU12_VENV)/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", \
 	  torch.version.cuda, "kernels for", torch._C._cuda_getArchFlags())'
 	$(CU12_VENV)/bin/python -m pytest -p no:cacheprovider -q -m "not s3" $(CU12_TESTS)
 
-$(CU12_VENV)/.installed: $(IMAGE_LOCK_CU12)
-	python$(IMAGE_PYTHON) -m venv --clear $(CU12_VENV)
-	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir --require-hashes --no-deps \
-	  --requirement $(IMAGE_LOCK_CU12)
-	$(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir pytest pytest-timeout jsonschema \
-	  --constraint $(DEV_LOCK)
-	touch $@
+# Rebuilt when the lock's content differs from the one it was built from (kept in the venv), not
+# on its mtime: `make lock` rewrites an unchanged lock.
+venv-cu12:
+	@if cmp -s $(IMAGE_LOCK_CU12) $(CU12_VENV)/installed.lock; then \
+	  echo "$(CU12_VENV) holds $(IMAGE_LOCK_CU12)"; \
+	else set -ex; \
+	  python$(IMAGE_PYTHON) -m venv --clear $(CU12_VENV); \
+	  $(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir --require-hashes --no-deps \
+	    --requirement $(IMAGE_LOCK_CU12); \
+	  $(CU12_VENV)/bin/python -m pip install --quiet --no-cache-dir \
+	    pytest pytest-timeout jsonschema --constraint $(DEV_LOCK); \
+	  cp $(IMAGE_LOCK_CU12) $(CU12_VENV)/installed.lock; \
+	fi
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .tools $(OPERATOR_DIR)/node_modules
