@@ -449,3 +449,34 @@ def test_pipeline_scoring_waits_for_a_claim_released_in_time_then_scores(
     assert report.summary.sets["candidate"].n == 8
     assert get_version_tags("enc", version)[T.STATUS] == "scored"
     assert len(_runs_of("enc", version)) == 1
+
+
+def test_pipeline_scoring_rescores_a_version_whose_publisher_lost_its_lease(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    key = version_lease_key("enc", version)
+
+    def take_over_before_the_status(step: str) -> None:
+        if step == "reference_tags":  # the version's tags name the run; the status never comes
+            found = store.read(key)
+            assert found is not None
+            assert store.delete(key, found[1])
+
+    lost = score_registered_version(
+        "enc",
+        version,
+        settings=service_settings(),
+        runtime=runtime,
+        on_publish=take_over_before_the_status,
+    )
+    assert lost.outcome == "lost"
+    tags = get_version_tags("enc", version)
+    abandoned = T.score_run_id(tags)
+    assert tags[T.STATUS] == "running" and abandoned  # a run id without `scored`
+    report = _pipeline(encoders, runtime, version, tmp_path / "out")
+    tags = get_version_tags("enc", version)
+    assert tags[T.STATUS] == "scored" and T.score_run_id(tags) != abandoned  # scored anew
+    assert report.summary.sets["candidate"].n == 8
