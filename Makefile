@@ -67,7 +67,8 @@ pytest:
 	$(PY) -m pytest
 
 # Mutation testing of the guarantee code (docs/service.md#mutation-testing): mutmut mutates the
-# modules listed in pyproject.toml's [tool.mutmut] and runs their fast unit tests per mutant;
+# modules listed in pyproject.toml's [tool.mutmut] and runs their fast unit tests (plus the
+# in-process scoring tests marked `mutation`) per mutant;
 # prints the kill rate per module and fails under 90 %. Not part of `make test` (too slow for CI).
 # Re-running only checks mutants without a result; `rm -rf mutants` starts afresh.
 MUTATION_JOBS ?= 2
