@@ -480,3 +480,70 @@ def test_pipeline_scoring_rescores_a_version_whose_publisher_lost_its_lease(
     tags = get_version_tags("enc", version)
     assert tags[T.STATUS] == "scored" and T.score_run_id(tags) != abandoned  # scored anew
     assert report.summary.sets["candidate"].n == 8
+
+
+def test_a_reference_that_did_not_opt_in_fails_the_candidate(
+    env: tuple[Encoders, RuntimeSettings],
+) -> None:
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    client().delete_registered_model_tag("enc-ref", T.MANAGED)  # another team's model now
+    result = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    assert (result.outcome, result.failure) == ("failed", "data")
+    assert result.reason == (
+        f"the reference model 'enc-ref' (tag {T.REFERENCE_MODEL}) is not managed by sslmem"
+    )
+    assert T.FAILURE_REASON not in get_version_tags("enc-ref", "1")  # nothing written there
+
+
+def test_pipeline_scoring_is_fenced_and_drops_the_rest_when_the_claim_is_lost(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path
+) -> None:
+    from sslmem.errors import LeaseLostError
+
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    key = version_lease_key("enc", version)
+    steps: list[str] = []
+
+    def lose_the_claim(step: str) -> None:
+        steps.append(step)
+        if step == "model_metrics":
+            found = store.read(key)
+            assert found is not None
+            assert store.delete(key, found[1])
+
+    with pytest.raises(LeaseLostError):
+        _pipeline(encoders, runtime, version, tmp_path / "out", on_publish=lose_the_claim)
+    assert steps == STEPS[1:3]  # score run, model metrics; then the fence refused
+    tags = get_version_tags("enc", version)
+    assert tags[T.STATUS] == "pending" and T.score_run_id(tags) is None
+
+
+def test_a_versions_tags_are_read_once_per_step(
+    env: tuple[Encoders, RuntimeSettings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sslmem.tracking
+
+    encoders, runtime = env
+    first = _pair(encoders, runtime)
+    second = register_external_encoder(  # the same weights again: the pipeline scores those
+        encoders.candidate, model_name="enc", split_uri=encoders.split_uri,
+        reference_uri="models:/enc-ref/1", settings=runtime,
+    ).version  # fmt: skip
+    read = sslmem.tracking.get_version_tags
+    reads: list[tuple[str, str]] = []
+
+    def counted(name: str, version: str | int) -> dict[str, str]:
+        reads.append((name, str(version)))
+        return read(name, version)
+
+    monkeypatch.setattr(sslmem.tracking, "get_version_tags", counted)
+    served = score_registered_version("enc", first, settings=service_settings(), runtime=runtime)
+    assert served.outcome == "scored"
+    # Once to score (checks and publishing reuse it), once to judge: the judging step reads
+    # what was published, as it does when reconcile judges a version on its own.
+    assert reads.count(("enc", first)) == 2
+    _pipeline(encoders, runtime, str(second), tmp_path / "out")
+    assert reads.count(("enc", str(second))) == 1

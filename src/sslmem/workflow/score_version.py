@@ -371,6 +371,7 @@ def score_pair_claimed(
     poll_s: float = 5.0,
     lease_settings: LeaseSettings | None = None,
     service_settings: VersionScoringSettings | None = None,
+    on_publish: Callable[[str], None] | None = None,
     **score_pair_args: Any,
 ) -> ScoreReport:
     """:func:`~sslmem.workflow.score.score_pair` of a registered candidate, exactly once.
@@ -390,6 +391,8 @@ def score_pair_claimed(
             environment, as the service reads them).
         service_settings: Anything with ``lease_settings()`` (the service's settings), used
             when ``lease_settings`` is not given.
+        on_publish: Called with each publishing step's name right after its fence passed, as
+            by :func:`score_registered_version`.
         **score_pair_args: Everything else ``score_pair`` takes (checkpoints, manifest, config,
             reference, experiment, pipeline run, device, settings).
 
@@ -436,7 +439,7 @@ def score_pair_claimed(
                 return score_pair(
                     candidate=VersionInfo(candidate.name, candidate.version, tags),
                     out_dir=out_dir,
-                    fence=_fence_of(claim),
+                    fence=_fence_of(claim, on_publish),
                     **score_pair_args,
                 )
         if time.monotonic() >= deadline:
