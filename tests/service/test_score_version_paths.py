@@ -22,6 +22,7 @@ from sslmem.coordination.conditional_store import open_conditional_store
 from sslmem.coordination.lease import LeaseManager, LeaseRenewer, version_lease_key
 from sslmem.coordination.settings import LeaseSettings
 from sslmem.errors import (
+    OutputWriteError,
     ScoringError,
     StoreError,
     StoreUnavailableError,
@@ -196,8 +197,9 @@ def test_a_lease_taken_over_mid_publish_drops_the_rest(
     [
         TrackingUnavailableError("MLflow answered 503", "retry"),
         StoreUnavailableError("the object store timed out", "retry"),
+        OutputWriteError("no space left on the scratch volume", "free space"),
     ],
-    ids=["tracking-down", "store-down"],
+    ids=["tracking-down", "store-down", "scratch-full"],
 )
 def test_a_dependency_failing_mid_publish_is_retried_never_failed(
     env: tuple[Encoders, RuntimeSettings], error: Exception
@@ -547,3 +549,29 @@ def test_a_versions_tags_are_read_once_per_step(
     assert reads.count(("enc", first)) == 2
     _pipeline(encoders, runtime, str(second), tmp_path / "out")
     assert reads.count(("enc", str(second))) == 1
+
+
+def test_the_given_config_the_versions_layer_and_the_reference_cache_are_used(
+    env: tuple[Encoders, RuntimeSettings],
+) -> None:
+    encoders, runtime = env
+    register_external_encoder(
+        encoders.reference, model_name="enc-ref", split_uri=encoders.split_uri, settings=runtime
+    )
+    version = register_external_encoder(
+        encoders.candidate, model_name="enc", split_uri=encoders.split_uri,
+        reference_uri="models:/enc-ref/1", layer="head", settings=runtime,
+    ).version  # fmt: skip
+    settings = service_settings()
+    config = service_config(settings)
+    config = config.model_copy(update={"scoring": config.scoring.model_copy(update={"views": 3})})
+    result = score_registered_version(
+        "enc", version, settings=settings, runtime=runtime, config=config
+    )
+    assert result.outcome == "scored", result.reason
+    run = client().get_run(T.score_run_id(get_version_tags("enc", str(version))))
+    assert run.data.params["scoring.views"] == "3"  # the config given, not the service's (2)
+    assert run.data.params["scoring.layer"] == "head"  # the version's layer, not "backbone"
+    # The reference's losses went to the store's cache: one entry for this protocol.
+    cached = list((Path(runtime.store_uri) / "cache" / "reference-alignment").glob("*.bin"))
+    assert len(cached) == 1
