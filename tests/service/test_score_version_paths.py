@@ -539,7 +539,8 @@ def test_a_versions_tags_are_read_once_per_step(
 
     def counted(name: str, version: str | int) -> dict[str, str]:
         reads.append((name, str(version)))
-        return read(name, version)
+        tags: dict[str, str] = read(name, version)
+        return tags
 
     monkeypatch.setattr(sslmem.tracking, "get_version_tags", counted)
     served = score_registered_version("enc", first, settings=service_settings(), runtime=runtime)
