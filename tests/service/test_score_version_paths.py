@@ -576,3 +576,31 @@ def test_the_given_config_the_versions_layer_and_the_reference_cache_are_used(
     # The reference's losses went to the store's cache: one entry for this protocol.
     cached = list((Path(runtime.store_uri) / "cache" / "reference-alignment").glob("*.bin"))
     assert len(cached) == 1
+
+
+def test_busy_unknown_and_skipped_results_say_why_and_how_long(
+    env: tuple[Encoders, RuntimeSettings],
+) -> None:
+    import time
+
+    encoders, runtime = env
+    version = _pair(encoders, runtime)
+    store = open_conditional_store(runtime.store_uri, runtime)
+    assert LeaseManager(store, "other", ttl_s=60).acquire(version_lease_key("enc", version))
+    started = time.monotonic()
+    busy = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
+    took = time.monotonic() - started
+    assert (busy.outcome, busy.reason) == ("busy", "another process holds the lease")
+    assert 0 < busy.seconds <= took  # the attempt's own duration
+    assert busy.tags is None  # nothing was read
+
+    unknown = score_registered_version(
+        "gone", "7", settings=service_settings(models=["gone"]), runtime=runtime
+    )
+    assert (unknown.outcome, unknown.failure) == ("failed", "unknown_model")
+    assert "gone" in unknown.reason  # MLflow's own words, naming the model
+
+    client().set_model_version_tag("enc-ref", "1", T.STATUS, "pending")
+    skipped = score_registered_version("enc-ref", "1", settings=service_settings(), runtime=runtime)
+    assert (skipped.outcome, skipped.reason) == ("skipped", "status 'pending', role 'reference'")
+    assert skipped.tags == get_version_tags("enc-ref", "1")  # what the job read
