@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from sslmem.config import RuntimeSettings
+from sslmem.tracking import TrackingTarget
 from tests.servers import (
     WEBHOOK_SERVER_ENV,  # noqa: F401 - re-exported for older imports
     MlflowServer,
@@ -14,6 +17,7 @@ from tests.servers import (
     start_receiver,
     webhook_mlflow_env,
 )
+from tests.service.scoring_setup import Encoders, make_encoders, runtime_settings
 from tests.tracking.conftest import (  # noqa: F401 - fixtures
     _restore_mlflow_state,
     local_mlflow,
@@ -33,3 +37,13 @@ def webhook_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowS
 def receiver() -> Iterator[Receiver]:
     with start_receiver("/v1/webhooks/mlflow") as recorder:
         yield recorder
+
+
+@pytest.fixture
+def scoring_env(
+    local_mlflow: TrackingTarget,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> tuple[Encoders, RuntimeSettings]:
+    """Tiny encoders whose split lies in a local object store, and an in-process MLflow."""
+    encoders = make_encoders(tmp_path / "store" / "enc")
+    return encoders, runtime_settings(local_mlflow.tracking_uri, tmp_path / "store")

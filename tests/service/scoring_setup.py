@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sslmem.augment import AugmentationSpec
 from sslmem.config import RuntimeSettings, SplitConfig
@@ -12,6 +12,9 @@ from sslmem.data import load_dataset, make_split, save_manifest
 from sslmem.models import save_checkpoint
 from sslmem.service.settings import ServiceSettings
 from tests.tracking.conftest import tiny_registry_encoder
+
+if TYPE_CHECKING:
+    from sslmem.memorization.scoring import ScoreReport
 
 #: Small enough to score in seconds on a CPU: 8 S_C points, K = 2 views, 8 S_S points.
 FAST_SCORING = ["scoring.views=2", "scoring.shared_sample=8", "scoring.chunk_size=64"]
@@ -50,6 +53,54 @@ def make_encoders(root: Path, split_uri: str | None = None) -> Encoders:
             )
         )
     return Encoders(split_uri or str(path), *checkpoints)
+
+
+def register_pair(
+    encoders: Encoders, runtime: RuntimeSettings, model: str = "enc", layer: str = "backbone"
+) -> str:
+    """Register ``encoders``' reference as ``<model>-ref`` 1 and its candidate as ``model``.
+
+    Returns:
+        The candidate's version number.
+
+    """
+    from sslmem.workflow.register_external import register_external_encoder
+
+    register_external_encoder(
+        encoders.reference, model_name=f"{model}-ref", split_uri=encoders.split_uri,
+        settings=runtime,
+    )  # fmt: skip
+    version = register_external_encoder(
+        encoders.candidate, model_name=model, split_uri=encoders.split_uri,
+        reference_uri=f"models:/{model}-ref/1", layer=layer, settings=runtime,
+    )  # fmt: skip
+    return str(version.version)
+
+
+def score_in_pipeline(
+    encoders: Encoders, runtime: RuntimeSettings, version: str, out: Path, **claim: Any
+) -> ScoreReport:
+    """The pipeline's scoring step (components/_scoring.py) on version ``version`` of ``enc``.
+
+    ``claim``: ``score_pair_claimed``'s claim arguments (``wait_s``, ``poll_s``, lease
+    settings, ``on_publish``).
+    """
+    from sslmem.workflow.score_version import score_pair_claimed, service_config
+    from sslmem.workflow.versions import VersionInfo
+
+    return score_pair_claimed(
+        candidate=VersionInfo("enc", version),
+        out_dir=out,
+        candidate_checkpoints=[encoders.candidate],
+        reference_checkpoints=[encoders.reference],
+        manifest_path=encoders.split_uri,
+        config=service_config(service_settings()),
+        reference=VersionInfo("enc-ref", "1"),
+        experiment="pipeline",
+        pipeline_run_id="pipeline-run-1",
+        settings=runtime,
+        **claim,
+    )
 
 
 def service_settings(**overrides: object) -> ServiceSettings:

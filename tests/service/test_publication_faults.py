@@ -31,11 +31,15 @@ from sslmem.service.settings import ServiceSettings
 from sslmem.tracking import get_version_tags, version_metrics
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
-from sslmem.workflow.register_external import register_external_encoder
 from sslmem.workflow.score_version import VersionResult, score_registered_version
 from tests.fault_proxy import start_fault_proxy
 from tests.servers import MlflowServer, _child_pids, _stop_pid, start_mlflow_server
-from tests.service.scoring_setup import make_encoders, runtime_settings, service_settings
+from tests.service.scoring_setup import (
+    make_encoders,
+    register_pair,
+    runtime_settings,
+    service_settings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -74,15 +78,7 @@ def _pair(tmp_path: Path, url: str, model: str) -> tuple[RuntimeSettings, str]:
     store = tmp_path / "store"
     encoders = make_encoders(store / "encoders")
     runtime = runtime_settings(url, store, mlflow_max_retries=0, mlflow_timeout_s=5)
-    register_external_encoder(
-        encoders.reference, model_name=f"{model}-ref", split_uri=encoders.split_uri,
-        settings=runtime,
-    )  # fmt: skip
-    version = register_external_encoder(
-        encoders.candidate, model_name=model, split_uri=encoders.split_uri,
-        reference_uri=f"models:/{model}-ref/1", settings=runtime,
-    ).version  # fmt: skip
-    return runtime, version
+    return runtime, register_pair(encoders, runtime, model)
 
 
 def _settings(**overrides: object) -> ServiceSettings:

@@ -12,22 +12,19 @@ from sslmem.coordination.conditional_store import open_conditional_store
 from sslmem.coordination.lease import LeaseManager, version_lease_key
 from sslmem.errors import ScoringError, TrackingError, is_transient
 from sslmem.memorization.scoring import ScoreReport
-from sslmem.tracking import TrackingTarget, get_version_tags, register_encoder, set_alias
+from sslmem.tracking import get_version_tags, register_encoder, set_alias
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 from sslmem.workflow.judge import judge_registered_version
 from sslmem.workflow.register_external import register_external_encoder
 from sslmem.workflow.score_version import (
-    score_pair_claimed,
     score_registered_version,
-    service_config,
 )
 from sslmem.workflow.scoring_inputs import MissingProvenanceError, scoring_inputs_from_tags
-from sslmem.workflow.versions import VersionInfo
 from tests.service.scoring_setup import (
     Encoders,
-    make_encoders,
-    runtime_settings,
+    register_pair,
+    score_in_pipeline,
     service_settings,
 )
 
@@ -37,22 +34,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.mutation]
 
 
 @pytest.fixture
-def env(local_mlflow: TrackingTarget, tmp_path: Path) -> tuple[Encoders, RuntimeSettings]:
-    encoders = make_encoders(tmp_path / "store" / "enc")  # the split lies in the store
-    runtime = runtime_settings(local_mlflow.tracking_uri, tmp_path / "store")
-    return encoders, runtime
+def env(scoring_env: tuple[Encoders, RuntimeSettings]) -> tuple[Encoders, RuntimeSettings]:
+    return scoring_env  # tests/service/conftest.py
 
 
 def _pair(encoders: Encoders, runtime: RuntimeSettings, model: str = "enc") -> str:
-    register_external_encoder(
-        encoders.reference, model_name=f"{model}-ref", split_uri=encoders.split_uri,
-        settings=runtime,
-    )  # fmt: skip
-    version = register_external_encoder(
-        encoders.candidate, model_name=model, split_uri=encoders.split_uri,
-        reference_uri=f"models:/{model}-ref/1", settings=runtime,
-    )  # fmt: skip
-    return str(version.version)
+    return register_pair(encoders, runtime, model)
 
 
 def test_missing_provenance_names_every_missing_tag() -> None:
@@ -248,22 +235,10 @@ def _pipeline_scoring(
     wait_s: float = 3600.0,
     poll_s: float = 5.0,
 ) -> ScoreReport:
-    """The pipeline's scoring step (components/score_memorization.py) on a registered version."""
-    settings = service_settings()
-    return score_pair_claimed(
-        candidate=VersionInfo("enc", version),
-        out_dir=out,
-        wait_s=wait_s,
-        poll_s=poll_s,
-        lease_settings=settings.lease_settings(),
-        candidate_checkpoints=[encoders.candidate],
-        reference_checkpoints=[encoders.reference],
-        manifest_path=encoders.split_uri,
-        config=service_config(settings),
-        reference=VersionInfo("enc-ref", "1"),
-        experiment="pipeline",
-        pipeline_run_id="pipeline-run-1",
-        settings=runtime,
+    """The pipeline's scoring step under the service's lease settings."""
+    lease_settings = service_settings().lease_settings()
+    return score_in_pipeline(
+        encoders, runtime, version, out, wait_s=wait_s, poll_s=poll_s, lease_settings=lease_settings
     )
 
 

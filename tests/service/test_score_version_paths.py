@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,18 @@ from sslmem.errors import (
     TrackingUnavailableError,
 )
 from sslmem.memorization.scoring import ScoreReport
-from sslmem.tracking import TrackingTarget, get_version_tags, register_encoder, set_alias
+from sslmem.tracking import get_version_tags, register_encoder, set_alias
 from sslmem.tracking import tags as T
 from sslmem.tracking.connection import client
 from sslmem.workflow.register_external import register_external_encoder
 from sslmem.workflow.score_version import (
-    score_pair_claimed,
     score_registered_version,
     service_config,
 )
-from sslmem.workflow.versions import VersionInfo
 from tests.service.scoring_setup import (
     Encoders,
-    make_encoders,
-    runtime_settings,
+    register_pair,
+    score_in_pipeline,
     service_settings,
 )
 
@@ -53,22 +52,39 @@ STEPS = ["running", "score_run", "model_metrics", "version_tags", "reference_tag
 
 
 @pytest.fixture
-def env(local_mlflow: TrackingTarget, tmp_path: Path) -> tuple[Encoders, RuntimeSettings]:
-    encoders = make_encoders(tmp_path / "store" / "enc")  # the split lies in the store
-    runtime = runtime_settings(local_mlflow.tracking_uri, tmp_path / "store")
-    return encoders, runtime
+def env(scoring_env: tuple[Encoders, RuntimeSettings]) -> tuple[Encoders, RuntimeSettings]:
+    return scoring_env  # tests/service/conftest.py
 
 
 def _pair(encoders: Encoders, runtime: RuntimeSettings, model: str = "enc") -> str:
-    register_external_encoder(
-        encoders.reference, model_name=f"{model}-ref", split_uri=encoders.split_uri,
-        settings=runtime,
-    )  # fmt: skip
-    version = register_external_encoder(
-        encoders.candidate, model_name=model, split_uri=encoders.split_uri,
-        reference_uri=f"models:/{model}-ref/1", settings=runtime,
-    )  # fmt: skip
-    return str(version.version)
+    return register_pair(encoders, runtime, model)
+
+
+def _lose_the_lease_at(
+    runtime: RuntimeSettings, version: str, at: str, *, to: str | None = None
+) -> tuple[list[str], Callable[[str], None]]:
+    """An ``on_publish`` hook recording the steps that takes the version's lease away at ``at``.
+
+    Over to holder ``to`` (a conditional replace: another replica took it over), or deleted.
+    """
+    store = open_conditional_store(runtime.store_uri, runtime)
+    key = version_lease_key("enc", version)
+    steps: list[str] = []
+
+    def hook(step: str) -> None:
+        steps.append(step)
+        if step != at:
+            return
+        found = store.read(key)
+        assert found is not None
+        if to is None:
+            assert store.delete(key, found[1])
+            return
+        record = json.loads(found[0])
+        record["holder"] = to
+        assert store.replace(key, json.dumps(record).encode(), found[1]) is not None
+
+    return steps, hook
 
 
 def _lease_holder(runtime: RuntimeSettings, model: str, version: str) -> str | None:
@@ -161,19 +177,8 @@ def test_a_lease_taken_over_mid_publish_drops_the_rest(
 ) -> None:
     encoders, runtime = env
     version = _pair(encoders, runtime)
-    store = open_conditional_store(runtime.store_uri, runtime)
-    key = version_lease_key("enc", version)
-    steps: list[str] = []
-
-    def take_over(step: str) -> None:
-        steps.append(step)
-        if step == "version_tags":  # another replica takes the lease (a conditional replace)
-            found = store.read(key)
-            assert found is not None
-            record = json.loads(found[0])
-            record["holder"] = "other-replica"
-            assert store.replace(key, json.dumps(record).encode(), found[1]) is not None
-
+    # Another replica takes the lease over right after the version-tags fence passed.
+    steps, take_over = _lose_the_lease_at(runtime, version, "version_tags", to="other-replica")
     with caplog.at_level(logging.WARNING, logger="sslmem.workflow.score_version"):
         result = score_registered_version(
             "enc", version, settings=service_settings(), runtime=runtime, on_publish=take_over
@@ -367,20 +372,7 @@ def test_a_champion_judgement_is_returned_and_tagged(
 def _pipeline(
     encoders: Encoders, runtime: RuntimeSettings, version: str, out: Path, **claim: Any
 ) -> ScoreReport:
-    settings = service_settings()
-    return score_pair_claimed(
-        candidate=VersionInfo("enc", version),
-        out_dir=out,
-        candidate_checkpoints=[encoders.candidate],
-        reference_checkpoints=[encoders.reference],
-        manifest_path=encoders.split_uri,
-        config=service_config(settings),
-        reference=VersionInfo("enc-ref", "1"),
-        experiment="pipeline",
-        pipeline_run_id="pipeline-run-1",
-        settings=runtime,
-        **claim,
-    )
+    return score_in_pipeline(encoders, runtime, version, out, **claim)
 
 
 def test_pipeline_scoring_refuses_a_version_another_scorer_failed(
@@ -458,14 +450,8 @@ def test_pipeline_scoring_rescores_a_version_whose_publisher_lost_its_lease(
 ) -> None:
     encoders, runtime = env
     version = _pair(encoders, runtime)
-    store = open_conditional_store(runtime.store_uri, runtime)
-    key = version_lease_key("enc", version)
-
-    def take_over_before_the_status(step: str) -> None:
-        if step == "reference_tags":  # the version's tags name the run; the status never comes
-            found = store.read(key)
-            assert found is not None
-            assert store.delete(key, found[1])
+    # The lease vanishes once the version's tags name the run: the status never comes.
+    _, take_over_before_the_status = _lose_the_lease_at(runtime, version, "reference_tags")
 
     lost = score_registered_version(
         "enc",
@@ -505,17 +491,7 @@ def test_pipeline_scoring_is_fenced_and_drops_the_rest_when_the_claim_is_lost(
 
     encoders, runtime = env
     version = _pair(encoders, runtime)
-    store = open_conditional_store(runtime.store_uri, runtime)
-    key = version_lease_key("enc", version)
-    steps: list[str] = []
-
-    def lose_the_claim(step: str) -> None:
-        steps.append(step)
-        if step == "model_metrics":
-            found = store.read(key)
-            assert found is not None
-            assert store.delete(key, found[1])
-
+    steps, lose_the_claim = _lose_the_lease_at(runtime, version, "model_metrics")
     with pytest.raises(LeaseLostError):
         _pipeline(encoders, runtime, version, tmp_path / "out", on_publish=lose_the_claim)
     assert steps == STEPS[1:3]  # score run, model metrics; then the fence refused
