@@ -2,10 +2,25 @@
 
 import signal
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from sslmem.interrupts import guard, swapping_output
+
+
+@pytest.fixture(autouse=True)
+def python_sigint_handler() -> Iterator[None]:
+    """Python's own SIGINT handler for each test, as under an interactive shell.
+
+    A test runner started in the background (``cmd &`` in a script, nohup) inherits SIGINT
+    *ignored*, and there :func:`guard` rightly leaves it alone (the last test).
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_an_interrupt_is_raised_before_a_swap_and_recorded_during_and_once_after() -> None:
@@ -30,3 +45,13 @@ def test_a_failed_swap_commits_nothing_and_other_threads_swaps_do_not_count() ->
         assert not state.committed
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
+
+
+def test_guard_leaves_an_ignored_sigint_alone() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a background job
+    with guard() as state:
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with swapping_output():
+            signal.raise_signal(signal.SIGINT)  # ignored, as the caller chose
+        assert not state.committed and not state.ignored_after_output
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
