@@ -87,6 +87,22 @@ def _lose_the_lease_at(
     return steps, hook
 
 
+def _raise_at(at: str, error: Exception) -> Callable[[str], None]:
+    """An ``on_publish`` hook that raises ``error`` at step ``at`` (a fault mid-publish)."""
+
+    def hook(step: str) -> None:
+        if step == at:
+            raise error
+
+    return hook
+
+
+def _assert_reference_never_failed() -> None:
+    """The candidate's problem never marks its shared reference."""
+    ref = get_version_tags("enc-ref", "1")
+    assert ref.get(T.STATUS) != "failed" and T.FAILURE_REASON not in ref
+
+
 def _lease_holder(runtime: RuntimeSettings, model: str, version: str) -> str | None:
     store = open_conditional_store(runtime.store_uri, runtime)
     found = LeaseManager(store, "observer", 60).current(version_lease_key(model, version))
@@ -212,18 +228,14 @@ def test_a_dependency_failing_mid_publish_is_retried_never_failed(
     encoders, runtime = env
     version = _pair(encoders, runtime)
 
-    def fail(step: str) -> None:
-        if step == "model_metrics":
-            raise error
-
+    fail = _raise_at("model_metrics", error)
     with pytest.raises(type(error)):
         score_registered_version(
             "enc", version, settings=service_settings(), runtime=runtime, on_publish=fail
         )
     tags = get_version_tags("enc", version)
     assert tags[T.STATUS] == "running" and T.FAILURE_REASON not in tags
-    ref = get_version_tags("enc-ref", "1")
-    assert ref.get(T.STATUS) != "failed" and T.FAILURE_REASON not in ref
+    _assert_reference_never_failed()
     assert _lease_holder(runtime, "enc", version) is None  # released for the retry
     # The dependency is back: the retry scores the version.
     again = score_registered_version("enc", version, settings=service_settings(), runtime=runtime)
@@ -245,10 +257,7 @@ def test_a_permanent_error_while_scoring_fails_the_candidate_only(
     encoders, runtime = env
     version = _pair(encoders, runtime)
 
-    def fail(step: str) -> None:
-        if step == "score_run":
-            raise error
-
+    fail = _raise_at("score_run", error)
     result = score_registered_version(
         "enc", version, settings=service_settings(), runtime=runtime, on_publish=fail
     )
@@ -258,8 +267,7 @@ def test_a_permanent_error_while_scoring_fails_the_candidate_only(
     assert result.tags is not None and result.tags[T.STATUS] == "pending"
     tags = get_version_tags("enc", version)
     assert tags[T.STATUS] == "failed" and problem in tags[T.FAILURE_REASON]
-    ref = get_version_tags("enc-ref", "1")
-    assert ref.get(T.STATUS) != "failed" and T.FAILURE_REASON not in ref
+    _assert_reference_never_failed()
     assert _lease_holder(runtime, "enc", version) is None
 
 
@@ -331,8 +339,7 @@ def test_corrupt_reference_weights_fail_the_candidate_not_the_reference(
     assert (result.outcome, result.failure) == ("failed", "invalid_checkpoint")
     assert result.reason.startswith("reference weights: ")
     assert get_version_tags("enc", version)[T.STATUS] == "failed"
-    ref = get_version_tags("enc-ref", "1")
-    assert ref.get(T.STATUS) != "failed" and T.FAILURE_REASON not in ref
+    _assert_reference_never_failed()
 
 
 def test_a_judgement_that_cannot_be_made_leaves_the_score_standing(
